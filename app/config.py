@@ -65,6 +65,10 @@ class WorkerConfig(_Section):
     tick_interval_s: float = Field(default=1.0, gt=0)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     max_event_bytes: int = Field(default=16 * 1024, ge=256)
+    #: Sanity window for event_time against the worker's wall clock; widen
+    #: ``max_event_past_ms`` to replay historical exports older than 400 days.
+    max_event_past_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=0)
+    max_event_future_ms: int = Field(default=24 * 3600 * 1000, ge=0)
 
 
 class AlertsConfig(_Section):
@@ -74,6 +78,8 @@ class AlertsConfig(_Section):
     api_token: SecretStr = SecretStr("change-me")
     metrics_port: int = Field(default=9109, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8088"
+    #: versioned liability rules (default: the packaged alerts/rules/liability-v1.toml)
+    liability_rules_file: Path | None = None
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,87 @@
+"""Settings files: a good one loads whole; each bad one stops with its own one-line message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from logiwatch.cli import main
+from logiwatch.config import load_settings
+from logiwatch.errors import ConfigError
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The developer's own LOGIWATCH_* variables must not leak into these cases.
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LOGIWATCH_"):
+            monkeypatch.delenv(name)
+
+
+BAD = {
+    "bad_port.toml": "invalid setting stack.kafka_port in {path}: Input should be less than or equal to 65535",
+    "bad_unknown_key.toml": "invalid setting kafka.bootstarp in {path}: Extra inputs are not permitted",
+    "bad_type.toml": "invalid setting worker.batch_max_records in {path}: "
+    "Input should be a valid integer, unable to parse string as an integer",
+    "bad_log_level.toml": "invalid setting log_level in {path}: String should match pattern '^(DEBUG|INFO|WARNING|ERROR)$'",
+    "bad_syntax.toml": "config file {path} is not valid TOML: "
+    "Expected ']' at the end of a table declaration (at line 1, column 7)",
+}
+
+
+def test_every_bad_config_file_has_a_case() -> None:
+    assert sorted(p.name for p in DATA.glob("bad_*.toml")) == sorted(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_config_file_stops_the_cli_with_one_line_naming_the_setting(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = DATA / name
+    assert main(["--config", str(path), "config", "show"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"logiwatch config: error: {BAD[name].format(path=path)}\n"
+
+
+def test_missing_config_file_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^config file not found: .*nope\.toml$"):
+        load_settings(DATA / "nope.toml")
+
+
+def test_good_config_file_sets_every_section_and_keeps_the_other_defaults() -> None:
+    s = load_settings(DATA / "good.toml")
+    assert s.log_level == "DEBUG"
+    assert s.kafka.bootstrap == "127.0.0.1:29092"
+    assert s.kafka.session_timeout_ms == 12_000
+    assert (s.kafka.topics.events, s.kafka.topics.events_partitions) == ("acme.events", 8)
+    assert s.kafka.topics.alerts == "logistics.alerts"  # untouched default
+    assert (s.redis.url, s.redis.key_prefix) == ("redis://127.0.0.1:6379/3", "acme:")
+    assert (str(s.stack.state_dir), s.stack.kafka_port, s.stack.redis_port) == (
+        "/tmp/acme-stack",
+        29092,
+        26379,
+    )
+    assert s.alerts.api_token.get_secret_value() == "s3cret-token"
+
+
+def test_environment_wins_over_the_file_and_cli_wins_over_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGIWATCH_KAFKA__BOOTSTRAP", "10.0.0.1:9092")
+    monkeypatch.setenv("LOGIWATCH_LOG_LEVEL", "WARNING")
+    s = load_settings(DATA / "good.toml", log_level="ERROR")
+    assert s.kafka.bootstrap == "10.0.0.1:9092"
+    assert s.kafka.topics.events == "acme.events"  # the file still applies where env is silent
+    assert s.log_level == "ERROR"
+
+
+def test_config_show_masks_the_api_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(DATA / "good.toml"), "config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret-token" not in out
+    assert json.loads(out)["alerts"]["api_token"] == "**********"
