@@ -31,6 +31,10 @@ test-unit: install
 test-faults: install
 	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
+test-ops: install
+	sh scripts/ensure-prometheus.sh
+	$(BIN)/python -m pytest tests/ops $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check app detectors streams alerts tests bench
 	$(BIN)/lint-imports

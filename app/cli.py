@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from logiwatch.config import Settings, load_settings
 from logiwatch.errors import LogiwatchError
+from logiwatch.logging import configure_logging
 
 #: command name -> (module under logiwatch.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="logiwatch", description="Streaming logistics anomaly monitor.")
     parser.add_argument("--config", help="TOML settings file (default: $LOGIWATCH_CONFIG)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    parser.add_argument("--log-format", choices=["json", "text"], default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
@@ -57,9 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        overrides = {"log_level": args.log_level} if args.log_level else {}
+        overrides = {k: v for k, v in (("log_level", args.log_level), ("log_format", args.log_format)) if v}
         settings: Settings = load_settings(args.config, **overrides)
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(
+            settings.log_level,
+            json=settings.log_format == "json",
+            secrets=[settings.alerts.api_token.get_secret_value()],
+        )
         code = int(args._module.run(args, settings) or 0)
     except LogiwatchError as exc:
         print(f"logiwatch {args.command}: error: {exc}", file=sys.stderr)

@@ -64,6 +64,8 @@ class WorkerConfig(_Section):
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
     tick_interval_s: float = Field(default=1.0, gt=0)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    #: Loopback by default; containers set 0.0.0.0 so Prometheus can scrape each replica.
+    metrics_host: str = "127.0.0.1"
     max_event_bytes: int = Field(default=16 * 1024, ge=256)
     #: Sanity window for event_time against the worker's wall clock; widen
     #: ``max_event_past_ms`` to replay historical exports older than 400 days.
@@ -96,6 +98,8 @@ class Settings(BaseSettings):
     worker: WorkerConfig = WorkerConfig()
     alerts: AlertsConfig = AlertsConfig()
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    #: ``json`` (one object per line, for log shippers) or ``text`` (terminals)
+    log_format: str = Field(default="json", pattern="^(json|text)$")
 
 
 def _one_line(exc: ValidationError, source: str) -> str:
