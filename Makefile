@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DURATION ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-integration test-faults test-ops lint bench clean
+.PHONY: install demo test test-unit test-integration test-faults test-ops lint bench clean audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ lint: install
 	$(BIN)/ruff check app detectors streams alerts tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy app detectors streams alerts
+
+audit: install
+	@# pip-audit asks PyPI's JSON API about each installed version; --strict fails when it
+	@# cannot, so an unreachable service is a failure, never a silent pass.
+	@# Probe the per-version endpoint pip-audit uses (some mirrors serve only /pypi/<name>/json).
+	@$(BIN)/python -c "import importlib.metadata as m, urllib.request as u; u.urlopen('https://pypi.org/pypi/pip/%s/json' % m.version('pip'), timeout=20)" 2>/dev/null \
+		|| { echo "audit: the PyPI vulnerability API (https://pypi.org/pypi/<name>/<version>/json) is not reachable from here; the dependency audit did NOT run" >&2; exit 1; }
+	$(BIN)/pip-audit --skip-editable --strict --progress-spinner off
 
 bench: install
 	$(BIN)/logiwatch bench

@@ -95,7 +95,9 @@ def decode_event(
         if msg.startswith("Expected `object`, got") and "$." not in msg:
             raise DecodeError("not_object", msg, offset) from None
         raise DecodeError(_classify(msg), msg, offset) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError (not its own DecodeError) for
+        # invalid UTF-8 inside a JSON string: still just bad JSON.
         raise DecodeError("bad_json", str(exc), offset) from None
     t = event.event_time
     if now_ms is None:
@@ -120,7 +122,7 @@ def encode_event(event: ScanEvent) -> bytes:
 def decode_tick(data: bytes) -> Tick:
     try:
         return _tick_decoder.decode(data)
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a subclass
         raise DecodeError("bad_tick", str(exc)) from None
 
 
