@@ -1,0 +1,215 @@
+"""The append-only liability ledger in Redis, and its publication to Kafka.
+
+Keys under ``<redis.key_prefix>liability:``:
+
+* ``ledger``: a Redis stream; each entry's ``entry`` field is the JSON
+  :class:`~logiwatch.alerts.liability.Entry`. Adjustments are new entries
+  (reversals), never edits;
+* ``keys``: idempotency key -> entry id. An entry whose key is present is
+  not appended again, which makes replays and redeliveries harmless;
+* ``parcel:<waybill>``: the parcel's standing charges (charge key -> JSON
+  :class:`~logiwatch.alerts.liability.Charge`), what re-attribution reads;
+* ``totals``: ``party|rule`` -> net fen, updated in the same script;
+* ``incident-of``: waybill -> declared incident covering it;
+* ``published``: the last stream id produced to ``logistics.liability``.
+
+The stream is also the outbox: :meth:`Ledger.publish_pending` produces
+every entry after the ``published`` cursor and advances it once the broker
+acknowledged, so a crash re-publishes (same ``entry_id``) but never skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate
+from logiwatch.detectors.model import Alert, AnomalyType
+
+_entry_dec = msgspec.json.Decoder(Entry)
+_charge_dec = msgspec.json.Decoder(Charge)
+_enc = msgspec.json.Encoder()
+
+_APPEND = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[4], ARGV[5])
+return 1
+"""
+
+
+@dataclass
+class Totals:
+    """Net amounts (fen) per party and per rule over a time range."""
+
+    by_party: dict[str, int] = field(default_factory=dict)
+    by_rule: dict[str, int] = field(default_factory=dict)
+    entries: int = 0
+
+    def add(self, e: Entry) -> None:
+        self.by_party[e.party] = self.by_party.get(e.party, 0) + e.amount_fen
+        self.by_rule[e.rule_id] = self.by_rule.get(e.rule_id, 0) + e.amount_fen
+        self.entries += 1
+
+    @property
+    def net_fen(self) -> int:
+        return sum(self.by_party.values())
+
+
+class Ledger:
+    """Applies the rules engine to alerts and appends the outcome."""
+
+    def __init__(self, client: aioredis.Redis, key_prefix: str, rules: RuleSet) -> None:
+        self.r = client
+        self.p = f"{key_prefix}liability:"
+        self.rules = rules
+        self._append = client.register_script(_APPEND)
+
+    def key(self, name: str) -> str:
+        return self.p + name
+
+    async def charges(self, waybills: Iterable[str]) -> dict[str, Charge]:
+        wbs = list(waybills)
+        out: dict[str, Charge] = {}
+        for i in range(0, len(wbs), 500):  # one pipelined round trip per 500 parcels
+            pipe = self.r.pipeline(transaction=False)
+            for wb in wbs[i : i + 500]:
+                pipe.hgetall(self.key(f"parcel:{wb}"))
+            for got in await pipe.execute():
+                for raw in got.values():
+                    c = _charge_dec.decode(raw)
+                    out[c.charge_key] = c
+        return out
+
+    async def apply(self, alert: Alert) -> list[Entry]:
+        """Evaluate ``alert`` and append the resulting entries; returns those actually appended."""
+
+        return await self.apply_batch([alert])
+
+    def _chargeable(self, alert: Alert) -> bool:
+        version = self.rules.at(alert.detected_at)
+        return bool(alert.waybill_id) and version is not None and version.rule_for(alert.alert_type) is not None
+
+    async def apply_batch(self, alerts: list[Alert]) -> list[Entry]:
+        """Evaluate a batch in order against the stored state and append in one MULTI/EXEC.
+
+        Two round trips per batch: read every parcel's standing charges and
+        incident, then write entries, charges and the incident map together
+        (all or nothing). Later alerts in the batch see earlier ones' effects.
+        """
+
+        incidents = [a for a in alerts if a.alert_type == AnomalyType.HUB_INCIDENT]
+        parcels = [a for a in alerts if a.alert_type != AnomalyType.HUB_INCIDENT and self._chargeable(a)]
+        if not incidents and not parcels:
+            return []  # nothing here can charge: spare the round trips
+        wbs = sorted({wb for a in incidents for wb in a.affected_waybills} | {a.waybill_id or "" for a in parcels})
+        parcel_wbs = sorted({a.waybill_id or "" for a in parcels})
+        read = self.r.pipeline(transaction=False)
+        for wb in wbs:
+            read.hgetall(self.key(f"parcel:{wb}"))
+        if parcel_wbs:
+            read.hmget(self.key("incident-of"), parcel_wbs)
+        got = await read.execute()
+        charges: dict[str, dict[str, Charge]] = {}
+        for wb, raw in zip(wbs, got[: len(wbs)], strict=True):
+            charges[wb] = {c.charge_key: c for c in (_charge_dec.decode(v) for v in raw.values())}
+        incident_of: dict[str, str] = {}
+        if parcel_wbs:
+            for wb, inc in zip(parcel_wbs, got[len(wbs)], strict=True):
+                if inc is not None:
+                    incident_of[wb] = inc.decode() if isinstance(inc, bytes) else str(inc)
+        entries: list[Entry] = []
+        touched: dict[str, Charge] = {}
+        new_incident_of: dict[Any, Any] = {}
+        for alert in alerts:
+            if alert.alert_type == AnomalyType.HUB_INCIDENT:
+                mine = {k: c for wb in alert.affected_waybills for k, c in charges.get(wb, {}).items()}
+                found, updated = evaluate(alert, mine, self.rules)
+                if alert.status.value == "firing":
+                    incident_of.update(dict.fromkeys(alert.affected_waybills, alert.alert_id))
+                    new_incident_of.update(dict.fromkeys(alert.affected_waybills, alert.alert_id))
+            elif self._chargeable(alert):
+                wb = alert.waybill_id or ""
+                found, updated = evaluate(alert, charges.get(wb, {}), self.rules, incident_of.get(wb))
+            else:
+                continue
+            entries += found
+            for c in updated:
+                charges.setdefault(c.charge_key.split("|", 1)[0], {})[c.charge_key] = c
+                touched[c.charge_key] = c
+        if not entries and not touched and not new_incident_of:
+            return []
+        tx = self.r.pipeline(transaction=True)
+        for e in entries:
+            await self._append(  # on a pipeline this only queues the EVALSHA
+                keys=[self.key("keys"), self.key("ledger"), self.key("totals")],
+                args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
+                client=tx,
+            )
+        for c in touched.values():
+            tx.hset(self.key(f"parcel:{c.charge_key.split('|', 1)[0]}"), c.charge_key, _enc.encode(c))
+        if new_incident_of:
+            # parcels whose own alerts arrive later (without the incident id) are exempted too
+            tx.hset(self.key("incident-of"), mapping=new_incident_of)
+        results = await tx.execute()
+        return [e for e, ok in zip(entries, results[: len(entries)], strict=True) if ok]
+
+    async def entries(self, since_ms: int | None = None, until_ms: int | None = None, waybill: str | None = None) -> list[Entry]:
+        out: list[Entry] = []
+        start = "-"
+        while True:
+            batch = await self.r.xrange(self.key("ledger"), min=start, max="+", count=1000)
+            if not batch:
+                break
+            for _sid, fields in batch:
+                e = _entry_dec.decode(_raw(fields))
+                if since_ms is not None and e.at_ms < since_ms:
+                    continue
+                if until_ms is not None and e.at_ms >= until_ms:
+                    continue
+                if waybill is not None and e.waybill_id != waybill:
+                    continue
+                out.append(e)
+            last: Any = batch[-1][0]
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        return out
+
+    async def totals(self, since_ms: int | None = None, until_ms: int | None = None) -> Totals:
+        t = Totals()
+        for e in await self.entries(since_ms, until_ms):
+            t.add(e)
+        return t
+
+    async def pending(self, batch: int = 500) -> tuple[list[tuple[bytes, bytes]], Any]:
+        """Up to ``batch`` (key, value) records after the publication cursor, and the last stream id."""
+
+        cursor: Any = await self.r.get(self.key("published"))
+        start = "(" + (cursor.decode() if isinstance(cursor, bytes) else str(cursor)) if cursor else "-"
+        got: Any = await self.r.xrange(self.key("ledger"), min=start, max="+", count=batch)
+        records = []
+        for _sid, fields in got:
+            raw = _raw(fields)
+            records.append((_entry_dec.decode(raw).waybill_id.encode(), raw))
+        return records, (got[-1][0] if got else None)
+
+    async def advance(self, last_id: Any) -> None:
+        """Move the cursor once the broker has acknowledged everything up to ``last_id``."""
+
+        await self.r.set(self.key("published"), last_id)
+
+    async def publish_pending(self, send: Callable[[list[tuple[bytes, bytes]]], None], batch: int = 500) -> int:
+        """Produce entries after the cursor with blocking ``send``, then advance it."""
+
+        records, last = await self.pending(batch)
+        if records:
+            send(records)
+            await self.advance(last)
+        return len(records)
+
+def _raw(fields: Any) -> bytes:
+    raw = fields.get(b"entry", fields.get("entry"))
+    return raw if isinstance(raw, bytes) else str(raw).encode()

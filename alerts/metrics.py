@@ -1,0 +1,126 @@
+"""Prometheus metrics of the alert service.
+
+Counters and histograms are built on a ``registry`` argument so tests use a
+fresh one. Values that live in Redis (open alerts, open incidents, liability
+totals) are read at scrape time by :class:`RedisCollector` with a plain
+synchronous client, so they are right after a restart without replaying
+anything. Names follow ``logiwatch_<subsystem>_<thing>_<unit>``; labels are
+bounded (types, severities, receivers from the routes file, parties, rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class AlertMetrics:
+    """The service's own counters (one instance per registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "logiwatch_alerts_received_total",
+            "Alerts consumed, by type and status.",
+            ["type", "status"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "logiwatch_alerts_decisions_total",
+            "Pipeline outcomes: new, update, duplicate, inhibited, grouped, silenced.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.bad_records = Counter(
+            "logiwatch_alerts_bad_records_total",
+            "Alert records that failed to decode (kept in the bad-records list), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "logiwatch_alerts_notifications_total",
+            "Webhook attempts by receiver and outcome (ok, retry, give_up, disable).",
+            ["receiver", "outcome"],
+            registry=registry,
+        )
+        self.delivery_seconds = Histogram(
+            "logiwatch_alerts_delivery_seconds",
+            "Duration of one webhook attempt.",
+            ["receiver"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.retries = Counter("logiwatch_alerts_retries_total", "Attempts scheduled for retry.", ["receiver"], registry=registry)
+        self.dead_letters = Counter(
+            "logiwatch_alerts_dead_letters_total", "Notifications moved to the dead-letter list.", ["receiver"], registry=registry
+        )
+        self.false_alarms = Counter(
+            "logiwatch_alerts_false_alarms_total", "Alerts marked as false alarms by customer service.", ["type"], registry=registry
+        )
+        self.ledger_entries = Counter(
+            "logiwatch_liability_entries_total", "Ledger entries appended, by kind and party.", ["kind", "party"], registry=registry
+        )
+
+
+class RedisCollector(Collector):
+    """Scrape-time gauges for values kept in Redis."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str) -> None:
+        self.r = client
+        self.p = f"{key_prefix}alerts:"
+        self.lp = f"{key_prefix}liability:"
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import msgspec
+
+        from logiwatch.alerts.model import AlertRecord  # local: keeps the import graph of metrics small
+
+        dec = msgspec.json.Decoder(AlertRecord)
+        open_g = GaugeMetricFamily("logiwatch_alerts_open", "Open or acknowledged alerts.", labels=["type", "severity"])
+        ids = set(self.r.smembers(self.p + "state:open")) | set(self.r.smembers(self.p + "state:acknowledged"))
+        per: dict[tuple[str, str], int] = {}
+        # CS leads slice open alerts by region and carrier (logistics dashboard);
+        # both label sets are bounded by the network, never by parcels.
+        per_region: dict[str, int] = {}
+        per_carrier: dict[str, int] = {}
+        keys = [self.p + "alert:" + (i.decode() if isinstance(i, bytes) else i) for i in ids]
+        for raw in self.r.mget(keys) if keys else []:
+            if raw:
+                a = dec.decode(raw).alert
+                per[(a.alert_type.value, a.severity.value)] = per.get((a.alert_type.value, a.severity.value), 0) + 1
+                region = a.region or a.dest_region or "unknown"
+                per_region[region] = per_region.get(region, 0) + 1
+                carrier = a.carrier_id or "unknown"
+                per_carrier[carrier] = per_carrier.get(carrier, 0) + 1
+        for (t, s), n in sorted(per.items()):
+            open_g.add_metric([t, s], n)
+        yield open_g
+        by_region = GaugeMetricFamily("logiwatch_alerts_open_by_region", "Open or acknowledged alerts by region.", labels=["region"])
+        for region, n in sorted(per_region.items()):
+            by_region.add_metric([region], n)
+        yield by_region
+        by_carrier = GaugeMetricFamily(
+            "logiwatch_alerts_open_by_carrier", "Open or acknowledged alerts by carrier.", labels=["carrier"]
+        )
+        for carrier, n in sorted(per_carrier.items()):
+            by_carrier.add_metric([carrier], n)
+        yield by_carrier
+        inc = GaugeMetricFamily("logiwatch_alerts_incidents_open", "Open hub incidents.")
+        inc.add_metric([], int(self.r.scard(self.p + "incidents:open")))
+        yield inc
+        amount = GaugeMetricFamily(
+            "logiwatch_liability_amount_yuan", "Net liability in the ledger, by party and rule.", labels=["party", "rule"]
+        )
+        for k, v in sorted(self.r.hgetall(self.lp + "totals").items()):
+            key = k.decode() if isinstance(k, bytes) else k
+            party, _, rule = key.partition("|")
+            amount.add_metric([party, rule], int(v) / 100)  # stored in fen
+        yield amount
+        queue = GaugeMetricFamily("logiwatch_alerts_queue_depth", "Notifications waiting per receiver.", labels=["receiver"])
+        for k in self.r.scan_iter(match=self.p + "queue:*", count=100):
+            key = k.decode() if isinstance(k, bytes) else k
+            queue.add_metric([key.rsplit(":", 1)[1]], int(self.r.zcard(key)))
+        yield queue

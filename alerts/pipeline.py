@@ -1,0 +1,217 @@
+"""The alert pipeline: dedup, lifecycle, group, inhibit, silence, route, record.
+
+:func:`decide` is pure: given a detector alert, the service's previous copy
+of it and the routing config it returns the new :class:`AlertRecord` and the
+notifications to send (receiver, kind), or says the alert is a duplicate.
+:class:`Pipeline` runs it against the store and writes the outcome
+atomically; delivery happens later, from the queues, so a slow receiver
+never holds up consumption.
+
+Stages, in order (Alertmanager's, adapted to parcels):
+
+1. **dedup**: a record whose (revision, status) is not newer than the stored
+   one is a redelivery or replay and changes nothing;
+2. **lifecycle**: new firing -> OPEN; detector RESOLVED -> RESOLVED; a person's
+   ACKNOWLEDGED survives detector updates;
+3. **what to say**: first firing -> ``firing``; a rise in severity ->
+   ``escalated``; resolution -> ``resolved`` (only if the firing was sent);
+   other updates (an incident gaining parcels) say nothing new;
+4. **group / inhibit**: a parcel alert explained by a hub incident joins the
+   incident (one notification for the incident) and, for the inhibition
+   rules' target types (stall by default), is marked ``inhibited``;
+5. **silence**: a matching active silence mutes it;
+6. **route**: every receiver with a matching route gets one notification,
+   whose id (the webhook-id) is stable, so the notification log drops repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence, notification_id
+from logiwatch.alerts.routing import RoutingConfig
+from logiwatch.alerts.store import AlertStore, Commit
+from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+@dataclass
+class Decision:
+    """What the pipeline does with one alert."""
+
+    outcome: str  # new | update | duplicate
+    record: AlertRecord | None
+    notify: list[tuple[str, str]] = field(default_factory=list)  # (receiver, kind)
+    suppressed: str | None = None
+
+
+def _version(alert: Alert) -> tuple[int, int]:
+    return alert.revision, 1 if alert.status == AlertStatus.RESOLVED else 0
+
+
+def decide(alert: Alert, previous: AlertRecord | None, routing: RoutingConfig, now: int, silences: tuple[Silence, ...] = ()) -> Decision:
+    # 1. dedup against what is stored
+    if previous is not None and _version(alert) <= _version(previous.alert):
+        return Decision("duplicate", None)
+    resolved = alert.status == AlertStatus.RESOLVED
+    # 2. lifecycle
+    if previous is None:
+        state = AlertState.RESOLVED if resolved else AlertState.OPEN
+        record = AlertRecord(alert=alert, state=state, first_seen_ms=now, updated_ms=now, resolved_by="detector" if resolved else None)
+    else:
+        state = previous.state
+        if resolved:
+            state = AlertState.RESOLVED
+        elif state == AlertState.RESOLVED:
+            state = AlertState.OPEN  # fired again after a resolution: a new episode for people
+        record = msgspec.structs.replace(
+            previous,
+            alert=alert,
+            state=state,
+            updated_ms=now,
+            resolved_by=("detector" if resolved and previous.state != AlertState.RESOLVED else previous.resolved_by),
+        )
+    outcome = "new" if previous is None else "update"
+    # 3. what is there to say
+    kind: str | None
+    if resolved:
+        was_sent = previous is not None and previous.suppressed is None and previous.alert.status == AlertStatus.FIRING
+        kind = "resolved" if was_sent else None
+    elif previous is None or previous.alert.status == AlertStatus.RESOLVED:
+        kind = "firing" if previous is None else f"firing-r{alert.revision}"
+    elif _SEVERITY_RANK[alert.severity] > _SEVERITY_RANK[previous.alert.severity]:
+        kind = f"escalated-{alert.severity.value}"
+    else:
+        kind = None
+    if resolved or previous is not None:
+        record.suppressed = previous.suppressed if previous is not None else None
+        if kind is None or record.suppressed:
+            return Decision(outcome, record, [], record.suppressed)
+    # 4. group under an incident / inhibit
+    suppressed: str | None = None
+    if alert.incident_id and alert.alert_type != AnomalyType.HUB_INCIDENT:
+        suppressed = "inhibited" if routing.inhibits(alert) else "grouped"
+    # 5. silence
+    if suppressed is None and routing.silenced_by(alert, now, silences) is not None:
+        suppressed = "silenced"
+    record.suppressed = suppressed
+    if suppressed or kind is None:
+        return Decision(outcome, record, [], suppressed)
+    # 6. route
+    return Decision(outcome, record, [(r, kind) for r in routing.receivers_for(alert)])
+
+
+class Pipeline:
+    """Runs :func:`decide` against the store and records the outcome in one transaction."""
+
+    #: API-made silences are re-read at most this often (ms): one round trip saved per alert.
+    SILENCE_TTL_MS = 1000
+
+    def __init__(self, store: AlertStore, routing: RoutingConfig) -> None:
+        self.store = store
+        self.routing = routing
+        self._silences: tuple[Silence, ...] = ()
+        self._silences_at: int | None = None
+
+    async def silences(self, now: int) -> tuple[Silence, ...]:
+        if self._silences_at is None or not 0 <= now - self._silences_at < self.SILENCE_TTL_MS:
+            self._silences = await self.store.silences()
+            self._silences_at = now
+        return self._silences
+
+    async def process(self, alert: Alert, now: int) -> tuple[Decision, list[Notification]]:
+        [result] = await self.process_batch([alert], now)
+        return result
+
+    async def process_batch(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
+        """Decide a polled batch in order and record it in one transaction.
+
+        Later alerts in the batch see the records earlier ones produced (a
+        firing and its resolution may arrive together).
+        """
+
+        known = await self.store.get_map(a.alert_id for a in alerts)
+        silences = await self.silences(now)
+        planned: list[tuple[Decision, list[Notification]]] = []
+        commits: list[Commit] = []
+        for alert in alerts:
+            previous = known.get(alert.alert_id)
+            decision, notifs, commit = self._plan(alert, previous, now, silences)
+            planned.append((decision, notifs))
+            if commit is not None:
+                commits.append(commit)
+                known[alert.alert_id] = commit[0]
+        fresh_all = iter(await self.store.commit_many(commits)) if commits else iter(())
+        out: list[tuple[Decision, list[Notification]]] = []
+        for decision, notifs in planned:
+            if decision.record is None:
+                out.append((decision, []))
+                continue
+            fresh = next(fresh_all)
+            out.append((decision, [n for n, new in zip(notifs, fresh, strict=True) if new]))
+        return out
+
+    def _plan(
+        self, alert: Alert, previous: AlertRecord | None, now: int, silences: tuple[Silence, ...]
+    ) -> tuple[Decision, list[Notification], Commit | None]:
+        decision = decide(alert, previous, self.routing, now, silences)
+        if decision.record is None:
+            return decision, [], None
+        due = now
+        if alert.alert_type == AnomalyType.HUB_INCIDENT and decision.notify:
+            # let the incident collect its parcels before the one notification goes out
+            due = now + int(self.routing.group_wait_s * 1000)
+        notifs = [
+            Notification(nid=notification_id(rcv, alert.alert_id, kind), receiver=rcv, alert_id=alert.alert_id, kind=kind, created_ms=now)
+            for rcv, kind in decision.notify
+        ]
+        escalate_at = None
+        if decision.outcome == "new" and alert.status == AlertStatus.FIRING and alert.severity != Severity.CRITICAL:
+            escalate_at = now + int(self.routing.escalate_after_s * 1000)
+        return decision, notifs, (decision.record, previous, [(n, due) for n in notifs], escalate_at)
+
+    async def escalate_due(self, now: int) -> list[Notification]:
+        """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify."""
+
+        out: list[Notification] = []
+        for aid in await self.store.due_escalations(now):
+            rec = await self.store.get(aid)
+            await self.store.drop_escalation(aid)
+            if rec is None or rec.state != AlertState.OPEN or rec.alert.status != AlertStatus.FIRING:
+                continue
+            rank = _SEVERITY_RANK[rec.alert.severity]
+            if rank >= 2:
+                continue
+            new_sev = Severity.WARNING if rank == 0 else Severity.CRITICAL
+            new = msgspec.structs.replace(rec, alert=msgspec.structs.replace(rec.alert, severity=new_sev), escalations=rec.escalations + 1, updated_ms=now)
+            notifs: list[Notification] = []
+            if rec.suppressed is None:
+                kind = f"escalated-{new_sev.value}"
+                notifs = [
+                    Notification(nid=notification_id(r, aid, kind), receiver=r, alert_id=aid, kind=kind, created_ms=now)
+                    for r in self.routing.receivers_for(new.alert)
+                ]
+            again = now + int(self.routing.escalate_after_s * 1000) if new_sev != Severity.CRITICAL else None
+            fresh = await self.store.commit(new, rec, [(n, now) for n in notifs], again)
+            out.extend(n for n, f in zip(notifs, fresh, strict=True) if f)
+        return out
+
+    async def set_state(self, alert_id: str, state: AlertState, by: str, now: int) -> AlertRecord | None:
+        """A person acknowledges or resolves an alert (no notification: they know)."""
+
+        rec = await self.store.get(alert_id)
+        if rec is None:
+            return None
+        if rec.state == state or rec.state == AlertState.RESOLVED:
+            return rec
+        changes: dict[str, object] = {"state": state, "updated_ms": now}
+        if state == AlertState.ACKNOWLEDGED:
+            changes["acknowledged_by"] = by
+        else:
+            changes["resolved_by"] = by
+        new = msgspec.structs.replace(rec, **changes)
+        await self.store.commit(new, rec)
+        return new
