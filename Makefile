@@ -23,7 +23,8 @@ demo: install
 	$(BIN)/logiwatch demo --duration $(DURATION)
 
 test: install lint
-	$(BIN)/python -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	sh scripts/ensure-chromium.sh >/dev/null
+	$(BIN)/python -m pytest tests/unit tests/integration --doctest-modules detectors $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
