@@ -1,16 +1,88 @@
-"""``logiwatch worker``: not built yet (see the open issues)."""
+"""``logiwatch worker``: run the stream processor (a Faust worker).
+
+Consumes ``Settings.kafka.topics.events`` in the consumer group
+``Settings.kafka.worker_group`` and emits alerts to the alerts topic, state to
+Redis and undecodable records to the dead-letter topic (see
+:mod:`logiwatch.streams.worker`). Run several with the same settings to
+share the partitions. Prometheus metrics are served on
+``Settings.worker.metrics_port`` (0 turns them off). SIGTERM or Ctrl-C stops
+it after the batch in hand is checkpointed and committed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from logiwatch.config import Settings
-from logiwatch.errors import LogiwatchError
+from logiwatch.errors import ConfigError, LogiwatchError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--bootstrap", help="Kafka bootstrap HOST:PORT (default: settings kafka.bootstrap)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (default: settings)")
+
+
+def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    kafka, worker = settings.kafka, settings.worker
+    if args.bootstrap:
+        if ":" not in args.bootstrap:
+            raise ConfigError(f"--bootstrap must be HOST:PORT, got {args.bootstrap!r}")
+        kafka = kafka.model_copy(update={"bootstrap": args.bootstrap})
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port must be 0..65535, got {args.metrics_port}")
+        worker = worker.model_copy(update={"metrics_port": args.metrics_port})
+    return settings.model_copy(update={"kafka": kafka, "worker": worker})
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    raise LogiwatchError("'worker' is not implemented yet")
+    settings = _with_overrides(args, settings)
+    # Imported here so that `logiwatch --help` stays fast and Faust-free.
+    import faust
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from logiwatch.streams.app import build_worker, ensure_topics
+
+    for noisy in ("kafka", "aiokafka"):  # per-connection chatter at INFO
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    topics = settings.kafka.topics
+    try:
+        ensure_topics(
+            settings.kafka.bootstrap,
+            {
+                topics.events: topics.events_partitions,
+                topics.alerts: topics.alerts_partitions,
+                topics.dlq: topics.dlq_partitions,
+            },
+        )
+    except Exception as exc:  # kafka-python raises its own tree
+        raise LogiwatchError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from None
+    registry = CollectorRegistry()
+    runtime = build_worker(settings, registry=registry)
+    if settings.worker.metrics_port:
+        try:
+            start_http_server(
+                settings.worker.metrics_port, addr=settings.worker.metrics_host, registry=registry
+            )
+        except OSError as exc:
+            raise LogiwatchError(f"metrics port {settings.worker.metrics_port} unavailable: {exc}") from None
+    logging.getLogger(__name__).info(
+        "worker: group %s on %s, events %s",
+        settings.kafka.worker_group,
+        settings.kafka.bootstrap,
+        topics.events,
+    )
+    worker = faust.Worker(
+        runtime.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        override_logging=False,
+        redirect_stdouts=False,
+    )
+    worker.spinner = None  # a terminal spinner would write escape codes into log files
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,161 @@
+"""The Faust app factory: wires the batch consumer, the handler, Redis and metrics.
+
+:func:`build_worker` returns a ready-to-run ``LogiwatchApp`` whose consumer
+is :class:`~logiwatch.streams.consumer.BatchConsumer` and whose
+``batch_handler`` is a :class:`~logiwatch.streams.worker.BatchWorker`. No
+agents and no tables: the events topic is registered with Faust's conductor
+directly (so the group subscribes to it) and all state goes to Redis
+snapshots, because Faust's changelog recovery is unreliable on Tansu. The
+group id is ``Settings.kafka.worker_group``; run more workers with the same
+settings to scale out, one engine per owned partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from logiwatch.config import Settings
+from logiwatch.streams.consumer import BatchHandler, BatchTransport
+from logiwatch.streams.metrics import WorkerMetrics
+from logiwatch.streams.state import SnapshotStore
+from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory, PartitionEngine
+
+log = logging.getLogger(__name__)
+
+
+class LogiwatchApp(faust.App):
+    """A Faust app whose transport hands partition batches to ``batch_handler``."""
+
+    batch_handler: BatchHandler | None = None
+
+    def _new_transport(self) -> Any:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+class FaustSink:
+    """Produces through the app's own (started, flushed-on-commit) producer."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> Awaitable[Any]:
+        return await self.app.producer.send(
+            topic, key, value, partition=None, timestamp=None, headers=list(headers) if headers else None
+        )
+
+
+def real_engine_factory(settings: Settings) -> EngineFactory:
+    """Engines from ``logiwatch.detectors.engine`` configured from the settings."""
+
+    from logiwatch.detectors.engine import Engine, EngineConfig
+
+    config = EngineConfig(allowed_lateness_ms=settings.worker.allowed_lateness_ms)
+
+    def factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
+        engine: PartitionEngine = Engine.restore(config, parcels, models)
+        return engine
+
+    return factory
+
+
+@dataclass
+class WorkerRuntime:
+    app: LogiwatchApp
+    worker: BatchWorker
+    metrics: WorkerMetrics
+    redis: aioredis.Redis
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    engine_factory: EngineFactory | None = None,
+    registry: CollectorRegistry | None = None,
+) -> WorkerRuntime:
+    """Build the app and its handler from the settings (nothing starts yet)."""
+
+    kafka, wconf = settings.kafka, settings.worker
+    datadir = Path(settings.stack.state_dir) / "faust" / kafka.worker_group
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = LogiwatchApp(
+        kafka.worker_group,
+        broker=f"kafka://{kafka.bootstrap}",
+        autodiscover=False,
+        datadir=str(datadir),
+        store="memory://",
+        web_enabled=False,
+        # Tansu hands out partitions after about half the session timeout.
+        broker_session_timeout=kafka.session_timeout_ms / 1000.0,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000.0,
+        broker_max_poll_records=wconf.batch_max_records,
+        broker_commit_interval=wconf.commit_interval_s,
+        broker_commit_every=wconf.batch_max_records * 10,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_wait_empty=True,
+        topic_allow_declare=True,
+    )
+    metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
+    client = aioredis.Redis.from_url(settings.redis.url, decode_responses=False)
+    store = SnapshotStore(
+        client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)
+    )
+    worker = BatchWorker(
+        engine_factory=engine_factory or real_engine_factory(settings),
+        store=store,
+        sink=FaustSink(app),
+        alerts_topic=kafka.topics.alerts,
+        dlq_topic=kafka.topics.dlq,
+        limits=DecodeLimits(
+            max_event_bytes=wconf.max_event_bytes,
+            max_past_ms=wconf.max_event_past_ms,
+            max_future_ms=wconf.max_event_future_ms,
+        ),
+        metrics=metrics,
+    )
+    app.batch_handler = worker.handle
+    # Raw bytes in, no Faust (de)serialisation: the handler decodes.
+    app.topics.add(app.topic(kafka.topics.events, key_serializer="raw", value_serializer="raw"))
+
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # The consumer has already waited for the in-flight batch and
+        # committed; the snapshot in Redis is the state, so drop the engines.
+        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        for tp in revoked:
+            worker.drop(tp.topic, tp.partition)
+
+    app.on_partitions_revoked.connect(on_revoked, weak=False)
+    return WorkerRuntime(app=app, worker=worker, metrics=metrics, redis=client)
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
+    """Create the missing topics (name -> partitions); existing ones are left alone."""
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="logiwatch-worker-admin", bootstrap_timeout_ms=10_000
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,124 @@
+"""The worker's Prometheus metrics, built on a caller-supplied registry.
+
+Everything the stream shell counts lives here so that tests can build a fresh
+``CollectorRegistry`` per worker and read values back, and so that the names
+stay in one place (``logiwatch_worker_<thing>_<unit>``, bounded labels: the
+partition, a DLQ reason code, an alert type/status/severity, a parcel stage).
+The core never sees these objects; the shell feeds them from batch outcomes
+and from ``Engine.stats()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class WorkerMetrics:
+    """The worker's counters, gauges and histograms on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_consumed = Counter(
+            "logiwatch_worker_events_consumed_total",
+            "Records consumed from the events topic (scans, ticks and dead letters).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.decode_failures = Counter(
+            "logiwatch_worker_decode_failures_total",
+            "Records that failed to decode or validate, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "logiwatch_worker_dlq_total",
+            "Records written to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.alerts_emitted = Counter(
+            "logiwatch_worker_alerts_emitted_total",
+            "Alerts produced to the alerts topic.",
+            ["type", "status", "severity"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "logiwatch_worker_batch_seconds",
+            "Wall time to handle one fetched partition batch, checkpoint included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "logiwatch_worker_consumer_lag",
+            "Records behind the fetch high watermark, per partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.watermark_delay = Gauge(
+            "logiwatch_worker_watermark_delay_seconds",
+            "Wall clock minus the partition's event-time watermark.",
+            ["partition"],
+            registry=registry,
+        )
+        self.event_to_alert = Histogram(
+            "logiwatch_worker_event_to_alert_seconds",
+            "From the Kafka timestamp of the batch's last record to the alert being acknowledged.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.parcels_in_flight = Gauge(
+            "logiwatch_worker_parcels_in_flight",
+            "Parcels with live state in this worker's engines.",
+            registry=registry,
+        )
+        self.parcels_by_stage = Gauge(
+            "logiwatch_worker_parcels_by_stage",
+            "In-flight parcels by journey stage.",
+            ["stage"],
+            registry=registry,
+        )
+        self.model_keys = Gauge(
+            "logiwatch_worker_model_keys",
+            "Baseline keys that have learned enough (learned) or still use priors (cold).",
+            ["state"],
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "logiwatch_worker_checkpoint_seconds",
+            "Wall time of one state checkpoint (one Redis pipeline).",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "logiwatch_worker_redis_errors_total",
+            "Failed Redis calls (each is retried with backoff).",
+            registry=registry,
+        )
+
+    def set_engine_stats(self, per_partition: Mapping[int, Mapping[str, float]]) -> None:
+        """Sum ``Engine.stats()`` over this worker's partitions into the gauges.
+
+        Recognised keys: ``in_flight``, ``learned_keys``, ``cold_keys`` and
+        ``parcels_by_stage_<STAGE>``; others are ignored. Baseline keys are
+        summed too: each partition's engine learns its own baselines.
+        """
+
+        in_flight = learned = cold = 0.0
+        stages: dict[str, float] = {}
+        for stats in per_partition.values():
+            in_flight += stats.get("in_flight", 0.0)
+            learned += stats.get("learned_keys", 0.0)
+            cold += stats.get("cold_keys", 0.0)
+            for key, value in stats.items():
+                if key.startswith("parcels_by_stage_"):
+                    stage = key[len("parcels_by_stage_") :]
+                    stages[stage] = stages.get(stage, 0.0) + value
+        self.parcels_in_flight.set(in_flight)
+        self.model_keys.labels(state="learned").set(learned)
+        self.model_keys.labels(state="cold").set(cold)
+        for stage, value in stages.items():
+            self.parcels_by_stage.labels(stage=stage).set(value)

@@ -1,0 +1,153 @@
+"""Per-partition state snapshots in Redis, written before offsets are committed.
+
+Each events partition owns three keys under the configured prefix:
+``{prefix}parcels:{topic}:{partition}`` (hash: waybill -> the engine's
+serialised parcel state), ``{prefix}models:{topic}:{partition}`` (the
+engine's baselines and clock) and ``{prefix}offset:{topic}:{partition}`` (the
+next offset the snapshot has *not* applied). A checkpoint writes all three in
+ONE ``MULTI/EXEC`` pipeline, so a reader never sees parcels from one batch
+with the offset of another, fenced so that a snapshot never moves backwards. Redis trouble is retried with capped
+exponential backoff for as long as it lasts: the caller is the batch
+handler, so retrying *is* pausing consumption, and nothing is lost or
+skipped. Writes are idempotent (same values, same keys), so a retry after an
+ambiguous failure is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from logiwatch.streams.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What Redis holds for one partition; ``offset`` is None if never written."""
+
+    parcels: dict[str, bytes] = field(default_factory=dict)
+    models: bytes | None = None
+    offset: int | None = None
+
+
+class SnapshotStore:
+    """Load and write partition snapshots; every call retries until it succeeds.
+
+    ``should_stop`` ends the retrying (raising the last error) when the worker
+    shuts down, so a dead Redis cannot hold shutdown forever.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        metrics: WorkerMetrics | None = None,
+        *,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.metrics = metrics
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.should_stop = should_stop
+
+    def keys(self, topic: str, partition: int) -> tuple[str, str, str]:
+        suffix = f"{topic}:{partition}"
+        return (
+            f"{self.prefix}parcels:{suffix}",
+            f"{self.prefix}models:{suffix}",
+            f"{self.prefix}offset:{suffix}",
+        )
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        delay = self.backoff_initial_s
+        while True:
+            try:
+                return await call()
+            except (RedisError, OSError) as exc:
+                if self.metrics is not None:
+                    self.metrics.redis_errors.inc()
+                if self.should_stop():
+                    raise
+                log.warning("redis %s failed (%s); retrying in %.1fs, consumption paused", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+
+    async def load(self, topic: str, partition: int) -> Snapshot:
+        parcels_key, models_key, offset_key = self.keys(topic, partition)
+
+        async def _load() -> Snapshot:
+            # One MULTI/EXEC so the three keys come from the same checkpoint.
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(parcels_key)
+                pipe.get(models_key)
+                pipe.get(offset_key)
+                raw_parcels, models, offset = await pipe.execute()
+            parcels = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw_parcels.items()}
+            return Snapshot(parcels=parcels, models=models, offset=None if offset is None else int(offset))
+
+        return await self._retry("load", _load)
+
+    async def save(
+        self,
+        topic: str,
+        partition: int,
+        *,
+        upserts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        models: bytes | None,
+        offset: int,
+    ) -> bool:
+        """Write one checkpoint atomically; False if a newer one is already there.
+
+        Fencing: snapshot offsets only grow. A worker that lost its partition
+        while stuck (say, on a Redis outage) and writes late would otherwise
+        overwrite the new owner's newer parcel states; ``WATCH`` on the offset
+        key plus the check below makes that write a no-op instead.
+        """
+
+        parcels_key, models_key, offset_key = self.keys(topic, partition)
+        started = time.perf_counter()
+
+        async def _save() -> bool:
+            async with self.client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(offset_key)
+                        current = await pipe.get(offset_key)
+                        if current is not None and int(current) > offset:
+                            await pipe.unwatch()
+                            return False
+                        pipe.multi()
+                        if deletes:
+                            pipe.hdel(parcels_key, *deletes)
+                        if upserts:
+                            pipe.hset(parcels_key, mapping=dict[Any, Any](upserts))
+                        if models is not None:
+                            pipe.set(models_key, models)
+                        pipe.set(offset_key, offset)
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue  # someone wrote meanwhile: re-check the fence
+
+        written = await self._retry("checkpoint", _save)
+        if self.metrics is not None:
+            self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        return written
+
+    async def delete(self, topic: str, partition: int) -> None:
+        await self._retry("delete", lambda: self.client.delete(*self.keys(topic, partition)))

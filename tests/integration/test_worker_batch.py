@@ -1,0 +1,202 @@
+"""The partition-batch handler in process, on the real Redis and the real broker.
+
+These drive :class:`BatchWorker.handle` directly with fetched-record shaped
+objects, to pin down the offset rules (skip what the snapshot already
+covers, seek back over a gap) and the engine-failure path (the record the
+engine raises on is dead-lettered, the rest of the batch still counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+
+from logiwatch.detectors.codec import encode_event
+from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.model import Alert, EventType, NodeType, ScanEvent, Tick
+from logiwatch.streams.dlq import PROCESSING_ERROR, decode_dead_letter
+from logiwatch.streams.metrics import WorkerMetrics
+from logiwatch.streams.state import SnapshotStore
+from logiwatch.streams.worker import BatchOutcome, BatchWorker, DecodeLimits, PartitionEngine
+from tests.helpers import wait_until
+from tests.integration.test_worker_support import TopicReader
+
+NOW_MS = int(time.time() * 1000)
+DAY_MS = 86_400_000
+CONFIG = EngineConfig()
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int = 0
+    timestamp: int = NOW_MS
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def paid(i: int, waybill: str) -> ScanEvent:
+    return ScanEvent(
+        event_id=f"e{i}",
+        waybill_id=waybill,
+        order_id=f"O{i}",
+        merchant_id="M1",
+        carrier_id="C1",
+        event_type=EventType.ORDER_PAID,
+        node_id="MERCHANT-1",
+        node_type=NodeType.MERCHANT,
+        region="R1",
+        origin_region="R1",
+        dest_region="R2",
+        event_time=NOW_MS - 3600_000 + i,
+        promised_dispatch_by=NOW_MS + DAY_MS,
+        promised_delivery_by=NOW_MS + 3 * DAY_MS,
+        category="books",
+        order_amount=5.0,
+    )
+
+
+def batch(topic: str, first_offset: int, waybills: Sequence[str]) -> list[Rec]:
+    return [
+        Rec(first_offset + i, encode_event(paid(first_offset + i, wb)), wb.encode(), topic)
+        for i, wb in enumerate(waybills)
+    ]
+
+
+class PoisonedEngine:
+    """The real engine, except that it raises on one waybill (a stand-in for an engine bug)."""
+
+    def __init__(self, inner: Engine, poison: str) -> None:
+        self.inner, self.poison = inner, poison
+
+    @property
+    def watermark_ms(self) -> int | None:
+        return self.inner.watermark_ms
+
+    def process(self, records: Sequence[ScanEvent | Tick]) -> list[Alert]:
+        if any(isinstance(r, ScanEvent) and r.waybill_id == self.poison for r in records):
+            raise RuntimeError("engine bug")
+        return self.inner.process(records)
+
+    def take_changes(self) -> Any:
+        return self.inner.take_changes()
+
+    def export_models(self) -> bytes:
+        return self.inner.export_models()
+
+    def stats(self) -> dict[str, float]:
+        return self.inner.stats()
+
+
+class ProducerSink:
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> Awaitable[Any]:
+        return await self.producer.send(
+            topic, value=value, key=key, headers=list(headers) if headers else None
+        )
+
+
+def run_worker(
+    kafka_bootstrap: str,
+    redis_url: str,
+    prefix: str,
+    topics: tuple[str, str],
+    factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine],
+    scenario: Callable[[BatchWorker], Awaitable[list[BatchOutcome]]],
+) -> list[BatchOutcome]:
+    async def main() -> list[BatchOutcome]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=1, enable_idempotence=False)
+        client = aioredis.Redis.from_url(redis_url)
+        await producer.start()
+        try:
+            worker = BatchWorker(
+                engine_factory=factory,
+                store=SnapshotStore(client, prefix),
+                sink=ProducerSink(producer),
+                alerts_topic=topics[0],
+                dlq_topic=topics[1],
+                limits=DecodeLimits(
+                    max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
+                ),
+                metrics=WorkerMetrics(CollectorRegistry()),
+            )
+            return await scenario(worker)
+        finally:
+            await producer.stop()
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def real_factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
+    return Engine.restore(CONFIG, parcels, models)
+
+
+def test_records_the_snapshot_already_covers_are_skipped_and_gaps_are_sought_back(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
+) -> None:
+    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+
+    async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
+        return [
+            await worker.handle(batch(events, 0, ["WB1", "WB2", "WB3"]), None),  # fresh: 0..2
+            await worker.handle(batch(events, 1, ["WB2", "WB3", "WB4"]), None),  # 1..2 again, then 3
+            await worker.handle(batch(events, 9, ["WB9"]), None),  # gap 4..8: seek back to 4
+            await worker.handle(batch(events, 9, ["WB9"]), None),  # same again: 4..8 are gone
+        ]
+
+    outcomes = run_worker(kafka_bootstrap, redis_url, redis_prefix, (alerts, dlq), real_factory, scenario)
+    assert outcomes == [
+        BatchOutcome(commit_offset=3),
+        BatchOutcome(commit_offset=4),
+        BatchOutcome(seek_offset=4),
+        BatchOutcome(commit_offset=10),
+    ]
+
+
+def test_a_record_the_engine_raises_on_is_dead_lettered_and_the_rest_of_the_batch_counts(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
+) -> None:
+    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+
+    def factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
+        return PoisonedEngine(Engine.restore(CONFIG, parcels, models), poison="WB-POISON")
+
+    async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
+        return [
+            await worker.handle(batch(events, 0, ["WB1"]), None),
+            await worker.handle(batch(events, 1, ["WB2", "WB-POISON", "WB3"]), None),
+        ]
+
+    outcomes = run_worker(kafka_bootstrap, redis_url, redis_prefix, (alerts, dlq), factory, scenario)
+    assert outcomes[-1] == BatchOutcome(commit_offset=4)
+    reader = TopicReader(kafka_bootstrap, dlq)
+    try:
+        wait_until(lambda: reader.poll(), timeout=30, what="the dead letter")
+        letters = [decode_dead_letter(r.value) for r in reader.poll()]
+    finally:
+        reader.close()
+    assert [(d.reason, d.offset, d.original_key()) for d in letters] == [(PROCESSING_ERROR, 2, b"WB-POISON")]
+    restored = asyncio.run(_load(redis_url, redis_prefix, events))
+    assert {"WB1", "WB2", "WB3"} <= set(restored) and "WB-POISON" not in restored
+
+
+async def _load(redis_url: str, prefix: str, topic: str) -> dict[str, bytes]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return (await SnapshotStore(client, prefix).load(topic, 0)).parcels
+    finally:
+        await client.aclose()
