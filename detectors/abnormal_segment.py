@@ -1,0 +1,168 @@
+"""Abnormal segment: a hub-to-hub line-haul leg (or the last mile) far outside its learned duration.
+
+Leg durations are learned per (from node > to node, carrier), falling back to
+the node pair, then (from node, destination), then a prior. A leg longer than
+max(``p99_factor`` x p99, ``p95_factor`` x p95) and ``min_excess_s`` above
+the median fires, with the observed and expected durations: already in
+transit (a deadline after HUB_DEPARTED, keyed by the hub and the destination,
+which fix the next hop), or on arrival for legs the deadline does not cover. Abnormal legs are learned clipped, so one slow truck does not
+stretch the lane's normal.
+"""
+
+from __future__ import annotations
+
+from logiwatch.detectors.baselines import P50, P95, P99
+from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.state import (
+    CODES,
+    DELIVERED,
+    HUB_ARRIVED,
+    HUB_DEPARTED,
+    OUT_FOR_DELIVERY,
+    PICKED_UP,
+    DeadlineMixin,
+    Env,
+    Finding,
+    ParcelState,
+)
+
+#: (previous scan, this scan) pairs that make a segment
+SEGMENTS = frozenset({(HUB_DEPARTED, HUB_ARRIVED), (PICKED_UP, HUB_ARRIVED), (OUT_FOR_DELIVERY, DELIVERED)})
+
+
+class AbnormalSegmentDetector(DeadlineMixin):
+    """Catches legs that take far longer than the lane usually needs.
+
+    Parameters
+    ----------
+    env: the engine's shared environment.
+    p99_factor, p95_factor: a leg is abnormal above max(p99_factor * p99, p95_factor * p95).
+    min_excess_s: and at least this much above the median.
+
+    >>> from logiwatch.detectors.testing import Scenario, H
+    >>> sc = Scenario()
+    >>> _ = sc.parcel("WB1").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H) \\
+    ...     .departed(4 * H).arrived("HUB-B", 200 * H)
+    >>> [a.alert_type.value for a in sc.run(detectors=("abnormal_segment",))]
+    ['abnormal_segment']
+    """
+
+    name = "abnormal_segment"
+
+    def __init__(
+        self, env: Env, *, p99_factor: float = 1.6, p95_factor: float = 2.5, min_excess_s: float = 4 * 3600
+    ) -> None:
+        self.env = env
+        self.p99_factor = p99_factor
+        self.p95_factor = p95_factor
+        self.min_excess_s = min_excess_s
+
+    def _limit_ms(self, keys: tuple[str, ...], carrier: str, t0: int) -> tuple[int, tuple[float, ...]]:
+        env = self.env
+        q = env.segment.quantiles(keys)
+        limit_s = max(q[P99] * self.p99_factor, q[P95] * self.p95_factor, q[P50] + self.min_excess_s)
+        limit_s *= env.calendar.peak_factor(t0)
+        return env.calendar.extend(carrier, t0, int(limit_s * 1000)), q
+
+    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
+        env = self.env
+        if not env.latest:
+            return []
+        code = CODES[event.event_type]
+        t = event.event_time
+        if state.note.get("teleport_at") == t:
+            return []  # a scan that cannot be true ends no leg
+        if code == HUB_DEPARTED and not state.final_at:
+            # in transit: we do not know the next hub yet, but the hub and destination fix the lane
+            keys = transit_keys(event.node_id, state.dest, state.carrier)
+            limit_ms, _q = self._limit_ms(keys, state.carrier, t)
+            state.note["silence_ref_s"] = limit_ms / 1000
+            self.set_due(state, t + limit_ms)
+        else:
+            self.set_due(state, None)
+        prev = env.prev
+        if prev is None:
+            return []
+        dur_s = (t - prev[0]) / 1000
+        already = state.note.pop("segment_hit", None) == prev[0]
+        if (prev[1], code) not in SEGMENTS:
+            return []
+        leg = f"{prev[2]}>{event.node_id}"
+        keys = (f"{leg}|{state.carrier}", leg)
+        limit_ms, q = self._limit_ms(keys, state.carrier, prev[0])
+        if dur_s * 1000 <= limit_ms and not already:
+            if not state.tainted:
+                env.segment.learn(keys, dur_s)
+                if prev[1] == HUB_DEPARTED:
+                    # hub-to-hub legs only: last-mile departures stay on the (loose) prior
+                    env.segment.learn(transit_keys(prev[2], state.dest, state.carrier), dur_s)
+            return []
+        if already:
+            return []  # the in-transit deadline already reported this leg
+        key, n = env.segment.source(keys)
+        return [self._finding(state, t, prev, event.node_id, event.region, dur_s, q, limit_ms, key, n, arrived=True)]
+
+    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+        last = state.last
+        if last is None or last[1] != HUB_DEPARTED or state.final_at:
+            return []
+        keys = transit_keys(last[2], state.dest, state.carrier)
+        limit_ms, q = self._limit_ms(keys, state.carrier, last[0])
+        key, n = self.env.segment.source(keys)
+        state.note["segment_hit"] = last[0]
+        return [self._finding(state, now_ms, last, None, last[3], (now_ms - last[0]) / 1000, q, limit_ms, key, n, arrived=False)]
+
+    def _finding(
+        self,
+        state: ParcelState,
+        at_ms: int,
+        prev: tuple[int, int, str, str],
+        to_node: str | None,
+        region: str,
+        dur_s: float,
+        q: tuple[float, ...],
+        limit_ms: int,
+        key: str,
+        n: int,
+        *,
+        arrived: bool,
+    ) -> Finding:
+        leg = f"{prev[2]}>{to_node or '?'}"
+        if arrived:
+            summary = (
+                f"Parcel {state.waybill} took {dur_s / 3600:.1f} h from {prev[2]} to {to_node} "
+                f"(usual p99 {q[P99] / 3600:.1f} h)"
+            )
+        else:
+            summary = (
+                f"Parcel {state.waybill} has been in transit from {prev[2]} for {dur_s / 3600:.1f} h "
+                f"(usual p99 {q[P99] / 3600:.1f} h)"
+            )
+        return Finding(
+            alert_type=AnomalyType.ABNORMAL_SEGMENT,
+            at_ms=at_ms,
+            onset_ms=prev[0],
+            severity=Severity.WARNING,
+            episode=f"{prev[2]}:{prev[0]}",
+            node=to_node or prev[2],
+            region=region,
+            summary=summary,
+            evidence={
+                "segment": leg,
+                "in_transit": not arrived,
+                "duration_s": dur_s,
+                "expected_p50_s": round(q[P50], 1),
+                "expected_p99_s": round(q[P99], 1),
+                "limit_s": round(limit_ms / 1000, 1),
+                "baseline_key": key,
+                "baseline_n": n,
+            },
+        )
+
+
+def transit_keys(from_node: str, dest: str, carrier: str) -> tuple[str, str]:
+    # no hub-wide fallback: a hub's legs to other hubs say nothing about its last-mile departures
+    return (f"{from_node}>*{dest}|{carrier}", f"{from_node}>*{dest}")
+
+
+__all__ = ["AbnormalSegmentDetector", "DELIVERED"]

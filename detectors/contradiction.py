@@ -1,0 +1,118 @@
+"""Contradiction: scans that cannot all be true (teleports and impossible sequences).
+
+A teleport is two consecutive located scans further apart than ``max_kmh``
+allows for the time between them (only above ``min_km``, so coordinate noise
+and same-city hops never count). Impossible sequences are a carrier scan
+(dispatch, pickup, hub, delivery run) stamped before the payment, and any
+movement scan stamped after the delivery. Each parcel gets at most one
+contradiction alert.
+"""
+
+from __future__ import annotations
+
+from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.state import (
+    CODES,
+    DELIVERED,
+    DISPATCHED,
+    OUT_FOR_DELIVERY,
+    PAID,
+    RETURNED,
+    TYPES,
+    DeadlineMixin,
+    Env,
+    Finding,
+    ParcelState,
+    km_between,
+)
+
+_Evidence = dict[str, float | int | str | bool | None]
+
+
+class ContradictionDetector(DeadlineMixin):
+    """Catches teleports and impossible scan sequences.
+
+    Parameters
+    ----------
+    env: the engine's shared environment.
+    max_kmh: the fastest plausible movement between two scans.
+    min_km: jumps shorter than this are never teleports.
+
+    >>> from logiwatch.detectors.testing import Scenario, H
+    >>> sc = Scenario()
+    >>> _ = sc.parcel("WB1").paid(5 * H).scan("PICKED_UP", at=2 * H)
+    >>> [a.alert_type.value for a in sc.run(detectors=("contradiction",))]
+    ['contradiction']
+    """
+
+    name = "contradiction"
+
+    def __init__(self, env: Env, *, max_kmh: float = 900.0, min_km: float = 300.0) -> None:
+        self.env = env
+        self.max_kmh = max_kmh
+        self.min_km = min_km
+
+    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
+        teleport = self._teleport(state, event)
+        if teleport is not None:
+            state.note["teleport_at"] = event.event_time  # the misroute detector ignores this scan
+        why = self._sequence(state, event) or teleport
+        if event.lat is not None and event.lon is not None and self.env.latest:
+            state.geo = (event.event_time, event.lat, event.lon)
+        if why is None or AnomalyType.CONTRADICTION.value in state.fired:
+            return []
+        state.fired.append(AnomalyType.CONTRADICTION.value)
+        t = event.event_time
+        return [
+            Finding(
+                alert_type=AnomalyType.CONTRADICTION,
+                at_ms=t,
+                onset_ms=t,
+                severity=Severity.WARNING,
+                episode=str(t),
+                node=event.node_id,
+                region=event.region,
+                summary=f"Parcel {state.waybill}: {why[0]}",
+                evidence=why[1],
+            )
+        ]
+
+    def _sequence(self, state: ParcelState, event: ScanEvent) -> tuple[str, _Evidence] | None:
+        code = CODES[event.event_type]
+        t = event.event_time
+        if DISPATCHED <= code <= OUT_FOR_DELIVERY or code == DELIVERED:
+            paid = state.first_time(PAID)
+            if paid is not None and t < paid:
+                return f"{event.event_type.value} stamped before ORDER_PAID", {"kind": "before_payment", "paid_at": paid}
+        if code == PAID:
+            for e in state.route:
+                if (DISPATCHED <= e[1] <= OUT_FOR_DELIVERY or e[1] == DELIVERED) and e[0] < t:
+                    return f"{TYPES[e[1]].value} stamped before ORDER_PAID", {"kind": "before_payment", "paid_at": t}
+        delivered = state.first_time(DELIVERED)
+        if delivered is not None and code != DELIVERED and code != RETURNED and DISPATCHED <= code <= OUT_FOR_DELIVERY:
+            if t > delivered:
+                return f"{event.event_type.value} after DELIVERED", {"kind": "after_delivery", "delivered_at": delivered}
+        if code == DELIVERED:
+            for e in state.route:
+                if DISPATCHED <= e[1] <= OUT_FOR_DELIVERY and e[0] > t:
+                    return f"{TYPES[e[1]].value} after DELIVERED", {"kind": "after_delivery", "delivered_at": t}
+        return None
+
+    def _teleport(self, state: ParcelState, event: ScanEvent) -> tuple[str, _Evidence] | None:
+        if event.lat is None or event.lon is None or state.geo is None:
+            return None
+        t0, lat0, lon0 = state.geo
+        km = km_between(lat0, lon0, event.lat, event.lon)
+        if km < self.min_km:
+            return None
+        hours = max(abs(event.event_time - t0) / 3.6e6, 1 / 60)
+        kmh = km / hours
+        if kmh <= self.max_kmh:
+            return None
+        return (
+            f"teleported {km:.0f} km in {hours:.1f} h ({kmh:.0f} km/h) to {event.node_id}",
+            {"kind": "teleport", "km": round(km, 1), "hours": round(hours, 3), "kmh": round(kmh), "max_kmh": self.max_kmh},
+        )
+
+    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+        return []

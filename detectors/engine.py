@@ -1,0 +1,469 @@
+"""The detection engine: one per Kafka partition, event time only, deterministic.
+
+``Engine.process(records)`` takes scan events and clock ticks in partition
+order and returns alerts. The engine owns each parcel's small state, a heap of
+deadlines ``(deadline_ms, waybill, detector)`` with lazy invalidation (a heap
+entry is live only while ``state.due`` still holds it; a deadline that moves
+later keeps its queued entry, re-queued when it pops), the watermark (largest
+record time seen minus the allowed lateness) and the learned baselines.
+A deadline fires when the watermark passes it, or earlier when the parcel's
+next scan is later than the deadline (the parcel *was* silent then); either
+way the alert is stamped with the deadline, so alerts do not depend on tick
+cadence. Duplicated event ids are ignored, a parcel has at most one open alert
+per type, and a RESOLVED update with the same id follows when the parcel
+moves again or is delivered. Delivered parcels are forgotten after
+``retention_ms``, silent unfinished ones after ``max_silence_ms``.
+``take_changes``/``export_models``/``restore``
+are how the stream shell checkpoints and recovers: the same records replayed
+onto a restored engine give the same alerts, ids and content.
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from bisect import insort
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from logiwatch.detectors.abnormal_segment import AbnormalSegmentDetector
+from logiwatch.detectors.calendar import Calendar
+from logiwatch.detectors.contradiction import ContradictionDetector
+from logiwatch.detectors.errors import StateError
+from logiwatch.detectors.hub_incident import HubIncidentDetector
+from logiwatch.detectors.late_dispatch import LateDispatchDetector
+from logiwatch.detectors.lost import LostDetector
+from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, ScanEvent, Tick, make_alert_id
+from logiwatch.detectors.pickup_timeout import PickupTimeoutDetector
+from logiwatch.detectors.predicted_late import PredictedLateDetector
+from logiwatch.detectors.route import MisrouteDetector
+from logiwatch.detectors.stall import StallDetector
+from logiwatch.detectors.state import (
+    CODES,
+    FINAL_CODES,
+    TYPES,
+    Detector,
+    Env,
+    Finding,
+    ParcelState,
+    new_state,
+)
+from logiwatch.detectors.suspicious_delivery import SuspiciousDeliveryDetector
+
+MODELS_VERSION = 1
+FORGET = "_forget"
+DAY_MS = 86_400_000
+
+#: Detector name -> class, in evaluation order: contradiction first (the others ignore a scan
+#: it called a teleport), lost after stall and abnormal_segment (it reads their limits).
+DETECTORS: dict[str, type] = {
+    "contradiction": ContradictionDetector,
+    "late_dispatch": LateDispatchDetector,
+    "pickup_timeout": PickupTimeoutDetector,
+    "stall": StallDetector,
+    "abnormal_segment": AbnormalSegmentDetector,
+    "lost": LostDetector,
+    "misroute": MisrouteDetector,
+    "suspicious_delivery": SuspiciousDeliveryDetector,
+    "predicted_late": PredictedLateDetector,
+    "hub_incident": HubIncidentDetector,
+}
+
+#: Alert types resolved by the parcel's next scan (late dispatch and pickup timeout resolve
+#: themselves when the dispatch or pickup happens).
+RESOLVE_ON_MOVE = frozenset(
+    {
+        AnomalyType.STALL.value,
+        AnomalyType.LIKELY_LOST.value,
+        AnomalyType.ABNORMAL_SEGMENT.value,
+    }
+)
+#: Alert types that stay open after delivery (facts about the journey); closed when the
+#: parcel is forgotten.
+STICKY = frozenset(
+    {AnomalyType.MISROUTE.value, AnomalyType.CONTRADICTION.value, AnomalyType.SUSPICIOUS_DELIVERY.value}
+)
+#: Alert types that do not mark the parcel's durations as abnormal for learning.
+BENIGN = frozenset({AnomalyType.PREDICTED_LATE.value})
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(ParcelState)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine knobs (frozen; the core never sees pydantic).
+
+    ``detectors`` names the enabled detectors (default all, see ``DETECTORS``);
+    ``knobs`` maps a detector name to constructor keyword arguments.
+    """
+
+    allowed_lateness_ms: int = 600_000
+    retention_ms: int = DAY_MS
+    #: a parcel silent this long is forgotten even unfinished (its lost alert fired long before)
+    max_silence_ms: int = 30 * DAY_MS
+    calendar: Calendar = field(default_factory=Calendar)
+    detectors: tuple[str, ...] = tuple(DETECTORS)
+    knobs: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: observations a baseline key needs before it is trusted over its fallback
+    min_count: int = 30
+    #: seen-event-id hashes kept per parcel (duplicates beyond this are unlikely)
+    max_seen: int = 48
+    #: route entries kept per parcel (first two and the latest ones)
+    max_route: int = 24
+
+    def __post_init__(self) -> None:
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
+        if self.allowed_lateness_ms < 0:
+            raise ValueError("allowed_lateness_ms must be >= 0")
+
+
+@dataclass
+class StateChanges:
+    """Parcels changed since the last ``take_changes``: msgpack blobs to upsert, waybills to delete."""
+
+    upserts: dict[str, bytes]
+    deletes: list[str]
+
+
+class Engine:
+    """Per-partition detection engine (see the module docstring).
+
+    >>> from logiwatch.detectors.testing import Scenario, H
+    >>> sc = Scenario()
+    >>> _ = sc.parcel("WB1").paid(0).dispatched(1 * H).picked_up(2 * H).arrived("HUB-A", 3 * H)
+    >>> engine = Engine(EngineConfig())
+    >>> alerts = engine.process(sc.events())
+    >>> engine.in_flight
+    1
+    >>> [a.alert_type.value for a in engine.advance(sc.start_ms + 30 * 24 * H)]
+    ['stall', 'predicted_late', 'likely_lost']
+    """
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.env = Env(config.calendar, config.min_count, config.allowed_lateness_ms)
+        self._detectors: list[Detector] = [
+            DETECTORS[name](self.env, **dict(config.knobs.get(name, {}))) for name in config.detectors
+        ]
+        self._index = {d.name: i for i, d in enumerate(self._detectors)}
+        self._forget_index = len(self._detectors)
+        self.parcels: dict[str, ParcelState] = {}
+        self._heap: list[tuple[int, str, int]] = []
+        self._max_time: int | None = None
+        self._dirty: set[str] = set()
+        self._deleted: set[str] = set()
+        self._lateness = config.allowed_lateness_ms
+
+    # ----------------------------------------------------------------- API
+    @property
+    def watermark_ms(self) -> int | None:
+        return None if self._max_time is None else self._max_time - self._lateness
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.parcels)
+
+    def process(self, records: Sequence[ScanEvent | Tick]) -> list[Alert]:
+        out: list[Alert] = []
+        for record in records:
+            if type(record) is ScanEvent:
+                self._on_event(record, out)
+            else:
+                assert isinstance(record, Tick)
+                self._on_time(record.tick_time, out)
+        return out
+
+    def advance(self, now_ms: int) -> list[Alert]:
+        out: list[Alert] = []
+        self._on_time(now_ms, out)
+        return out
+
+    def take_changes(self) -> StateChanges:
+        upserts = {wb: _state_encoder.encode(self.parcels[wb]) for wb in sorted(self._dirty) if wb in self.parcels}
+        deletes = sorted(self._deleted)
+        self._dirty.clear()
+        self._deleted.clear()
+        return StateChanges(upserts=upserts, deletes=deletes)
+
+    def export_models(self) -> bytes:
+        env = self.env
+        blob = {
+            "version": MODELS_VERSION,
+            "max_time": self._max_time,
+            "baselines": {name: b.export() for name, b in env.baselines().items()},
+            "centroids": env.centroids,
+            "present": env.present,
+            "incidents": env.incidents,
+            "affected": env.affected,
+            "next_eval": env.next_eval,
+            "lane_regions": env.lane_regions,
+            "arrivals": env.arrivals,
+            "suspect": env.suspect,
+            "recent_incidents": env.recent_incidents,
+        }
+        return _state_encoder.encode(blob)
+
+    @classmethod
+    def restore(cls, config: EngineConfig, parcels: Mapping[str, bytes], models: bytes | None) -> Engine:
+        engine = cls(config)
+        if models:
+            try:
+                blob = msgspec.msgpack.decode(models)
+            except msgspec.DecodeError as exc:
+                raise StateError(f"engine models snapshot is corrupt: {exc}") from None
+            if not isinstance(blob, dict) or blob.get("version") != MODELS_VERSION:
+                raise StateError("engine models snapshot has an unknown version; delete it to relearn")
+            engine._max_time = blob["max_time"]
+            env = engine.env
+            for name, b in env.baselines().items():
+                b.load(blob["baselines"].get(name, {}))
+            env.centroids = blob["centroids"]
+            env.present = blob["present"]
+            env.incidents = blob["incidents"]
+            env.affected = blob["affected"]
+            env.next_eval = blob["next_eval"]
+            env.lane_regions = blob["lane_regions"]
+            env.arrivals = blob["arrivals"]
+            env.suspect = blob["suspect"]
+            env.recent_incidents = blob["recent_incidents"]
+        for key in sorted(parcels):
+            try:
+                state = _state_decoder.decode(parcels[key])
+            except msgspec.DecodeError as exc:
+                raise StateError(f"parcel state of {key!r} is corrupt: {exc}") from None
+            # msgpack gives lists where the struct declares tuples for route entries
+            state.route = [tuple(e) for e in state.route]  # type: ignore[misc]
+            wb = state.waybill  # the mapping's keys may be bytes (straight from Redis)
+            engine.parcels[wb] = state
+            for name, due in state.due.items():
+                idx = engine._forget_index if name == FORGET else engine._index.get(name)
+                if idx is not None:
+                    engine._heap.append((due, wb, idx))
+        heapq.heapify(engine._heap)
+        return engine
+
+    def stats(self) -> dict[str, float]:
+        learned = cold = 0
+        for b in self.env.baselines().values():
+            for h in b.hist.values():
+                if h[0] >= b.min_count:
+                    learned += 1
+                else:
+                    cold += 1
+        out: dict[str, float] = {
+            "learned_keys": learned,
+            "cold_keys": cold,
+            "in_flight": len(self.parcels),
+            "deadlines": len(self._heap),
+            "open_incidents": len(self.env.incidents),
+        }
+        for t in TYPES:
+            out[f"parcels_by_stage_{t.value}"] = 0
+        for st in self.parcels.values():
+            if st.route:
+                out[f"parcels_by_stage_{TYPES[st.route[-1][1]].value}"] += 1
+        return out
+
+    # ------------------------------------------------------------ internals
+    def _on_time(self, t: int, out: list[Alert]) -> None:
+        if self._max_time is None or t > self._max_time:
+            self._max_time = t
+        self._fire_until(self._max_time - self._lateness, out)
+
+    def _on_event(self, ev: ScanEvent, out: list[Alert]) -> None:
+        t = ev.event_time
+        wb = ev.waybill_id
+        st = self.parcels.get(wb)
+        if st is None:
+            st = new_state(ev)
+            self.parcels[wb] = st
+            self._deleted.discard(wb)
+        h = zlib.crc32(ev.event_id.encode())
+        if h in st.seen:
+            self._on_time(t, out)
+            return
+        st.seen.append(h)
+        if len(st.seen) > self.config.max_seen:
+            del st.seen[0]
+        due = st.due
+        if due:
+            # the parcel's own scan proves it was silent until t: fire what was due before
+            early = sorted((d, self._index[n]) for n, d in due.items() if d < t and n != FORGET and n in self._index)
+            for d, i in early:
+                if due.get(self._detectors[i].name) == d:
+                    self._fire(st, i, d, out)
+        code = CODES[ev.event_type]
+        entry = (t, code, ev.node_id, ev.region)
+        route = st.route
+        prev = route[-1] if route else None
+        latest = prev is None or t >= prev[0]
+        if latest:
+            route.append(entry)
+        else:
+            insort(route, entry)
+        if len(route) > self.config.max_route:
+            del route[2]
+        env = self.env
+        env.prev = prev if latest else None
+        env.latest = latest
+        if latest and prev is not None and st.open:
+            for typ in [k for k in st.open if k in RESOLVE_ON_MOVE]:
+                self._resolve(st, typ, t, "the parcel moved again", out)
+        if code in FINAL_CODES and not st.final_at:
+            st.final_at = t
+            for typ in [k for k in st.open if k not in STICKY]:
+                self._resolve(st, typ, t, f"the parcel was {ev.event_type.value.lower()}", out)
+            due.clear()
+            due[FORGET] = t + self.config.retention_ms
+            heapq.heappush(self._heap, (due[FORGET], wb, self._forget_index))
+        elif latest and not st.final_at:
+            had = FORGET in due
+            due[FORGET] = t + self.config.max_silence_ms
+            if not had:  # a later deadline reuses the pending heap entry (renewed when it pops)
+                heapq.heappush(self._heap, (due[FORGET], wb, self._forget_index))
+        for i, det in enumerate(self._detectors):
+            name = det.name
+            before = due.get(name)
+            findings = det.on_event(st, ev)
+            if findings:
+                self._emit(st, findings, out)
+            after = due.get(name)
+            # Push only when the deadline moves earlier (or is new): a later one reuses the
+            # pending entry, which is re-pushed with the current deadline when it pops.
+            if after is not None and (before is None or after < before):
+                heapq.heappush(self._heap, (after, wb, i))
+        self._dirty.add(wb)
+        self._on_time(t, out)
+
+    def _fire(self, st: ParcelState, i: int, d: int, out: list[Alert]) -> None:
+        det = self._detectors[i]
+        del st.due[det.name]
+        findings = det.on_deadline(st, d)
+        if findings:
+            self._emit(st, findings, out)
+        new = st.due.get(det.name)
+        if new is not None:
+            heapq.heappush(self._heap, (new, st.waybill, i))
+        self._dirty.add(st.waybill)
+
+    def _fire_until(self, wm: int, out: list[Alert]) -> None:
+        heap = self._heap
+        parcels = self.parcels
+        while heap and heap[0][0] <= wm:
+            d, wb, i = heapq.heappop(heap)
+            st = parcels.get(wb)
+            if st is None:
+                continue
+            name = FORGET if i == self._forget_index else self._detectors[i].name
+            cur = st.due.get(name)
+            if cur is None:
+                continue
+            if cur > d:
+                heapq.heappush(heap, (cur, wb, i))  # renewed since this entry was queued
+            elif cur == d:
+                if i == self._forget_index:
+                    self._forget(st, d, out)
+                else:
+                    self._fire(st, i, d, out)
+
+    def _forget(self, st: ParcelState, at_ms: int, out: list[Alert]) -> None:
+        # close what is still open (sticky facts, silent parcels): every FIRING gets its RESOLVED
+        for typ in list(st.open):
+            self._resolve(st, typ, at_ms, "the parcel's journey is archived", out)
+        wb = st.waybill
+        del self.parcels[wb]
+        self._dirty.discard(wb)
+        self._deleted.add(wb)
+        for present in self.env.present.values():
+            present.pop(wb, None)
+
+    def _emit(self, st: ParcelState, findings: list[Finding], out: list[Alert]) -> None:
+        for f in findings:
+            if f.alert_id is not None:
+                out.append(_hub_alert(f))
+                continue
+            typ = f.alert_type.value
+            if f.status is AlertStatus.RESOLVED:
+                self._resolve(st, typ, f.at_ms, f.summary, out)
+                continue
+            if typ in st.open:
+                continue
+            aid = make_alert_id(f.alert_type, st.waybill, f.episode)
+            if aid in st.fired:
+                continue  # an id is one episode: it fires once, even if the story repeats
+            st.fired.append(aid)
+            last = st.route[-1] if st.route else None
+            node = f.node if f.node is not None else (last[2] if last else None)
+            st.open[typ] = (aid, f.onset_ms, node or "", f.at_ms)
+            if typ not in BENIGN:
+                st.tainted = True
+            out.append(self._alert(st, f, aid, node))
+
+    def _alert(self, st: ParcelState, f: Finding, aid: str, node: str | None) -> Alert:
+        last = st.route[-1] if st.route else None
+        return Alert(
+            alert_id=aid,
+            alert_type=f.alert_type,
+            status=f.status,
+            severity=f.severity,
+            detected_at=f.at_ms,
+            summary=f.summary,
+            onset_at=f.onset_ms,
+            waybill_id=st.waybill,
+            order_id=st.order,
+            merchant_id=st.merchant,
+            carrier_id=st.carrier,
+            node_id=node,
+            region=f.region if f.region is not None else (last[3] if last else None),
+            dest_region=st.dest,
+            category=st.category,
+            order_amount=st.amount,
+            promised_delivery_by=st.deliver_by,
+            predicted_lateness_s=f.predicted_lateness_s,
+            incident_id=f.incident_id,
+            evidence=f.evidence,
+        )
+
+    def _resolve(self, st: ParcelState, typ: str, at_ms: int, why: str, out: list[Alert]) -> None:
+        o = st.open.pop(typ, None)
+        if o is None:
+            return
+        aid, onset, node, fired_at = o
+        kind = AnomalyType(typ)
+        f = Finding(
+            alert_type=kind,
+            at_ms=at_ms,
+            onset_ms=onset,
+            status=AlertStatus.RESOLVED,
+            summary=f"{kind.value.replace('_', ' ')} on {st.waybill} resolved: {why}",
+            evidence={"fired_at": fired_at, "open_s": max(0, at_ms - fired_at) / 1000},
+        )
+        if typ == AnomalyType.PREDICTED_LATE.value:
+            f.evidence["actual_lateness_s"] = (at_ms - st.deliver_by) / 1000
+        out.append(self._alert(st, f, aid, node or None))
+
+
+def _hub_alert(f: Finding) -> Alert:
+    assert f.alert_id is not None
+    return Alert(
+        alert_id=f.alert_id,
+        alert_type=f.alert_type,
+        status=f.status,
+        severity=f.severity,
+        detected_at=f.at_ms,
+        summary=f.summary,
+        onset_at=f.onset_ms,
+        node_id=f.node,
+        region=f.region,
+        incident_id=f.alert_id,
+        affected_waybills=f.affected,
+        window_start=f.window_start,
+        window_end=f.window_end,
+        revision=f.revision,
+        evidence=f.evidence,
+    )

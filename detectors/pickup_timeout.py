@@ -1,0 +1,94 @@
+"""Pickup timeout: a dispatched parcel the carrier does not pick up in its usual time.
+
+The carrier's pickup delay (dispatched -> picked up) is learned per
+(carrier, origin region), falling back to the carrier, then all carriers. The
+deadline is max(``p99_factor`` x p99, ``min_wait_s``), moved past the
+carrier's non-working days (a carrier that does not pick up on Sundays is not
+late on Sunday).
+"""
+
+from __future__ import annotations
+
+from logiwatch.detectors.baselines import P95, P99
+from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.state import CODES, DISPATCHED, PICKED_UP, DeadlineMixin, Env, Finding, ParcelState
+
+
+class PickupTimeoutDetector(DeadlineMixin):
+    """Catches parcels waiting for the carrier's pickup far longer than usual.
+
+    Parameters
+    ----------
+    env: the engine's shared environment.
+    p99_factor: deadline as a multiple of the learned p99 pickup delay.
+    min_wait_s: never alert sooner than this after dispatch.
+
+    >>> from logiwatch.detectors.testing import Scenario, H
+    >>> sc = Scenario()
+    >>> _ = sc.parcel("WB1").paid(0).dispatched(H)
+    >>> [a.alert_type.value for a in sc.run(detectors=("pickup_timeout",), until=5 * 24 * H)]
+    ['pickup_timeout']
+    """
+
+    name = "pickup_timeout"
+
+    def __init__(self, env: Env, *, p99_factor: float = 2.0, min_wait_s: float = 54 * 3600) -> None:
+        self.env = env
+        self.p99_factor = p99_factor
+        self.min_wait_s = min_wait_s
+
+    def _keys(self, state: ParcelState) -> tuple[str, str, str]:
+        return (f"{state.carrier}|{state.origin}", state.carrier, "*")
+
+    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
+        code = CODES[event.event_type]
+        t = event.event_time
+        if code == DISPATCHED and self.env.latest and not state.final_at and not state.has(PICKED_UP):
+            q = self.env.pickup.quantiles(self._keys(state))
+            wait_s = max(q[P99] * self.p99_factor, self.min_wait_s) * self.env.calendar.peak_factor(t)
+            self.set_due(state, t + self.env.calendar.extend(state.carrier, t, int(wait_s * 1000)))
+            return []
+        if code == PICKED_UP and self.env.latest:
+            dispatched = state.first_time(DISPATCHED)
+            if dispatched is not None and AnomalyType.PICKUP_TIMEOUT.value not in state.open and not state.tainted:
+                self.env.pickup.learn(self._keys(state), (t - dispatched) / 1000)
+        if code > DISPATCHED:
+            self.set_due(state, None)
+            if AnomalyType.PICKUP_TIMEOUT.value in state.open:
+                return [
+                    Finding(
+                        alert_type=AnomalyType.PICKUP_TIMEOUT,
+                        status=AlertStatus.RESOLVED,
+                        at_ms=t,
+                        onset_ms=t,
+                        summary="the carrier scanned the parcel",
+                    )
+                ]
+        return []
+
+    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+        dispatched = state.first_time(DISPATCHED)
+        if dispatched is None or any(e[1] > DISPATCHED for e in state.route):
+            return []
+        q = self.env.pickup.quantiles(self._keys(state))
+        key, n = self.env.pickup.source(self._keys(state))
+        waited_s = (now_ms - dispatched) / 1000
+        return [
+            Finding(
+                alert_type=AnomalyType.PICKUP_TIMEOUT,
+                at_ms=now_ms,
+                onset_ms=dispatched,
+                severity=Severity.WARNING,
+                summary=(
+                    f"Parcel {state.waybill} dispatched {waited_s / 3600:.1f} h ago is not picked up by "
+                    f"{state.carrier} (usual p99 {q[P99] / 3600:.1f} h)"
+                ),
+                evidence={
+                    "waited_s": waited_s,
+                    "expected_pickup_p95_s": round(q[P95], 1),
+                    "expected_pickup_p99_s": round(q[P99], 1),
+                    "baseline_key": key,
+                    "baseline_n": n,
+                },
+            )
+        ]
