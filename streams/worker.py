@@ -161,6 +161,9 @@ def decode_records(
         try:
             if is_tick(rec.headers):
                 item: Record = decode_tick(value)
+                if item.tick_time > now_ms + limits.max_future_ms:
+                    # a tick from the future would fire every pending deadline at once
+                    raise DecodeError("time_out_of_range", f"tick_time {item.tick_time} is in the future")
             else:
                 item = decode_event(
                     value,

@@ -100,6 +100,14 @@ def test_broken_tick_is_dead_lettered_with_its_own_reason() -> None:
     assert [d.reason for d in dead] == ["bad_tick"]
 
 
+def test_tick_from_the_future_is_dead_lettered_instead_of_firing_every_deadline() -> None:
+    ahead = encode_tick(Tick(tick_time=NOW_MS + 2 * DAY_MS))
+    near = encode_tick(Tick(tick_time=NOW_MS + DAY_MS // 2))
+    good, dead = decode_records([Rec(0, ahead, headers=TICK), Rec(1, near, headers=TICK)], LIMITS, NOW_MS)
+    assert [d.reason for d in dead] == ["time_out_of_range"]
+    assert [off for off, _ in good] == [1]
+
+
 def test_event_age_bound_comes_from_the_limits_so_old_exports_can_be_replayed() -> None:
     old = event(1, event_time=NOW_MS - 500 * DAY_MS)
     rec = Rec(0, encode_event(old), key=b"WB1")
