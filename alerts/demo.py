@@ -78,7 +78,15 @@ async def run_alerts_demo(settings: Settings, stop: asyncio.Event, report: Calla
     routing = parse_routes(
         {
             "group_wait_s": 2,
-            "receivers": [{"name": "demo-cs", "url": receiver.url, "secret": secret, "allow_private_networks": True}],
+            "receivers": [
+                {
+                    "name": "demo-cs",
+                    "url": receiver.url,
+                    "secret": secret,
+                    "allow_private_networks": True,
+                    "rate_per_s": 200,
+                }
+            ],
             "routes": [{"receiver": "demo-cs", "types": list(_NOTIFY_TYPES)}],
         }
     )
