@@ -32,3 +32,32 @@ def wait_until(
             name = what or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"condition not met within {timeout} s: {name}")
         time.sleep(interval)
+
+
+#: Event time used by the contract tests' sample event (2026-09-21 UTC).
+SAMPLE_T0_MS = 1_790_000_000_000
+
+
+def sample_event_dict(**over: object) -> dict[str, object]:
+    """A valid scan event as plain JSON-ready data; keyword arguments replace fields."""
+
+    base: dict[str, object] = {
+        "event_id": "e-1",
+        "waybill_id": "WB1",
+        "order_id": "O1",
+        "merchant_id": "M1",
+        "carrier_id": "C1",
+        "event_type": "HUB_ARRIVED",
+        "node_id": "HUB-1",
+        "node_type": "HUB",
+        "region": "east",
+        "origin_region": "east",
+        "dest_region": "north",
+        "event_time": SAMPLE_T0_MS,
+        "promised_dispatch_by": SAMPLE_T0_MS + 3_600_000,
+        "promised_delivery_by": SAMPLE_T0_MS + 86_400_000,
+        "category": "home_textile",
+        "order_amount": 129.0,
+    }
+    base.update(over)
+    return base

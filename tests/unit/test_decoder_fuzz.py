@@ -28,8 +28,9 @@ from logiwatch.detectors.codec import (
 )
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import ScanEvent
+from tests.helpers import SAMPLE_T0_MS, sample_event_dict
 
-T0 = 1_790_000_000_000
+T0 = SAMPLE_T0_MS
 
 FIELDS = (
     "event_id",
@@ -56,24 +57,7 @@ FIELDS = (
 
 
 def valid_event() -> dict[str, Any]:
-    return {
-        "event_id": "e-1",
-        "waybill_id": "WB1",
-        "order_id": "O1",
-        "merchant_id": "M1",
-        "carrier_id": "C1",
-        "event_type": "HUB_ARRIVED",
-        "node_id": "HUB-1",
-        "node_type": "HUB",
-        "region": "east",
-        "origin_region": "east",
-        "dest_region": "north",
-        "event_time": T0,
-        "promised_dispatch_by": T0 + 3_600_000,
-        "promised_delivery_by": T0 + 86_400_000,
-        "category": "home_textile",
-        "order_amount": 129.0,
-    }
+    return sample_event_dict()
 
 
 json_scalars = (
