@@ -16,8 +16,8 @@ decide.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from math import log2
 
 #: Histogram range: 2**LO_LOG2 s (8 s) .. 2**(LO_LOG2 + NBINS/RES) s (about 97 days).
 LO_LOG2 = 3.0
@@ -32,7 +32,7 @@ Quantiles = tuple[float, float, float, float, float, float]
 def _bin(value_s: float) -> int:
     if value_s <= 8.0:
         return 0
-    b = int((math.log2(value_s) - LO_LOG2) * RES)
+    b = int((log2(value_s) - LO_LOG2) * RES)
     return b if b < NBINS else NBINS - 1
 
 
@@ -54,7 +54,7 @@ class DurationBaseline:
     True
     """
 
-    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cache")
+    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cache", "_fast")
 
     def __init__(self, prior: Sequence[float], *, min_count: int = 30, clip_factor: float = 3.0) -> None:
         self.prior = tuple(float(x) for x in prior)
@@ -65,26 +65,35 @@ class DurationBaseline:
         #: key -> (count at computation, p20, p50, p90, p95, p99); part of the exported state
         #: so a restored engine gives the very same numbers.
         self.cache: dict[str, list[float]] = {}
+        #: key -> (count that triggers a refresh, quantiles tuple, learning clip cap), derived
+        #: from ``cache`` and not exported: the hot paths read one entry and build nothing
+        self._fast: dict[str, tuple[float, Quantiles, float]] = {}
 
     def learn(self, keys: Sequence[str], value_s: float) -> None:
         """Add one observation to every key of the chain (clipped where warm)."""
 
         if value_s < 0:
             return
+        hist = self.hist
+        fast = self._fast
+        min_count = self.min_count
+        b = 1 + _bin(value_s)  # the same value for every key unless a key clips it
         for key in keys:
-            h = self.hist.get(key)
+            h = hist.get(key)
             if h is None:
                 h = [0] * (NBINS + 1)
-                self.hist[key] = h
-            v = value_s
-            q = self.cache.get(key)
-            # clip against the last computed p99 (refreshed by queries), so learning stays cheap
-            if q is not None and h[0] >= self.min_count:
-                cap = q[1 + P99] * self.clip_factor
-                if v > cap:
-                    v = cap
+                hist[key] = h
+            elif h[0] >= min_count:
+                # clip against the last computed p99 (refreshed by queries), so learning stays cheap
+                f = fast.get(key)
+                if f is None and key in self.cache:
+                    f = self._derive(key, self.cache[key])
+                if f is not None and value_s > f[2]:
+                    h[0] += 1
+                    h[1 + _bin(f[2])] += 1
+                    continue
             h[0] += 1
-            h[1 + _bin(v)] += 1
+            h[b] += 1
 
     def count(self, key: str) -> int:
         h = self.hist.get(key)
@@ -93,13 +102,26 @@ class DurationBaseline:
     def quantiles(self, keys: Sequence[str]) -> Quantiles:
         """(p05, p20, p50, p90, p95, p99) of the first warm key in the chain, else the prior."""
 
-        for key in keys:
-            h = self.hist.get(key)
-            if h is not None and h[0] >= self.min_count:
-                q = self._cached(key, h)
-                return (q[0], q[1], q[2], q[3], q[4], q[5])
+        q = self.warm_quantiles(keys)
+        if q is not None:
+            return q
         p = self.prior
         return (p[0], p[1], p[2], p[3], p[4], p[5])
+
+    def warm_quantiles(self, keys: Sequence[str]) -> Quantiles | None:
+        """Like ``quantiles`` but None when no key of the chain is warm (instead of the prior)."""
+
+        hist = self.hist
+        min_count = self.min_count
+        for key in keys:
+            h = hist.get(key)
+            if h is not None and h[0] >= min_count:
+                f = self._fast.get(key)
+                if f is None or h[0] >= f[0]:
+                    self._cached(key, h)  # refreshes ``cache`` when the key grew enough
+                    f = self._derive(key, self.cache[key])
+                return f[1]
+        return None
 
     def source(self, keys: Sequence[str]) -> tuple[str, int]:
         """Which key answered (``prior`` when none is warm) and its count, for evidence."""
@@ -129,6 +151,12 @@ class DurationBaseline:
         if value_s >= p[P99]:
             return 0.01 * p[P99] / value_s
         return 0.49 * (p[P99] - value_s) / (p[P99] - p[P50]) + 0.01
+
+    def _derive(self, key: str, q: list[float]) -> tuple[float, Quantiles, float]:
+        # q is a ``cache`` entry: [count at computation, p05, p20, p50, p90, p95, p99]
+        f = (q[0] * 1.125 + 4, (q[1], q[2], q[3], q[4], q[5], q[6]), q[1 + P99] * self.clip_factor)
+        self._fast[key] = f
+        return f
 
     def _cached(self, key: str, h: list[int]) -> list[float]:
         q = self.cache.get(key)
@@ -169,3 +197,4 @@ class DurationBaseline:
         assert isinstance(hist, dict) and isinstance(cache, dict)
         self.hist = {str(k): [int(x) for x in v] for k, v in hist.items()}
         self.cache = {str(k): [float(x) for x in v] for k, v in cache.items()}
+        self._fast = {}

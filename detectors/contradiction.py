@@ -10,6 +10,8 @@ contradiction alert.
 
 from __future__ import annotations
 
+import math
+
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODES,
@@ -27,6 +29,8 @@ from logiwatch.detectors.state import (
 )
 
 _Evidence = dict[str, float | int | str | bool | None]
+#: km per degree of arc on the sphere km_between uses (radius 6,371 km)
+_KM_PER_DEGREE = 6_371.0 * math.pi / 180
 
 
 class ContradictionDetector(DeadlineMixin):
@@ -80,16 +84,20 @@ class ContradictionDetector(DeadlineMixin):
     def _sequence(self, state: ParcelState, event: ScanEvent) -> tuple[str, _Evidence] | None:
         code = CODES[event.event_type]
         t = event.event_time
-        if DISPATCHED <= code <= OUT_FOR_DELIVERY or code == DELIVERED:
-            paid = state.first_time(PAID)
+        moving = DISPATCHED <= code <= OUT_FOR_DELIVERY
+        if moving or code == DELIVERED:
+            first = state.route[0]  # the engine has added this scan: never empty; PAID is usually first
+            paid = first[0] if first[1] == PAID else state.first_time(PAID)
             if paid is not None and t < paid:
                 return f"{event.event_type.value} stamped before ORDER_PAID", {"kind": "before_payment", "paid_at": paid}
         if code == PAID:
             for e in state.route:
                 if (DISPATCHED <= e[1] <= OUT_FOR_DELIVERY or e[1] == DELIVERED) and e[0] < t:
                     return f"{TYPES[e[1]].value} stamped before ORDER_PAID", {"kind": "before_payment", "paid_at": t}
-        delivered = state.first_time(DELIVERED)
-        if delivered is not None and code != DELIVERED and code != RETURNED and DISPATCHED <= code <= OUT_FOR_DELIVERY:
+        # only a movement scan can come after the delivery, and a route with a DELIVERED scan
+        # has final_at set (by the engine, before detectors run): skip the route walk otherwise
+        delivered = state.first_time(DELIVERED) if moving and state.final_at else None
+        if delivered is not None and code != DELIVERED and code != RETURNED and moving:
             if t > delivered:
                 return f"{event.event_type.value} after DELIVERED", {"kind": "after_delivery", "delivered_at": delivered}
         if code == DELIVERED:
@@ -102,6 +110,10 @@ class ContradictionDetector(DeadlineMixin):
         if event.lat is None or event.lon is None or state.geo is None:
             return None
         t0, lat0, lon0 = state.geo
+        # Cheap upper bound first (meridian then parallel is never shorter than the great
+        # circle): most consecutive scans are close, and the haversine is the costly part.
+        if (abs(event.lat - lat0) + abs(event.lon - lon0)) * _KM_PER_DEGREE < 0.99 * self.min_km:
+            return None
         km = km_between(lat0, lon0, event.lat, event.lon)
         if km < self.min_km:
             return None

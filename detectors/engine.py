@@ -2,10 +2,11 @@
 
 ``Engine.process(records)`` takes scan events and clock ticks in partition
 order and returns alerts. The engine owns each parcel's small state, a heap of
-deadlines ``(deadline_ms, waybill, detector)`` with lazy invalidation (a heap
-entry is live only while ``state.due`` still holds it; a deadline that moves
-later keeps its queued entry, re-queued when it pops), the watermark (largest
-record time seen minus the allowed lateness) and the learned baselines.
+``(deadline_ms, waybill)`` with one entry per parcel at (or before) its
+earliest deadline in ``state.due`` (lazy: a deadline that moves later keeps the
+queued entry, re-queued when it pops; a parcel's deadlines fire in
+``(deadline, detector order)`` order), the watermark (largest record time seen
+minus the allowed lateness) and the learned baselines.
 A deadline fires when the watermark passes it, or earlier when the parcel's
 next scan is later than the deadline (the parcel *was* silent then); either
 way the alert is stamped with the deadline, so alerts do not depend on tick
@@ -21,6 +22,7 @@ onto a restored engine give the same alerts, ids and content.
 from __future__ import annotations
 
 import heapq
+import sys
 import zlib
 from bisect import insort
 from collections.abc import Mapping, Sequence
@@ -151,9 +153,18 @@ class Engine:
             DETECTORS[name](self.env, **dict(config.knobs.get(name, {}))) for name in config.detectors
         ]
         self._index = {d.name: i for i, d in enumerate(self._detectors)}
+        # scan type code -> the detectors whose on_event can act on it, in evaluation order
+        # (a detector's optional ``handles``; None means every scan type)
+        self._by_code: list[tuple[Detector, ...]] = [
+            tuple(d for d in self._detectors if _handles(d, code)) for code in range(len(TYPES))
+        ]
         self._forget_index = len(self._detectors)
         self.parcels: dict[str, ParcelState] = {}
-        self._heap: list[tuple[int, str, int]] = []
+        # One heap entry per parcel (not per deadline): the heap stays the size of the parcels
+        # in flight, and a scan that moves a deadline later pushes nothing.
+        self._heap: list[tuple[int, str]] = []
+        #: waybill -> time of its earliest queued heap entry (later stale entries are not tracked)
+        self._queued: dict[str, int] = {}
         self._max_time: int | None = None
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
@@ -239,11 +250,13 @@ class Engine:
             # msgpack gives lists where the struct declares tuples for route entries
             state.route = [tuple(e) for e in state.route]  # type: ignore[misc]
             wb = state.waybill  # the mapping's keys may be bytes (straight from Redis)
+            for name in [n for n in state.due if n != FORGET and n not in engine._index]:
+                del state.due[name]  # a disabled detector's deadline would never fire
             engine.parcels[wb] = state
-            for name, due in state.due.items():
-                idx = engine._forget_index if name == FORGET else engine._index.get(name)
-                if idx is not None:
-                    engine._heap.append((due, wb, idx))
+            if state.due:
+                first = min(state.due.values())
+                engine._heap.append((first, wb))
+                engine._queued[wb] = first
         heapq.heapify(engine._heap)
         return engine
 
@@ -259,7 +272,7 @@ class Engine:
             "learned_keys": learned,
             "cold_keys": cold,
             "in_flight": len(self.parcels),
-            "deadlines": len(self._heap),
+            "deadlines": sum(len(st.due) for st in self.parcels.values()),
             "open_incidents": len(self.env.incidents),
         }
         for t in TYPES:
@@ -273,7 +286,10 @@ class Engine:
     def _on_time(self, t: int, out: list[Alert]) -> None:
         if self._max_time is None or t > self._max_time:
             self._max_time = t
-        self._fire_until(self._max_time - self._lateness, out)
+        heap = self._heap
+        # the common case: nothing is due yet, so skip the call
+        if heap and heap[0][0] <= self._max_time - self._lateness:
+            self._fire_until(self._max_time - self._lateness, out)
 
     def _on_event(self, ev: ScanEvent, out: list[Alert]) -> None:
         t = ev.event_time
@@ -284,21 +300,24 @@ class Engine:
             self.parcels[wb] = st
             self._deleted.discard(wb)
         h = zlib.crc32(ev.event_id.encode())
-        if h in st.seen:
+        seen = st.seen
+        if h in seen:
             self._on_time(t, out)
             return
-        st.seen.append(h)
-        if len(st.seen) > self.config.max_seen:
-            del st.seen[0]
+        seen.append(h)
+        if len(seen) > self.config.max_seen:
+            del seen[0]
         due = st.due
-        if due:
+        # min() first: usually nothing is overdue and the sort below is skipped
+        if due and min(due.values()) < t:
             # the parcel's own scan proves it was silent until t: fire what was due before
             early = sorted((d, self._index[n]) for n, d in due.items() if d < t and n != FORGET and n in self._index)
             for d, i in early:
                 if due.get(self._detectors[i].name) == d:
                     self._fire(st, i, d, out)
         code = CODES[ev.event_type]
-        entry = (t, code, ev.node_id, ev.region)
+        # node and region ids repeat across parcels: interned, route entries share one copy
+        entry = (t, code, sys.intern(ev.node_id), sys.intern(ev.region))
         route = st.route
         prev = route[-1] if route else None
         latest = prev is None or t >= prev[0]
@@ -311,6 +330,7 @@ class Engine:
         env = self.env
         env.prev = prev if latest else None
         env.latest = latest
+        env.code = code
         if latest and prev is not None and st.open:
             for typ in [k for k in st.open if k in RESOLVE_ON_MOVE]:
                 self._resolve(st, typ, t, "the parcel moved again", out)
@@ -320,25 +340,24 @@ class Engine:
                 self._resolve(st, typ, t, f"the parcel was {ev.event_type.value.lower()}", out)
             due.clear()
             due[FORGET] = t + self.config.retention_ms
-            heapq.heappush(self._heap, (due[FORGET], wb, self._forget_index))
         elif latest and not st.final_at:
-            had = FORGET in due
             due[FORGET] = t + self.config.max_silence_ms
-            if not had:  # a later deadline reuses the pending heap entry (renewed when it pops)
-                heapq.heappush(self._heap, (due[FORGET], wb, self._forget_index))
-        for i, det in enumerate(self._detectors):
-            name = det.name
-            before = due.get(name)
+        for det in self._by_code[code]:
             findings = det.on_event(st, ev)
             if findings:
                 self._emit(st, findings, out)
-            after = due.get(name)
-            # Push only when the deadline moves earlier (or is new): a later one reuses the
-            # pending entry, which is re-pushed with the current deadline when it pops.
-            if after is not None and (before is None or after < before):
-                heapq.heappush(self._heap, (after, wb, i))
+        if due:
+            self._schedule(wb, min(due.values()))
         self._dirty.add(wb)
         self._on_time(t, out)
+
+    def _schedule(self, wb: str, first: int) -> None:
+        # Push only when the earliest deadline moved before the queued entry (or none is queued):
+        # an entry that pops too early finds nothing due and re-queues the parcel.
+        queued = self._queued.get(wb)
+        if queued is None or first < queued:
+            self._queued[wb] = first
+            heapq.heappush(self._heap, (first, wb))
 
     def _fire(self, st: ParcelState, i: int, d: int, out: list[Alert]) -> None:
         det = self._detectors[i]
@@ -346,30 +365,55 @@ class Engine:
         findings = det.on_deadline(st, d)
         if findings:
             self._emit(st, findings, out)
-        new = st.due.get(det.name)
-        if new is not None:
-            heapq.heappush(self._heap, (new, st.waybill, i))
         self._dirty.add(st.waybill)
 
     def _fire_until(self, wm: int, out: list[Alert]) -> None:
         heap = self._heap
         parcels = self.parcels
+        queued = self._queued
+        index = self._index
+        detectors = self._detectors
+        forget_index = self._forget_index
+        # 1. Take every parcel whose queued entry is due and gather its deadlines up to the
+        # watermark (a parcel's entry is never later than its earliest deadline).
+        touched: dict[str, ParcelState] = {}
+        batch: list[tuple[int, str, int]] = []
         while heap and heap[0][0] <= wm:
-            d, wb, i = heapq.heappop(heap)
+            d, wb = heapq.heappop(heap)
+            if queued.get(wb) == d:
+                del queued[wb]
+            st = parcels.get(wb)
+            if st is None or wb in touched:
+                continue
+            touched[wb] = st
+            for name, at in st.due.items():
+                if at <= wm:
+                    i = forget_index if name == FORGET else index.get(name)
+                    if i is not None:
+                        batch.append((at, wb, i))
+        # 2. Fire them in (deadline, waybill, detector) order: the same order, and so the same
+        # output, whichever stale entries the big heap held (a restored engine has none).
+        heapq.heapify(batch)
+        while batch:
+            d, wb, i = heapq.heappop(batch)
             st = parcels.get(wb)
             if st is None:
-                continue
-            name = FORGET if i == self._forget_index else self._detectors[i].name
-            cur = st.due.get(name)
-            if cur is None:
-                continue
-            if cur > d:
-                heapq.heappush(heap, (cur, wb, i))  # renewed since this entry was queued
-            elif cur == d:
-                if i == self._forget_index:
+                continue  # forgotten by an earlier deadline of this batch
+            if i == forget_index:
+                if st.due.get(FORGET) == d:
                     self._forget(st, d, out)
-                else:
-                    self._fire(st, i, d, out)
+                continue
+            name = detectors[i].name
+            if st.due.get(name) != d:
+                continue
+            self._fire(st, i, d, out)
+            new = st.due.get(name)  # a detector may set its next deadline when one fires
+            if new is not None and new <= wm:
+                heapq.heappush(batch, (new, wb, i))
+        # 3. Queue the parcels again at their next deadline.
+        for wb, st in touched.items():
+            if st.due and wb in parcels:
+                self._schedule(wb, min(st.due.values()))
 
     def _forget(self, st: ParcelState, at_ms: int, out: list[Alert]) -> None:
         # close what is still open (sticky facts, silent parcels): every FIRING gets its RESOLVED
@@ -377,6 +421,7 @@ class Engine:
             self._resolve(st, typ, at_ms, "the parcel's journey is archived", out)
         wb = st.waybill
         del self.parcels[wb]
+        self._queued.pop(wb, None)
         self._dirty.discard(wb)
         self._deleted.add(wb)
         for present in self.env.present.values():
@@ -446,6 +491,11 @@ class Engine:
         if typ == AnomalyType.PREDICTED_LATE.value:
             f.evidence["actual_lateness_s"] = (at_ms - st.deliver_by) / 1000
         out.append(self._alert(st, f, aid, node or None))
+
+
+def _handles(det: Detector, code: int) -> bool:
+    handles: frozenset[int] | None = getattr(det, "handles", None)
+    return handles is None or code in handles
 
 
 def _hub_alert(f: Finding) -> Alert:

@@ -1,26 +1,70 @@
 """Hub incident: a hub where many parcels overstay at once (outage, weather), linked to its parcels.
 
 The detector keeps, per hub, the parcels currently there (arrived, not yet
-moved on). Every ``eval_every_s`` of event time at a hub it scores the hub:
-among the parcels whose dwell limit (``dwell_factor`` x the hub's learned
-p95 dwell for their arrival's time of day) ran out within the last
-``cohort_span_s``, it counts those still there, and their share of all such
-arrivals (a robust, count-based score: normally almost all have
-left; one stuck parcel is a stall, most of a cohort at once is an incident). Above ``min_parcels`` and ``min_fraction`` an incident opens:
-its id is stable (hub + hour of the earliest overdue arrival), it names the
-hub, the window and the parcels at the hub, and parcel stall alerts at that
+moved on; an exception scan at the hub does not move a parcel on). Every
+``eval_every_s`` of event time at a hub it scores one time bucket: the
+parcels whose dwell limit (``dwell_factor`` x the hub's learned p95 dwell for
+their arrival's time of day) ran out within the last ``cohort_span_s`` form
+the cohort, and ``k`` of its ``n`` parcels are still there. A river
+``proba.Beta`` per hub holds the hub's normal overdue rate, learned only from
+buckets that looked normal while no incident was open (protected learning:
+an outage does not become the hub's normal); the score is the beta-binomial
+tail P(X >= k | n), the chance of that many stragglers on a normal day. A
+bucket is bad when that tail is below ``p_threshold`` with at least
+``min_parcels`` overdue and ``min_fraction`` of the cohort; ``confirm``
+consecutive bad buckets after ``warmup_s`` open an incident. Its id is
+``make_alert_id("hub_incident", hub, onset bucket start)``, the onset being
+the hub's last departure before the first bad bucket rounded down to
+``onset_bucket_s``: departures leave in scheduled waves shared by every
+partition, so the partition engines that see the same outage give it the same
+id (the alert service merges by id; revisions grow as parcels join). It
+names the hub, the window and the parcels at the hub, and stall alerts at the
 hub carry its id (also for a day after it closed, when their dwell began
-before it ended). New parcels re-emit it with ``revision + 1`` when the
-affected count grows by half; it resolves when the hub's backlog (present
-parcels past their limit) has cleared to its usual stragglers (``resolve_share``). Parcels present longer than ``max_present_s`` (lost) are
-dropped from the count so they cannot hold an incident open forever.
+before it ended). It resolves when the hub's backlog (present parcels past
+their limit) has cleared to its usual stragglers (``resolve_share``). Parcels
+present longer than ``max_present_s`` (lost) are dropped from the count so
+they cannot hold an incident open forever.
+
+The per-hub scorer state (Beta counts, last departure, onset of the bad run)
+lives in the hub's ``env.arrivals`` map under negative keys (real buckets are
+positive), so the engine's ``export_models``/``restore`` carries it unchanged.
 """
 
 from __future__ import annotations
 
+import math
+
+from river import proba
+
 from logiwatch.detectors.baselines import P95
 from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity, make_alert_id
-from logiwatch.detectors.state import CODES, HUB_ARRIVED, DeadlineMixin, Env, Finding, ParcelState
+from logiwatch.detectors.state import CODES, EXCEPTION, HUB_ARRIVED, DeadlineMixin, Env, Finding, ParcelState
+
+#: reserved keys of a hub's ``env.arrivals`` map (bucket numbers are >= 0)
+ALPHA, BETA, LAST_DEPARTURE, RUN_ONSET = -1, -2, -3, -4
+QUARTER_DAY_MS = 21_600_000
+
+
+def overdue_tail(k: int, n: int, alpha: float, beta: float) -> float:
+    """P(X >= k) for X ~ BetaBinomial(n, alpha, beta): the chance of k or more stragglers among n.
+
+    >>> round(overdue_tail(3, 3, 1, 19), 5)  # three of three still there, with the 5 % prior
+    0.00065
+    >>> overdue_tail(0, 5, 1, 19)
+    1.0
+    """
+
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    lb = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    total = 0.0
+    for x in range(k, n + 1):
+        log_choose = math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
+        log_b = math.lgamma(x + alpha) + math.lgamma(n - x + beta) - math.lgamma(n + alpha + beta)
+        total += math.exp(log_choose + log_b - lb)
+    return min(1.0, total)
 
 
 class HubIncidentDetector(DeadlineMixin):
@@ -29,12 +73,16 @@ class HubIncidentDetector(DeadlineMixin):
     Parameters
     ----------
     env: the engine's shared environment.
-    eval_every_s: how often (event time) each hub is scored.
+    eval_every_s: the scoring bucket: each hub is scored once per bucket of event time.
     dwell_factor: a parcel is overdue above dwell_factor * the hub's p95 dwell.
-    min_parcels, min_fraction: overdue parcels (count, and share of their arrival cohort) that make an incident.
+    min_parcels, min_fraction: overdue parcels (count, and share of their cohort) a bad bucket needs.
+    p_threshold: a bucket is bad when the beta-binomial tail of its overdue count is below this.
+    prior_alpha, prior_beta: the Beta prior of a hub's overdue rate (1, 19: the p95 limit's 5 %).
+    max_weight: the learned Beta counts are halved above this total (the rate follows the hub).
     cohort_span_s: the cohort scored: parcels whose dwell limit ran out within this span.
     warmup_s: event time a hub must have been seen for before it can raise an incident.
-    confirm: consecutive evaluations that must find the hub broken before the incident opens.
+    confirm: consecutive bad buckets that open an incident.
+    onset_bucket_s: the incident's onset (the hub's last departure) is rounded down to this for its id.
     resolve_share: the incident resolves when the backlog falls below this share of present parcels.
     max_affected: parcels listed in the alert (the full count is in the evidence).
     max_present_s: parcels at a hub longer than this no longer count (they are lost, not delayed).
@@ -61,25 +109,58 @@ class HubIncidentDetector(DeadlineMixin):
         dwell_factor: float = 1.0,
         min_parcels: int = 4,
         min_fraction: float = 0.5,
+        p_threshold: float = 0.001,
+        prior_alpha: int = 1,
+        prior_beta: int = 19,
+        max_weight: int = 2000,
         max_affected: int = 500,
         max_present_s: float = 3 * 86400,
         cohort_span_s: float = 2 * 3600,
         warmup_s: float = 30 * 3600,
         confirm: int = 2,
+        onset_bucket_s: float = 3600,
         resolve_share: float = 0.1,
     ) -> None:
         self.env = env
         self.eval_every_ms = int(eval_every_s * 1000)
         self.dwell_factor = dwell_factor
-        self.min_parcels = min_parcels
+        self.min_parcels = int(min_parcels)
         self.min_fraction = min_fraction
+        self.p_threshold = p_threshold
+        self.prior_alpha = int(prior_alpha)
+        self.prior_beta = int(prior_beta)
+        self.max_weight = int(max_weight)
         self.max_affected = max_affected
         self.max_present_ms = int(max_present_s * 1000)
         self.cohort_span_ms = int(cohort_span_s * 1000)
         self.bucket_ms = 900_000
         self.warmup_ms = int(warmup_s * 1000)
         self.confirm = confirm
+        self.onset_bucket_ms = int(onset_bucket_s * 1000)
         self.resolve_share = resolve_share
+        if self.eval_every_ms <= 0 or self.onset_bucket_ms <= 0:
+            raise ValueError("hub_incident eval_every_s and onset_bucket_s must be > 0")
+        if self.prior_alpha < 1 or self.prior_beta < 1:
+            raise ValueError("hub_incident prior_alpha and prior_beta must be >= 1")
+
+    def scorer(self, hub: str) -> proba.Beta:
+        """The hub's learned overdue rate (a river Beta posterior; the prior while the hub is new)."""
+
+        counts = self.env.arrivals.get(hub, {})
+        return proba.Beta(counts.get(ALPHA, self.prior_alpha), counts.get(BETA, self.prior_beta))
+
+    def _learn(self, counts: dict[int, int], k: int, n: int) -> None:
+        # a normal bucket: k stragglers out of n is what this hub does on a good day
+        b = proba.Beta(counts.get(ALPHA, self.prior_alpha), counts.get(BETA, self.prior_beta))
+        for _ in range(k):
+            b.update(True)
+        for _ in range(n - k):
+            b.update(False)
+        alpha, beta = int(b.alpha), int(b.beta)
+        if alpha + beta > self.max_weight:
+            # forget half (integers, so a restored engine has the very same rate)
+            alpha, beta = max(1, alpha // 2), max(1, beta // 2)
+        counts[ALPHA], counts[BETA] = alpha, beta
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
         env = self.env
@@ -87,14 +168,22 @@ class HubIncidentDetector(DeadlineMixin):
             return []
         prev = env.prev
         wb = state.waybill
-        if prev is not None and prev[1] == HUB_ARRIVED:
-            at = env.present.get(prev[2])
-            if at is not None:
-                at.pop(wb, None)
-        if CODES[event.event_type] != HUB_ARRIVED or state.final_at or state.note.get("teleport_at") == event.event_time:
-            return []
+        code = CODES[event.event_type]
         hub = event.node_id
         t = event.event_time
+        if prev is not None and prev[1] in (HUB_ARRIVED, EXCEPTION):
+            if code == EXCEPTION and prev[2] == hub:
+                # an exception at the hub (e.g. HUB_DELAY) is the parcel still waiting there
+                return self._maybe_evaluate(hub, event.region, t) if wb in env.present.get(hub, {}) else []
+            at = env.present.get(prev[2])
+            arrived = at.pop(wb, None) if at is not None else None
+            counts = env.arrivals.get(prev[2])
+            if arrived is not None and counts is not None and t > counts.get(LAST_DEPARTURE, 0):
+                # only a departure on time says the hub works: stragglers leaving after an outage do not
+                if t - arrived <= self._limits(prev[2])[(arrived // QUARTER_DAY_MS) % 4]:
+                    counts[LAST_DEPARTURE] = t
+        if code != HUB_ARRIVED or state.final_at or state.note.get("teleport_at") == event.event_time:
+            return []
         present = env.present.get(hub)
         if present is None:
             present = env.present[hub] = {}
@@ -107,68 +196,89 @@ class HubIncidentDetector(DeadlineMixin):
         affected = env.affected.get(hub)
         if affected is not None and len(affected) < 100_000 and wb not in affected:
             affected.append(wb)
+        return self._maybe_evaluate(hub, event.region, t)
+
+    def _maybe_evaluate(self, hub: str, region: str, t: int) -> list[Finding]:
+        env = self.env
         if t < env.next_eval.get(hub, 0):
             return []
         env.next_eval[hub] = t - t % self.eval_every_ms + self.eval_every_ms
-        return self._evaluate(hub, event.region, t)
+        return self._evaluate(hub, region, t)
+
+    def _limits(self, hub: str) -> list[int]:
+        """The hub's dwell limit (ms) per 6-hour arrival bucket: it depends on the departure schedules."""
+
+        return [
+            int(self.env.dwell.quantiles((f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}"))[P95]
+                * self.dwell_factor * 1000)
+            for hb in range(4)
+        ]
 
     def _evaluate(self, hub: str, region: str, now: int) -> list[Finding]:
         env = self.env
         present = env.present[hub]
-        # the dwell limit depends on the arrival's time of day (departure schedules)
-        limits = [
-            int(env.dwell.quantiles((f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}"))[P95]
-                * self.dwell_factor * 1000)
-            for hb in range(4)
-        ]
+        limits = self._limits(hub)
         lo = now - self.cohort_span_ms
         # the cohort: parcels whose limit ran out within the last span should all have left
-        counts = env.arrivals.get(hub, {})
+        counts = env.arrivals.setdefault(hub, {})
         oldest = (now - max(limits) - self.cohort_span_ms) // self.bucket_ms
-        first = min(counts, default=0)
+        first = min((b for b in counts if b >= 0), default=0)
         cohort = 0
         for b in list(counts):
-            if b < oldest - 8 and b != first:
-                del counts[b]  # older than any cohort we will look at again (the first marks warm-up)
+            if b < 0 or b == first:
+                continue  # scorer state; the first bucket marks the warm-up
+            if b < oldest - 8:
+                del counts[b]  # older than any cohort we will look at again
                 continue
-            if b == first and b < oldest - 8:
-                continue
-            due = b * self.bucket_ms + self.bucket_ms // 2 + limits[(b * self.bucket_ms // 21_600_000) % 4]
+            due = b * self.bucket_ms + self.bucket_ms // 2 + limits[(b * self.bucket_ms // QUARTER_DAY_MS) % 4]
             if lo <= due <= now:
                 cohort += counts[b]
         overdue = []
         backlog = 0  # all present parcels past their limit (within max_present_s)
         stale = now - self.max_present_ms
         for a in present.values():
-            due = a + limits[(a // 21_600_000) % 4]
+            due = a + limits[(a // QUARTER_DAY_MS) % 4]
             if due <= now and a >= stale:
                 backlog += 1
                 if lo <= due:
                     overdue.append(a)
         k = len(overdue)
-        share = min(1.0, k / cohort) if cohort else 0.0
+        n = max(cohort, k)  # the cohort is counted from 15-minute bins: never fewer than the stragglers
+        share = k / n if n else 0.0
+        scorer = self.scorer(hub)
+        tail = overdue_tail(k, n, scorer.alpha, scorer.beta)
         inc = env.incidents.get(hub)
         counted = sum(1 for a in present.values() if a >= stale)
         evidence: dict[str, float | int | str | bool | None] = {
             "overdue_parcels": k,
             "backlog_parcels": backlog,
-            "cohort_arrivals": cohort,
+            "cohort_arrivals": n,
             "overdue_share": round(share, 4),
+            "expected_share": round(scorer.alpha / (scorer.alpha + scorer.beta), 4),
+            "p_value": float(f"{tail:.3g}"),
             "present_parcels": counted,
             "dwell_limit_s": max(limits) / 1000,
         }
         if inc is None:
-            if k < self.min_parcels or share < self.min_fraction:
+            bad = k >= self.min_parcels and share >= self.min_fraction and tail <= self.p_threshold
+            if not bad:
                 env.suspect.pop(hub, None)
+                counts.pop(RUN_ONSET, None)
+                self._learn(counts, k, n)
                 return []
-            # a hub must look broken on `confirm` consecutive evaluations: one bad truck is not an incident
+            # a hub must look broken on `confirm` consecutive buckets: one bad truck is not an incident
             seen = env.suspect[hub] = env.suspect.get(hub, 0) + 1
+            if seen == 1:
+                # the hub was last seen moving parcels then: every partition saw that departure wave
+                last = counts.get(LAST_DEPARTURE, 0)
+                counts[RUN_ONSET] = last if last > 0 else min(overdue)
             if seen < self.confirm:
                 return []
-            if now - min(counts, default=now // self.bucket_ms) * self.bucket_ms < self.warmup_ms:
+            if now - first * self.bucket_ms < self.warmup_ms:
                 return []  # early dwells are biased short (long ones are not over yet): wait for a baseline
-            start = min(overdue)
-            aid = make_alert_id(AnomalyType.HUB_INCIDENT, hub, start // 3_600_000)
+            onset = counts.pop(RUN_ONSET, min(overdue))
+            start = onset - onset % self.onset_bucket_ms
+            aid = make_alert_id(AnomalyType.HUB_INCIDENT, hub, start)
             env.suspect.pop(hub, None)
             env.incidents[hub] = [aid, start, now, 0, counted]
             env.affected[hub] = sorted(wb for wb, a in present.items() if a >= stale)

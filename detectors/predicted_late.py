@@ -17,6 +17,7 @@ from __future__ import annotations
 from logiwatch.detectors.baselines import P05, P20, P50
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
+    CODE_STR,
     CODES,
     DELIVERED,
     FINAL_CODES,
@@ -28,10 +29,12 @@ from logiwatch.detectors.state import (
 )
 
 _Q = {"p05": P05, "p20": P20, "p50": P50}
+_PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 
 
 def remaining_keys(state: ParcelState, node: str, code: int) -> tuple[str, str, str]:
-    return (f"{node}|{code}|{state.dest}", f"{code}|{state.origin}>{state.dest}", f"{code}")
+    c = CODE_STR[code]
+    return (f"{node}|{c}|{state.dest}", f"{c}|{state.origin}>{state.dest}", c)
 
 
 class PredictedLateDetector(DeadlineMixin):
@@ -79,16 +82,16 @@ class PredictedLateDetector(DeadlineMixin):
         if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
             return []
-        if AnomalyType.PREDICTED_LATE.value in state.open:
+        if _PREDICTED_LATE in state.open:
             self.set_due(state, None)
             return []
         keys = remaining_keys(state, event.node_id, code)
         limit = state.deliver_by + int(self.margin_s * 1000)
-        if env.remaining.source(keys)[0] == "prior":
+        q = env.remaining.warm_quantiles(keys)
+        if q is None:
             # no learned model for this stage yet: only the broken promise itself is certain
             self.set_due(state, max(limit, t + 1))
             return []
-        q = env.remaining.quantiles(keys)
         if t + q[self.qi] * 1000 > limit:
             return self._finding(state, t, t + int(q[P50] * 1000), keys, "at this scan")
         qn = env.remaining_next.quantiles(keys)
@@ -133,12 +136,17 @@ class PredictedLateDetector(DeadlineMixin):
         ]
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
-        env = self.env
+        remaining = self.env.remaining.learn
+        remaining_next = self.env.remaining_next.learn
         route = state.route
+        last = len(route) - 1
+        dest = state.dest
+        lane = f"{state.origin}>{dest}"  # remaining_keys, with the parts shared by the route hoisted
         for i, (t, code, node, _region) in enumerate(route):
             if code in FINAL_CODES or t > delivered_ms:
                 continue
-            keys = remaining_keys(state, node, code)
-            env.remaining.learn(keys, (delivered_ms - t) / 1000)
-            nxt = route[i + 1][0] if i + 1 < len(route) else delivered_ms
-            env.remaining_next.learn(keys, (delivered_ms - nxt) / 1000)
+            c = CODE_STR[code]
+            keys = (f"{node}|{c}|{dest}", f"{c}|{lane}", c)
+            remaining(keys, (delivered_ms - t) / 1000)
+            nxt = route[i + 1][0] if i < last else delivered_ms
+            remaining_next(keys, (delivered_ms - nxt) / 1000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from logiwatch.detectors.baselines import P95, P99
 from logiwatch.detectors.model import AnomalyType, EventType, ScanEvent, Severity
 from logiwatch.detectors.state import (
+    CODE_STR,
     CODES,
     EXCEPTION,
     FINAL_CODES,
@@ -30,10 +31,13 @@ from logiwatch.detectors.state import (
     hour_bucket,
 )
 
+_BUCKET_STR = ("0", "1", "2", "3")
+
 
 def dwell_keys(node: str, code: int, carrier: str, t_ms: int) -> tuple[str, str, str, str]:
-    hb = hour_bucket(t_ms)
-    return (f"{node}|{code}|{carrier}|{hb}", f"{node}|{code}|*|{hb}", f"{node}|{code}", f"*|{code}")
+    hb = _BUCKET_STR[hour_bucket(t_ms)]
+    nc = f"{node}|{CODE_STR[code]}"
+    return (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"*|{CODE_STR[code]}")
 
 
 class StallDetector(DeadlineMixin):

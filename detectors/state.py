@@ -14,6 +14,7 @@ whether this event is the newest of its parcel).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Protocol
 
 import msgspec
@@ -27,6 +28,8 @@ CODES: dict[EventType, int] = {t: i for i, t in enumerate(EventType)}
 TYPES: tuple[EventType, ...] = tuple(EventType)
 PAID, DISPATCHED, PICKED_UP, HUB_ARRIVED, HUB_DEPARTED, OUT_FOR_DELIVERY, DELIVERED, DELIVERY_FAILED, EXCEPTION, RETURNED = range(10)
 FINAL_CODES = frozenset({DELIVERED, RETURNED})
+#: type codes as strings, for baseline keys (formatting an int costs more than joining strings)
+CODE_STR: tuple[str, ...] = tuple(str(code) for code in range(len(TYPES)))
 
 #: (event_time_ms, type code, node_id, region)
 RouteEntry = tuple[int, int, str, str]
@@ -79,15 +82,17 @@ class ParcelState(msgspec.Struct, array_like=True):
 
 
 def new_state(event: ScanEvent) -> ParcelState:
+    # Merchants, carriers, categories and regions repeat across parcels: interned, every
+    # parcel shares one copy instead of keeping the string its first event was decoded with.
     return ParcelState(
         waybill=event.waybill_id,
         order=event.order_id,
-        merchant=event.merchant_id,
-        carrier=event.carrier_id,
-        category=event.category,
+        merchant=sys.intern(event.merchant_id),
+        carrier=sys.intern(event.carrier_id),
+        category=sys.intern(event.category),
         amount=event.order_amount,
-        origin=event.origin_region,
-        dest=event.dest_region,
+        origin=sys.intern(event.origin_region),
+        dest=sys.intern(event.dest_region),
         dispatch_by=event.promised_dispatch_by,
         deliver_by=event.promised_delivery_by,
     )
@@ -159,6 +164,8 @@ class Env:
         # per-event context set by the engine before calling detectors
         self.prev: RouteEntry | None = None
         self.latest = True
+        #: type code of the event being processed (``CODES[event.event_type]``, looked up once)
+        self.code = 0
         self.event_region = ""
 
     def baselines(self) -> dict[str, DurationBaseline]:
@@ -207,9 +214,15 @@ class Detector(Protocol):
 
 
 class DeadlineMixin:
-    """Deadlines kept in ``state.due`` under the detector's name."""
+    """Deadlines kept in ``state.due`` under the detector's name.
+
+    ``handles`` (optional for any detector, not part of the protocol so older detectors
+    keep working) lists the scan type codes ``on_event`` can act on; the engine does not
+    call it for other types. None means every type.
+    """
 
     name: str
+    handles: frozenset[int] | None = None
 
     def next_deadline_ms(self, state: ParcelState) -> int | None:
         return state.due.get(self.name)

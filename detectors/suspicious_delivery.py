@@ -36,6 +36,7 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
     """
 
     name = "suspicious_delivery"
+    handles = frozenset({DELIVERED})  # the engine calls on_event for delivery scans only
 
     def __init__(self, env: Env, *, check_region: bool = True, check_out_for_delivery: bool = True) -> None:
         self.env = env
