@@ -61,6 +61,16 @@ class StackConfig(_Section):
 class WorkerConfig(_Section):
     batch_max_records: int = Field(default=5_000, ge=1)
     commit_interval_s: float = Field(default=1.0, gt=0)
+    #: A partition's state snapshot is written every ``commit_interval_s`` or
+    #: after this many records, whichever comes first (0: no count bound).
+    checkpoint_max_records: int = Field(default=20_000, ge=0)
+    #: How long the broker may hold a fetch waiting for data; it adds to the
+    #: ingest-to-alert latency (Tansu always waits it out).
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
+    #: The cyclic GC's generation-0 threshold in the worker process (0: Python's
+    #: 700). The worker holds ~1e5 long-lived parcel objects that every full
+    #: collection walks; collecting less often cuts that cost.
+    gc_gen0_threshold: int = Field(default=50_000, ge=0)
     allowed_lateness_ms: int = Field(default=10 * 60_000, ge=0)
     tick_interval_s: float = Field(default=1.0, gt=0)
     metrics_port: int = Field(default=9108, ge=0, le=65535)

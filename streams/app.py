@@ -24,7 +24,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from logiwatch.config import Settings
-from logiwatch.streams.consumer import BatchHandler, BatchTransport
+from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import SnapshotStore
 from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory, PartitionEngine
@@ -36,6 +36,10 @@ class LogiwatchApp(faust.App):
     """A Faust app whose transport hands partition batches to ``batch_handler``."""
 
     batch_handler: BatchHandler | None = None
+    #: writes the due (or, forced, all) snapshots; see BatchWorker.checkpoint
+    batch_checkpoint: BatchCheckpoint | None = None
+    #: the aiokafka consumer's fetch wait (Faust itself fixes it at 1500 ms)
+    fetch_max_wait_ms: int | None = None
 
     def _new_transport(self) -> Any:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -124,8 +128,12 @@ def build_worker(
             max_future_ms=wconf.max_event_future_ms,
         ),
         metrics=metrics,
+        checkpoint_interval_s=wconf.commit_interval_s,
+        checkpoint_max_records=wconf.checkpoint_max_records,
     )
     app.batch_handler = worker.handle
+    app.batch_checkpoint = worker.checkpoint
+    app.fetch_max_wait_ms = wconf.fetch_max_wait_ms
     # Raw bytes in, no Faust (de)serialisation: the handler decodes.
     app.topics.add(app.topic(kafka.topics.events, key_serializer="raw", value_serializer="raw"))
 

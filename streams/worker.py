@@ -7,16 +7,46 @@ partition batch at a time, in offset order, and it:
 1. decodes each record (ticks by their header), sending failures to the
    dead-letter topic with a reason code, never stopping and never dropping;
 2. runs the partition's engine over the decoded records in order;
-3. produces the alerts (keyed by ``alert_id``) and dead letters and awaits
-   every acknowledgement;
-4. checkpoints: the engine's changed parcels, its models and the next offset
-   go to Redis in one pipeline;
-5. only then reports ``last offset + 1`` as committable.
+3. produces the alerts (keyed by ``alert_id``) and dead letters -- per
+   batch, because this is the alert latency;
+4. checkpoints when one is due: it awaits every acknowledgement of the
+   records produced since the last checkpoint, then the engine's changed
+   parcels, its models and the next offset go to Redis in one pipeline;
+5. only then reports that offset as committable.
+
+Checkpoints run on an interval or a count, not per batch
+(``checkpoint_interval_s``, ``checkpoint_max_records``): a checkpoint costs
+a models export and a Redis round trip whatever the batch size, which
+dominated small batches. Awaiting the producer's acknowledgements moves to
+the checkpoint too: the sends are already on their way, and waiting for
+them per batch only stalled the next fetch. Between checkpoints the engine's dirty set keeps
+growing and nothing is reported committable; :meth:`BatchWorker.checkpoint`
+writes what is due (the consumer calls it between fetches) or everything
+(``force``, before revocation and at shutdown, ahead of Faust's commit).
 
 So the committed offset is never ahead of the Redis snapshot, and an alert
 is in Kafka before the state that remembers emitting it. After a crash the
-records between the committed offset and the end are replayed over the
-snapshot and re-emit the same alerts (same ids, same content).
+records between the snapshot offset and the end are replayed over the
+snapshot and re-emit the same alerts (same ids, same content); with
+interval checkpoints that replay is up to one interval longer.
+
+Parcels and models are always written together, at the same offset. Writing
+the models (baselines, hub-incident state, the partition's max event time)
+less often than the parcels was considered and rejected: a restore would
+then pair parcel states that have seen events up to offset X with
+baselines and a watermark that stopped at some Y < X. Replaying X.. over
+that mix gives other quantiles (so other late/stall decisions and scores),
+other hub-incident evaluations and other deadline times than the run that
+crashed, so re-emitted alerts could differ in content or be missing --
+exactly what the restore rule below must prevent.
+
+Engine failure. If the engine raises on a batch, its in-memory state may be
+half-updated. The handler rebuilds it from the last snapshot, re-applies the
+records accepted since (kept in memory until the next checkpoint; the
+engine is deterministic, so this reproduces the state before the batch and
+their alerts, already produced, are discarded), feeds the failed batch one
+record at a time (the records the engine rejects are dead-lettered) and
+checkpoints at once.
 
 Restore rule. On the first batch after assignment the engine is rebuilt
 from Redis; from then on the worker knows ``S``, the next offset its state
@@ -134,8 +164,17 @@ class DecodeLimits:
 @dataclass
 class _Partition:
     engine: PartitionEngine
+    #: the next offset the in-memory engine has not applied
     next_offset: int
+    #: the offset of the last snapshot in Redis (None: never written)
+    saved_offset: int | None
     rewind_target: int | None = None
+    #: records applied since the last snapshot, to rebuild after an engine failure
+    unsaved: list[Record] = field(default_factory=list)
+    #: monotonic time of the first batch not in the snapshot (None: nothing unsaved)
+    unsaved_since: float | None = None
+    #: acknowledgements of the alerts and dead letters sent since the snapshot
+    unacked: list[Awaitable[Any]] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
     stats_at: float = float("-inf")
 
@@ -160,10 +199,11 @@ def decode_records(
         value = rec.value if rec.value is not None else b""
         try:
             if is_tick(rec.headers):
-                item: Record = decode_tick(value)
-                if item.tick_time > now_ms + limits.max_future_ms:
+                tick = decode_tick(value)
+                if tick.tick_time > now_ms + limits.max_future_ms:
                     # a tick from the future would fire every pending deadline at once
-                    raise DecodeError("time_out_of_range", f"tick_time {item.tick_time} is in the future")
+                    raise DecodeError("time_out_of_range", f"tick_time {tick.tick_time} is in the future")
+                item: Record = tick
             else:
                 item = decode_event(
                     value,
@@ -205,6 +245,8 @@ class BatchWorker:
         dlq_topic: str,
         limits: DecodeLimits,
         metrics: WorkerMetrics,
+        checkpoint_interval_s: float = 0.0,
+        checkpoint_max_records: int = 0,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.engine_factory = engine_factory
@@ -214,8 +256,16 @@ class BatchWorker:
         self.dlq_topic = dlq_topic
         self.limits = limits
         self.metrics = metrics
+        #: 0 checkpoints after every batch; otherwise at most this often ...
+        self.checkpoint_interval_s = checkpoint_interval_s
+        #: ... unless this many records (0: no bound) are not in the snapshot yet
+        self.checkpoint_max_records = checkpoint_max_records
         self.wall_ms = wall_ms
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        # Batches and checkpoints come from different tasks (the drain loop,
+        # revocation, shutdown); one at a time keeps the dirty set and the
+        # snapshot consistent.
+        self._lock = asyncio.Lock()
 
     @property
     def partitions(self) -> list[tuple[str, int]]:
@@ -231,7 +281,7 @@ class BatchWorker:
             len(snap.parcels),
             snap.offset,
         )
-        return _Partition(engine=engine, next_offset=snap.offset or 0)
+        return _Partition(engine=engine, next_offset=snap.offset or 0, saved_offset=snap.offset)
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a revoked partition's engine; its state is already in Redis."""
@@ -248,6 +298,10 @@ class BatchWorker:
     async def handle(self, records: Sequence[KafkaRecord], highwater: int | None) -> BatchOutcome:
         """Handle one partition batch (non-empty, offset order)."""
 
+        async with self._lock:
+            return await self._handle(records, highwater)
+
+    async def _handle(self, records: Sequence[KafkaRecord], highwater: int | None) -> BatchOutcome:
         started = time.perf_counter()
         first = records[0]
         topic, partition = first.topic, first.partition
@@ -284,27 +338,23 @@ class BatchWorker:
             # them again would double-count, and their alerts are out already.
             records = [r for r in records if r.offset >= part.next_offset]
             if not records:
-                return BatchOutcome(commit_offset=part.next_offset)
+                # Only what the snapshot covers may be committed.
+                return BatchOutcome(commit_offset=part.saved_offset)
         last = records[-1]
         now_ms = self.wall_ms()
         self.metrics.events_consumed.labels(topic=topic, partition=str(partition)).inc(len(records))
 
         decoded, dead = decode_records(records, self.limits, now_ms)
-        alerts = await self._process(part, topic, partition, decoded, records, dead, now_ms)
+        alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
 
-        pending: list[Awaitable[Any]] = []
         for letter in dead:
-            pending.append(
+            part.unacked.append(
                 await self.sink.send(self.dlq_topic, letter.original_key(), encode_dead_letter(letter))
             )
         for alert in alerts:
-            pending.append(
+            part.unacked.append(
                 await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert))
             )
-        if pending:
-            # Alerts and dead letters are acknowledged before the state that
-            # remembers them is written (and long before the offset commits).
-            await asyncio.gather(*pending)
         for letter in dead:
             self.metrics.dlq.labels(reason=letter.reason).inc()
             if letter.reason != PROCESSING_ERROR:
@@ -317,23 +367,17 @@ class BatchWorker:
                 ).inc()
                 self.metrics.event_to_alert.observe(latency_s)
 
-        changes = part.engine.take_changes()
         next_offset = last.offset + 1
-        written = await self.store.save(
-            topic,
-            partition,
-            upserts=changes.upserts,
-            deletes=changes.deletes,
-            models=part.engine.export_models(),
-            offset=next_offset,
-        )
-        if not written:
-            # Another worker owns this partition now and has checkpointed
-            # past us: our state is stale, so forget it and commit nothing.
-            log.warning("%s[%d]: a newer snapshot exists; dropping this stale engine", topic, partition)
-            self._partitions.pop((topic, partition), None)
-            return BatchOutcome()
         part.next_offset = next_offset
+        if part.unsaved_since is None:
+            part.unsaved_since = time.monotonic()
+        commit_offset: int | None = None
+        if recovered or self._due(part):
+            # After a recovery at once: the rebuilt state must not depend on
+            # records kept in memory any longer.
+            if not await self._save(topic, partition, part):
+                return BatchOutcome()
+            commit_offset = part.saved_offset
         if time.monotonic() - part.stats_at >= STATS_INTERVAL_S:
             # stats() walks every parcel: refresh the gauges on a cadence, not per batch.
             part.stats, part.stats_at = part.engine.stats(), time.monotonic()
@@ -344,7 +388,69 @@ class BatchWorker:
         if watermark is not None:
             self.metrics.watermark_delay.labels(partition=str(partition)).set((now_ms - watermark) / 1000.0)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return BatchOutcome(commit_offset=next_offset)
+        return BatchOutcome(commit_offset=commit_offset)
+
+    def _due(self, part: _Partition) -> bool:
+        if part.unsaved_since is None:
+            return False
+        if self.checkpoint_interval_s <= 0:
+            return True
+        if self.checkpoint_max_records and len(part.unsaved) >= self.checkpoint_max_records:
+            return True
+        return time.monotonic() - part.unsaved_since >= self.checkpoint_interval_s
+
+    async def checkpoint(self, force: bool = False) -> dict[tuple[str, int], int]:
+        """Write the snapshots that are due (all unsaved ones with ``force``).
+
+        Returns the committable offset of every partition written. Called by
+        the consumer between fetches, and with ``force`` before it commits at
+        revocation and shutdown.
+        """
+
+        out: dict[tuple[str, int], int] = {}
+        async with self._lock:
+            for key, part in list(self._partitions.items()):
+                if part.unsaved_since is None or not (force or self._due(part)):
+                    continue
+                if await self._save(key[0], key[1], part) and part.saved_offset is not None:
+                    out[key] = part.saved_offset
+        return out
+
+    async def _save(self, topic: str, partition: int, part: _Partition) -> bool:
+        """Checkpoint one partition; False (and the engine dropped) if it may not."""
+
+        try:
+            if part.unacked:
+                # Alerts and dead letters are acknowledged before the state
+                # that remembers them is written (and long before the offset
+                # commits); a send that failed raises here, so nothing it
+                # covers is saved.
+                await asyncio.gather(*part.unacked)
+                part.unacked.clear()
+            changes = part.engine.take_changes()
+            written = await self.store.save(
+                topic,
+                partition,
+                upserts=changes.upserts,
+                deletes=changes.deletes,
+                models=part.engine.export_models(),
+                offset=part.next_offset,
+            )
+        except BaseException:
+            # The dirty set is gone with take_changes(): a later checkpoint of
+            # this engine would miss those parcels. Rebuild from Redis instead.
+            self._partitions.pop((topic, partition), None)
+            raise
+        if not written:
+            # Another worker owns this partition now and has checkpointed
+            # past us: our state is stale, so forget it and commit nothing.
+            log.warning("%s[%d]: a newer snapshot exists; dropping this stale engine", topic, partition)
+            self._partitions.pop((topic, partition), None)
+            return False
+        part.saved_offset = part.next_offset
+        part.unsaved.clear()
+        part.unsaved_since = None
+        return True
 
     async def _process(
         self,
@@ -355,18 +461,26 @@ class BatchWorker:
         records: Sequence[KafkaRecord],
         dead: list[DeadLetter],
         now_ms: int,
-    ) -> list[Alert]:
+    ) -> tuple[list[Alert], bool]:
+        """Run the engine; True with the alerts if it had to recover from a failure."""
+
+        items = [item for _, item in decoded]
         try:
-            return part.engine.process([item for _, item in decoded])
+            alerts = part.engine.process(items)
         except Exception:  # an engine bug must not stop the partition or lose the batch
             log.exception("%s[%d]: engine failed on a batch; retrying record by record", topic, partition)
-        # The snapshot equals the state before this batch (we checkpoint every
-        # batch), so rebuild from it and feed the records one at a time: the
-        # ones the engine rejects are dead-lettered, the rest still count.
+        else:
+            part.unsaved.extend(items)
+            return alerts, False
+        # Rebuild the state before this batch: the snapshot, then the records
+        # applied since (their alerts are out already, so drop them again).
         snap = await self.store.load(topic, partition)
         part.engine = self.engine_factory(snap.parcels, snap.models)
+        if part.unsaved:
+            part.engine.process(part.unsaved)
+        part.unsaved.clear()
         by_offset = {r.offset: r for r in records}
-        alerts: list[Alert] = []
+        alerts = []
         for offset, item in decoded:
             try:
                 alerts.extend(part.engine.process([item]))
@@ -384,7 +498,7 @@ class BatchWorker:
                         failed_at_ms=now_ms,
                     )
                 )
-        return alerts
+        return alerts, True
 
     def _publish_stats(self) -> None:
         self.metrics.set_engine_stats({p: part.stats for (_, p), part in self._partitions.items()})

@@ -23,7 +23,7 @@ from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import Alert, EventType, NodeType, ScanEvent, Tick
 from logiwatch.streams.dlq import PROCESSING_ERROR, decode_dead_letter
 from logiwatch.streams.metrics import WorkerMetrics
-from logiwatch.streams.state import SnapshotStore
+from logiwatch.streams.state import Snapshot, SnapshotStore
 from logiwatch.streams.worker import BatchOutcome, BatchWorker, DecodeLimits, PartitionEngine
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import TopicReader
@@ -116,6 +116,8 @@ def run_worker(
     topics: tuple[str, str],
     factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine],
     scenario: Callable[[BatchWorker], Awaitable[list[BatchOutcome]]],
+    checkpoint_interval_s: float = 0.0,
+    checkpoint_max_records: int = 0,
 ) -> list[BatchOutcome]:
     async def main() -> list[BatchOutcome]:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=1, enable_idempotence=False)
@@ -132,6 +134,8 @@ def run_worker(
                     max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
                 ),
                 metrics=WorkerMetrics(CollectorRegistry()),
+                checkpoint_interval_s=checkpoint_interval_s,
+                checkpoint_max_records=checkpoint_max_records,
             )
             return await scenario(worker)
         finally:
@@ -195,8 +199,94 @@ def test_a_record_the_engine_raises_on_is_dead_lettered_and_the_rest_of_the_batc
 
 
 async def _load(redis_url: str, prefix: str, topic: str) -> dict[str, bytes]:
+    return (await _snapshot(redis_url, prefix, topic)).parcels
+
+
+async def _snapshot(redis_url: str, prefix: str, topic: str) -> Snapshot:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        return (await SnapshotStore(client, prefix).load(topic, 0)).parcels
+        return await SnapshotStore(client, prefix).load(topic, 0)
     finally:
         await client.aclose()
+
+
+def test_between_checkpoints_nothing_is_committable_until_the_state_is_in_redis(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
+) -> None:
+    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+    seen: list[Any] = []
+
+    async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
+        first = await worker.handle(batch(events, 0, ["WB1", "WB2", "WB3"]), None)
+        seen.append(await _snapshot(redis_url, redis_prefix, events))
+        seen.append(await worker.checkpoint(force=False))  # the interval has not passed
+        seen.append(await worker.checkpoint(force=True))  # as before revocation or shutdown
+        seen.append(await worker.checkpoint(force=True))  # nothing new: nothing to write
+        return [first]
+
+    outcomes = run_worker(
+        kafka_bootstrap,
+        redis_url,
+        redis_prefix,
+        (alerts, dlq),
+        real_factory,
+        scenario,
+        checkpoint_interval_s=3600,
+    )
+    assert outcomes == [BatchOutcome()]
+    before, not_due, forced, again = seen
+    assert before.offset is None and not before.parcels
+    assert (not_due, forced, again) == ({}, {(events, 0): 3}, {})
+    after = asyncio.run(_snapshot(redis_url, redis_prefix, events))
+    assert after.offset == 3 and set(after.parcels) == {"WB1", "WB2", "WB3"} and after.models
+
+
+def test_a_checkpoint_is_written_once_enough_records_are_unsaved(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
+) -> None:
+    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+
+    async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
+        return [
+            await worker.handle(batch(events, 0, ["WB1", "WB2", "WB3"]), None),
+            await worker.handle(batch(events, 3, ["WB4", "WB5"]), None),
+            await worker.handle(batch(events, 5, ["WB6"]), None),
+        ]
+
+    outcomes = run_worker(
+        kafka_bootstrap,
+        redis_url,
+        redis_prefix,
+        (alerts, dlq),
+        real_factory,
+        scenario,
+        checkpoint_interval_s=3600,
+        checkpoint_max_records=4,
+    )
+    assert outcomes == [BatchOutcome(), BatchOutcome(commit_offset=5), BatchOutcome()]
+    assert asyncio.run(_snapshot(redis_url, redis_prefix, events)).offset == 5
+
+
+def test_an_engine_failure_between_checkpoints_keeps_the_records_applied_since_the_snapshot(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
+) -> None:
+    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+
+    def factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
+        return PoisonedEngine(Engine.restore(CONFIG, parcels, models), poison="WB-POISON")
+
+    async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
+        await worker.handle(batch(events, 0, ["WB0"]), None)
+        assert await worker.checkpoint(force=True) == {(events, 0): 1}
+        return [
+            await worker.handle(batch(events, 1, ["WB1"]), None),  # only in memory
+            await worker.handle(batch(events, 2, ["WB2", "WB-POISON", "WB3"]), None),
+        ]
+
+    outcomes = run_worker(
+        kafka_bootstrap, redis_url, redis_prefix, (alerts, dlq), factory, scenario, checkpoint_interval_s=3600
+    )
+    # The failure rebuilt the engine from the snapshot (WB0) plus WB1, and checkpointed at once.
+    assert outcomes == [BatchOutcome(), BatchOutcome(commit_offset=5)]
+    restored = asyncio.run(_load(redis_url, redis_prefix, events))
+    assert set(restored) == {"WB0", "WB1", "WB2", "WB3"}

@@ -41,7 +41,9 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
             "topics": {"events": events_topic, "alerts": alerts_topic, "dlq": dlq_topic},
             "worker_group": f"g-{events_topic}",
         },
-        worker={"batch_max_records": 500},  # several batches per partition
+        # several batches per partition; the final flush tick is FINAL_HORIZON_MS
+        # past the last event, which may be ahead of today's clock
+        worker={"batch_max_records": 500, "max_event_future_ms": 90 * 86_400_000},
     )
     expected = run_partitioned(
         interleave_ticks(events, TICK_EVERY_MS),
