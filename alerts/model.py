@@ -92,8 +92,12 @@ class Matcher(msgspec.Struct, frozen=True):
         return f"{self.name}{self.op}{self.value}"
 
 
-class Receiver(msgspec.Struct, frozen=True, kw_only=True):
-    """A webhook endpoint with its own secret, limits and payload format."""
+class Receiver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A webhook endpoint with its own secret, limits and payload format.
+
+    A ``[[receivers]]`` entry of the routes file decodes into it (unknown keys
+    are refused as typos); ``routing.parse_routes`` then checks the values.
+    """
 
     name: str
     url: str
@@ -109,8 +113,12 @@ class Receiver(msgspec.Struct, frozen=True, kw_only=True):
     max_payload_bytes: int = 20_000
 
 
-class Route(msgspec.Struct, frozen=True, kw_only=True):
-    """Sends matching alerts to ``receiver``; empty lists match anything."""
+class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sends matching alerts to ``receiver``; empty lists match anything.
+
+    A ``[[routes]]`` entry of the routes file decodes straight into it (unknown
+    keys are refused as typos); ``routing.parse_routes`` then checks the values.
+    """
 
     receiver: str
     types: tuple[str, ...] = ()

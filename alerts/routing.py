@@ -28,7 +28,6 @@ import msgspec
 from logiwatch.alerts.model import (
     InhibitRule,
     Matcher,
-    PayloadFormat,
     Receiver,
     Route,
     Silence,
@@ -50,28 +49,11 @@ class _RawSilence(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     comment: str = ""
 
 
-class _RawReceiver(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    url: str
-    secret: str | None = None
+class _ReceiverEntry(Receiver, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ``[[receivers]]`` entry: a :class:`Receiver` whose secret may come from ``secret_env`` instead."""
+
+    secret: str = ""
     secret_env: str | None = None
-    format: PayloadFormat = PayloadFormat.GENERIC
-    timeout_s: float = 10.0
-    connect_timeout_s: float = 5.0
-    rate_per_s: float = 10.0
-    retry_schedule_s: tuple[float, ...] | None = None
-    allow_private_networks: bool = False
-    max_payload_bytes: int = 20_000
-
-
-class _RawRoute(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    receiver: str
-    types: tuple[str, ...] = ()
-    severities: tuple[str, ...] = ()
-    merchants: tuple[str, ...] = ()
-    carriers: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
-    matchers: tuple[str, ...] = ()
 
 
 class _RawInhibit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -83,8 +65,8 @@ class _RawInhibit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class _RawFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     escalate_after_s: float = 1800.0
     group_wait_s: float = 0.0
-    receivers: tuple[_RawReceiver, ...] = ()
-    routes: tuple[_RawRoute, ...] = ()
+    receivers: tuple[_ReceiverEntry, ...] = ()
+    routes: tuple[Route, ...] = ()
     silences: tuple[_RawSilence, ...] = ()
     inhibit_rules: tuple[_RawInhibit, ...] | None = None
 
@@ -175,54 +157,19 @@ def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> Routi
     except msgspec.ValidationError as exc:
         raise ConfigError(f"routes file {source}: {exc}") from None
     receivers: dict[str, Receiver] = {}
-    for i, r in enumerate(raw.receivers):
-        where = f"receivers[{i}] ({r.name})"
-        if r.name in receivers:
+    for i, entry in enumerate(raw.receivers):
+        where = f"receivers[{i}] ({entry.name})"
+        if entry.name in receivers:
             raise _fail(source, where, "duplicate receiver name")
-        parts = urlsplit(r.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _fail(source, where, f"url must be http(s)://host/..., got {r.url!r}")
-        secret = r.secret
-        if r.secret_env:
-            secret = os.environ.get(r.secret_env)
-            if not secret:
-                raise _fail(source, where, f"secret_env {r.secret_env} is not set")
-        if not secret:
-            raise _fail(source, where, "a secret (or secret_env) is required to sign webhooks")
-        if len(_secret_bytes(secret)) < MIN_SECRET_BYTES:
-            raise _fail(source, where, f"secret is shorter than {MIN_SECRET_BYTES} bytes")
-        if not 0 < r.timeout_s <= 60 or not 0 < r.connect_timeout_s <= r.timeout_s:
-            raise _fail(source, where, "timeouts must satisfy 0 < connect_timeout_s <= timeout_s <= 60")
-        if r.rate_per_s <= 0:
-            raise _fail(source, where, "rate_per_s must be > 0")
-        if not 256 <= r.max_payload_bytes <= 1_000_000:
-            raise _fail(source, where, "max_payload_bytes must be within 256..1000000")
-        schedule = r.retry_schedule_s
-        if schedule is not None and (not schedule or any(s < 0 for s in schedule)):
-            raise _fail(source, where, "retry_schedule_s must be a non-empty list of seconds >= 0")
-        kwargs: dict[str, Any] = {} if schedule is None else {"retry_schedule_s": schedule}
-        receivers[r.name] = Receiver(
-            name=r.name,
-            url=r.url,
-            secret=secret,
-            format=r.format,
-            timeout_s=r.timeout_s,
-            connect_timeout_s=r.connect_timeout_s,
-            rate_per_s=r.rate_per_s,
-            allow_private_networks=r.allow_private_networks,
-            max_payload_bytes=r.max_payload_bytes,
-            **kwargs,
-        )
-    routes = []
-    for i, rr in enumerate(raw.routes):
+        receivers[entry.name] = _check_receiver(source, where, entry)
+    for i, route in enumerate(raw.routes):
         where = f"routes[{i}]"
-        if rr.receiver not in receivers:
+        if route.receiver not in receivers:
             known = ", ".join(receivers) or "none defined"
-            raise _fail(source, where, f"unknown receiver {rr.receiver!r} (known: {known})")
-        _check_values(source, where, "types", rr.types, _TYPES)
-        _check_values(source, where, "severities", rr.severities, _SEVERITIES)
-        _check_matchers(source, where, rr.matchers)
-        routes.append(Route(**msgspec.structs.asdict(rr)))
+            raise _fail(source, where, f"unknown receiver {route.receiver!r} (known: {known})")
+        _check_values(source, where, "types", route.types, _TYPES)
+        _check_values(source, where, "severities", route.severities, _SEVERITIES)
+        _check_matchers(source, where, route.matchers)
     silences = []
     for i, s in enumerate(raw.silences):
         where = f"silences[{i}]"
@@ -232,7 +179,11 @@ def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> Routi
         start, end = _to_ms(s.starts_at, source, where), _to_ms(s.ends_at, source, where)
         if end <= start:
             raise _fail(source, where, "ends_at must be after starts_at")
-        silences.append(Silence(silence_id=f"config-{i}", matchers=s.matchers, starts_at=start, ends_at=end, comment=s.comment))
+        silences.append(
+            Silence(
+                silence_id=f"config-{i}", matchers=s.matchers, starts_at=start, ends_at=end, comment=s.comment
+            )
+        )
     inhibit: tuple[InhibitRule, ...] = (InhibitRule(),)
     if raw.inhibit_rules is not None:
         rules = []
@@ -240,18 +191,48 @@ def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> Routi
             where = f"inhibit_rules[{i}]"
             _check_values(source, where, "source_type", (ir.source_type,), _TYPES)
             _check_values(source, where, "target_types", ir.target_types, _TYPES)
-            rules.append(InhibitRule(source_type=ir.source_type, target_types=ir.target_types, equal=ir.equal))
+            rules.append(
+                InhibitRule(source_type=ir.source_type, target_types=ir.target_types, equal=ir.equal)
+            )
         inhibit = tuple(rules)
     if raw.escalate_after_s <= 0 or raw.group_wait_s < 0:
         raise _fail(source, "(top level)", "escalate_after_s must be > 0 and group_wait_s >= 0")
     return RoutingConfig(
         receivers=receivers,
-        routes=tuple(routes),
+        routes=raw.routes,
         silences=tuple(silences),
         inhibit_rules=inhibit,
         escalate_after_s=raw.escalate_after_s,
         group_wait_s=raw.group_wait_s,
     )
+
+
+def _check_receiver(source: Path | str, where: str, entry: _ReceiverEntry) -> Receiver:
+    """The :class:`Receiver` an entry describes, its secret resolved; ``ConfigError`` on a bad value."""
+
+    parts = urlsplit(entry.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(source, where, f"url must be http(s)://host/..., got {entry.url!r}")
+    secret = entry.secret
+    if entry.secret_env:
+        secret = os.environ.get(entry.secret_env, "")
+        if not secret:
+            raise _fail(source, where, f"secret_env {entry.secret_env} is not set")
+    if not secret:
+        raise _fail(source, where, "a secret (or secret_env) is required to sign webhooks")
+    if len(_secret_bytes(secret)) < MIN_SECRET_BYTES:
+        raise _fail(source, where, f"secret is shorter than {MIN_SECRET_BYTES} bytes")
+    if not 0 < entry.timeout_s <= 60 or not 0 < entry.connect_timeout_s <= entry.timeout_s:
+        raise _fail(source, where, "timeouts must satisfy 0 < connect_timeout_s <= timeout_s <= 60")
+    if entry.rate_per_s <= 0:
+        raise _fail(source, where, "rate_per_s must be > 0")
+    if not 256 <= entry.max_payload_bytes <= 1_000_000:
+        raise _fail(source, where, "max_payload_bytes must be within 256..1000000")
+    if not entry.retry_schedule_s or any(s < 0 for s in entry.retry_schedule_s):
+        raise _fail(source, where, "retry_schedule_s must be a non-empty list of seconds >= 0")
+    fields = msgspec.structs.asdict(entry)
+    del fields["secret_env"]
+    return Receiver(**{**fields, "secret": secret})
 
 
 def _secret_bytes(secret: str) -> bytes:
@@ -274,10 +255,14 @@ def secret_key(secret: str) -> bytes:
     return _secret_bytes(secret)
 
 
-def _check_values(source: Path | str, where: str, field: str, values: tuple[str, ...], allowed: set[str]) -> None:
+def _check_values(
+    source: Path | str, where: str, field: str, values: tuple[str, ...], allowed: set[str]
+) -> None:
     for v in values:
         if v not in allowed:
-            raise _fail(source, where, f"{field}: unknown value {v!r} (allowed: {', '.join(sorted(allowed))})")
+            raise _fail(
+                source, where, f"{field}: unknown value {v!r} (allowed: {', '.join(sorted(allowed))})"
+            )
 
 
 def _check_matchers(source: Path | str, where: str, matchers: tuple[str, ...]) -> None:

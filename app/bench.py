@@ -721,46 +721,89 @@ def produce_workload(bootstrap: str, topic: str, workload: Workload) -> float:
 # --------------------------------------------------------------------------- raw ceilings
 
 
+def _raw_consumer_settings(client: str, session_ms: int) -> dict[str, Any]:
+    """What both raw consumers share: a fresh group from the start, manual commits, large fetches."""
+
+    return {
+        "group_id": f"bench-raw-{client}-{uuid.uuid4().hex[:8]}",
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "session_timeout_ms": session_ms,
+        "heartbeat_interval_ms": min(2000, session_ms // 3),
+        "max_partition_fetch_bytes": 8 << 20,
+        "fetch_max_bytes": 64 << 20,
+    }
+
+
+class _RawClock:
+    """The count and clock of one raw consumer loop, whichever client fetches.
+
+    The loop asks :meth:`running`, hands each fetch to :meth:`decode` (every
+    record is decoded, as the worker would), commits when it returns true and
+    then calls :meth:`committed`; :meth:`result` checks the count. The clock
+    runs from the first fetch with records to the last commit.
+    """
+
+    def __init__(self, client: str, expected: int, max_seconds: float | None) -> None:
+        self.client, self.expected, self.max_seconds = client, expected, max_seconds
+        self.seen = 0
+        self.first = self.last = 0.0
+        self.idle_since = time.monotonic()
+        self.now_ms = int(time.time() * 1000)
+
+    def running(self) -> bool:
+        over_budget = bool(
+            self.seen and self.max_seconds and time.perf_counter() - self.first >= self.max_seconds
+        )
+        return self.seen < self.expected and not over_budget
+
+    def decode(self, batches: Mapping[Any, Sequence[Any]]) -> bool:
+        """Decode a fetch's records; false for an empty fetch (which fails once progress stalls)."""
+
+        if not batches:
+            if time.monotonic() - self.idle_since > PROGRESS_TIMEOUT_S:
+                raise LogiwatchError(
+                    f"{self.client} consumer stalled at {self.seen:,}/{self.expected:,} events"
+                )
+            return False
+        if not self.seen:
+            self.first = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                decode_event(record.value, now_ms=self.now_ms)
+            self.seen += len(records)
+        return True
+
+    def committed(self) -> None:
+        self.last = time.perf_counter()
+        self.idle_since = time.monotonic()
+
+    def result(self) -> tuple[float, int]:
+        """``(events/s, events clocked)``; fails unless every event was seen or the budget ran out."""
+
+        if self.seen > self.expected or (self.seen < self.expected and not self.max_seconds):
+            raise LogiwatchError(
+                f"{self.client} consumer saw {self.seen:,} events, expected {self.expected:,}"
+            )
+        return rate(self.seen, self.last - self.first), self.seen
+
+
 async def _raw_aiokafka(
     bootstrap: str, topic: str, expected: int, session_ms: int, max_seconds: float | None
 ) -> tuple[float, int]:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-raw-aiokafka-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=session_ms,
-        heartbeat_interval_ms=min(2000, session_ms // 3),
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
+        topic, bootstrap_servers=bootstrap, **_raw_consumer_settings("aiokafka", session_ms)
     )
     await consumer.start()
     try:
-        seen = 0
-        first = last = 0.0
-        idle_since = time.monotonic()
-        now_ms = int(time.time() * 1000)
-        while seen < expected and not (seen and max_seconds and time.perf_counter() - first >= max_seconds):
-            batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
-            if not batches:
-                if time.monotonic() - idle_since > PROGRESS_TIMEOUT_S:
-                    raise LogiwatchError(f"aiokafka consumer stalled at {seen:,}/{expected:,} events")
-                continue
-            if not seen:
-                first = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    decode_event(record.value, now_ms=now_ms)
-                seen += len(records)
-            await consumer.commit()
-            last = time.perf_counter()
-            idle_since = time.monotonic()
-        if seen > expected or (seen < expected and not max_seconds):
-            raise LogiwatchError(f"aiokafka consumer saw {seen:,} events, expected {expected:,}")
-        return rate(seen, last - first), seen
+        clock = _RawClock("aiokafka", expected, max_seconds)
+        while clock.running():
+            if clock.decode(await consumer.getmany(timeout_ms=1000, max_records=BATCH)):
+                await consumer.commit()
+                clock.committed()
+        return clock.result()
     finally:
         await consumer.stop()
 
@@ -783,38 +826,16 @@ def raw_kafka_python_eps(
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
-        group_id=f"bench-raw-kafka-python-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=session_ms,
-        heartbeat_interval_ms=min(2000, session_ms // 3),
         max_poll_records=BATCH,
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
+        **_raw_consumer_settings("kafka-python", session_ms),
     )
     try:
-        seen = 0
-        first = last = 0.0
-        idle_since = time.monotonic()
-        now_ms = int(time.time() * 1000)
-        while seen < expected and not (seen and max_seconds and time.perf_counter() - first >= max_seconds):
-            batches = consumer.poll(timeout_ms=1000, max_records=BATCH)
-            if not batches:
-                if time.monotonic() - idle_since > PROGRESS_TIMEOUT_S:
-                    raise LogiwatchError(f"kafka-python consumer stalled at {seen:,}/{expected:,} events")
-                continue
-            if not seen:
-                first = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    decode_event(record.value, now_ms=now_ms)
-                seen += len(records)
-            consumer.commit()
-            last = time.perf_counter()
-            idle_since = time.monotonic()
-        if seen > expected or (seen < expected and not max_seconds):
-            raise LogiwatchError(f"kafka-python consumer saw {seen:,} events, expected {expected:,}")
-        return rate(seen, last - first), seen
+        clock = _RawClock("kafka-python", expected, max_seconds)
+        while clock.running():
+            if clock.decode(consumer.poll(timeout_ms=1000, max_records=BATCH)):
+                consumer.commit()
+                clock.committed()
+        return clock.result()
     finally:
         consumer.close()
 

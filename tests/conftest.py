@@ -96,6 +96,13 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
+def worker_topics(topic_factory: Callable[..., str]) -> tuple[str, str, str]:
+    """``(events, alerts, dlq)``: fresh topics for one worker group, of 4, 4 and 1 partitions."""
+
+    return topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+
+
+@pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A synchronous client on the test Redis (bytes in, bytes out)."""
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from logiwatch import stack
+from logiwatch.commands.simulate import positive_float
 from logiwatch.config import Settings
 from logiwatch.detectors.model import ScanEvent
 from logiwatch.errors import ConfigError, LogiwatchError
@@ -76,16 +77,6 @@ NOTIFY_DRAIN_S = 10.0
 START_TIMEOUT_S = 60.0
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -98,7 +89,7 @@ def _count(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--duration", type=_positive, default=None, help="seconds to run (default: until Ctrl-C)"
+        "--duration", type=positive_float, default=None, help="seconds to run (default: until Ctrl-C)"
     )
     parser.add_argument(
         "--parcels", type=_count, default=None, help="parcels to simulate (default: sized to the duration)"
@@ -106,13 +97,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument(
-        "--rate", type=_positive, default=None, help=f"events per second (default: sized, about {DEFAULT_RATE:g})"
+        "--rate",
+        type=positive_float,
+        default=None,
+        help=f"events per second (default: sized, about {DEFAULT_RATE:g})",
     )
     pace.add_argument(
-        "--speed", type=_positive, default=None, help="pace by event time instead: simulated seconds per second"
+        "--speed",
+        type=positive_float,
+        default=None,
+        help="pace by event time instead: simulated seconds per second",
     )
     parser.add_argument(
-        "--progress-every", type=_positive, default=3.0, help="seconds between progress lines (default 3)"
+        "--progress-every",
+        type=positive_float,
+        default=3.0,
+        help="seconds between progress lines (default 3)",
     )
 
 
@@ -130,9 +130,7 @@ class Plan:
     speed: float | None
 
 
-def plan_run(
-    duration: float | None, parcels: int | None, rate: float | None, speed: float | None
-) -> Plan:
+def plan_run(duration: float | None, parcels: int | None, rate: float | None, speed: float | None) -> Plan:
     """Size the run so that production ends ``CATCH_UP_S`` before the duration.
 
     >>> plan_run(60, None, None, None)
@@ -223,7 +221,9 @@ def sum_samples(text: str, name: str) -> int:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    return int(sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name))
+    return int(
+        sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+    )
 
 
 # --------------------------------------------------------------------------- services
@@ -280,7 +280,9 @@ def find_services(settings: Settings) -> Services:
     return Services(settings.kafka.bootstrap, url, own_redis=proc)
 
 
-def run_settings(settings: Settings, services: Services, run_id: str, api_port: int, metrics_port: int) -> Settings:
+def run_settings(
+    settings: Settings, services: Services, run_id: str, api_port: int, metrics_port: int
+) -> Settings:
     """This run's settings: suffixed topics and groups, its own Redis prefix and ports."""
 
     data = settings.model_dump()
@@ -326,7 +328,12 @@ class Worker:
             # Its own session: a Ctrl-C in the terminal reaches only the demo,
             # which then stops the worker in order (after the drain).
             self.popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
 
     def alive(self) -> bool:
@@ -522,15 +529,22 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
             live.worker = got
 
     try:
+
         async def board_ok() -> bool:
             return (await _http_get(session, live.board_url))[0] == 200
 
         if not await _wait_for(board_ok, START_TIMEOUT_S, service_gone):
-            raise LogiwatchError(f"the CS board at {live.board_url} did not answer within {START_TIMEOUT_S:.0f} s")
+            raise LogiwatchError(
+                f"the CS board at {live.board_url} did not answer within {START_TIMEOUT_S:.0f} s"
+            )
         print(f"board: OK {live.board_url}", flush=True)
         if not await _wait_for(worker_counters, START_TIMEOUT_S, worker_gone):
-            raise LogiwatchError(f"the worker's metrics did not answer within {START_TIMEOUT_S:.0f} s; see {worker.log_path}")
-        print(f"demo: worker up (pid {worker.popen.pid}, metrics {worker.metrics_url}, log {worker.log_path})")
+            raise LogiwatchError(
+                f"the worker's metrics did not answer within {START_TIMEOUT_S:.0f} s; see {worker.log_path}"
+            )
+        print(
+            f"demo: worker up (pid {worker.popen.pid}, metrics {worker.metrics_url}, log {worker.log_path})"
+        )
         pace = f"{rate:.0f} events/s" if rate is not None else f"{plan.speed:g}x event time"
         print(
             f"demo: producing {len(events)} events of {plan.parcels} parcels ({days:.1f} simulated days) "
@@ -570,7 +584,9 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
                 raise producer.exception()  # type: ignore[misc]  # a LogiwatchError from produce_events
             if producer.done() and not announced:
                 announced = True
-                print("demo: all events produced" + ("; Ctrl-C to stop" if deadline is None else ""), flush=True)
+                print(
+                    "demo: all events produced" + ("; Ctrl-C to stop" if deadline is None else ""), flush=True
+                )
             if time.monotonic() >= next_line:
                 next_line += args.progress_every
                 await scrape()
@@ -581,7 +597,10 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
         live.produce_stats = await producer
         stats = live.produce_stats
         total = stats.events + stats.ticks + stats.raw
-        print(f"demo: stopped producing ({stats.events} events, {stats.ticks} ticks, {stats.raw} malformed); draining", flush=True)
+        print(
+            f"demo: stopped producing ({stats.events} events, {stats.ticks} ticks, {stats.raw} malformed); draining",
+            flush=True,
+        )
 
         async def drained() -> bool:
             await scrape()
@@ -592,7 +611,9 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
 
         async def service_caught_up() -> bool:
             status, text = await _http_get(session, health_url)
-            return hurry.is_set() or (status == 200 and json.loads(text).get("consumed", 0) >= live.alerts_seen)
+            return hurry.is_set() or (
+                status == 200 and json.loads(text).get("consumed", 0) >= live.alerts_seen
+            )
 
         await _wait_for(drained, DRAIN_TIMEOUT_S)
         await _wait_for(alerts_read, 20.0)
@@ -701,7 +722,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     live = Live()
     try:
         run_id = uuid.uuid4().hex[:8]
-        rs = run_settings(settings, services, run_id, api_port=stack.free_port(), metrics_port=stack.free_port())
+        rs = run_settings(
+            settings, services, run_id, api_port=stack.free_port(), metrics_port=stack.free_port()
+        )
         stack.create_topics(services.bootstrap, stack.stack_topics(rs))
         print(
             f"demo: run {run_id}: topics {rs.kafka.topics.events} (+alerts, liability, dlq), "

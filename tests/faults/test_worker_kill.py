@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import redis
 
 from logiwatch.config import Settings
@@ -39,12 +41,93 @@ TICK_EVERY_MS = 3600_000
 SILENT_TYPES = {AnomalyType.STALL, AnomalyType.LIKELY_LOST}
 
 
-def _scenario(
-    topic_factory: Callable[..., str], settings_factory: Callable[..., Settings], **worker: object
-) -> tuple[Settings, list[object], int]:
+def _expected(cfg: Settings, records: list[object]) -> list[bytes]:
+    conf = EngineConfig(allowed_lateness_ms=cfg.worker.allowed_lateness_ms)
+    return [encode_alert(a) for a in run_partitioned(records, PARTITIONS, conf)]  # type: ignore[arg-type]
+
+
+@dataclass
+class Scenario:
+    """One test's stream on fresh topics, split in two phases, and the alerts it must give."""
+
+    bootstrap: str
+    cfg: Settings
+    records: list[object]
+    split: int  # phase two (the last events and the final far-ahead tick) starts here
+    expected: list[bytes]
+    logs: Path
+
+    @property
+    def topic(self) -> str:
+        return self.cfg.kafka.topics.events
+
+    def produce(self, start: int, stop: int | None = None) -> None:
+        produce_records(self.bootstrap, self.topic, self.records[start:stop], PARTITIONS)
+
+    def worker(self, name: str) -> WorkerProcess:
+        return WorkerProcess(self.cfg, self.logs / f"{name}.log")
+
+    def wait_committed(self, stop: int | None = None) -> None:
+        """Wait until the group committed every record of ``records[:stop]``."""
+
+        ends = end_offsets_of(self.records[:stop], PARTITIONS)
+        wait_until(
+            lambda: (
+                committed_offsets(self.bootstrap, self.cfg.kafka.worker_group, self.topic, PARTITIONS) == ends
+            ),
+            timeout=120,
+            what="every record committed",
+        )
+
+    def received(self) -> list[bytes]:
+        reader = TopicReader(self.bootstrap, self.cfg.kafka.topics.alerts)
+        try:
+            try:
+                wait_until(
+                    lambda: len(reader.poll()) >= len(self.expected), timeout=30, what="alerts on the topic"
+                )
+            except AssertionError:
+                pass  # the comparison below names what is missing
+            reader.poll()
+            return [r.value for r in reader.records]
+        finally:
+            reader.close()
+
+    def finish_on_a_second_worker(self) -> tuple[list[bytes], str]:
+        """Produce phase two, start a second worker and return the alerts topic once all is committed, and its log."""
+
+        self.produce(self.split)
+        second = self.worker("second")
+        try:
+            self.wait_committed()
+            got = self.received()
+        finally:
+            second.stop()
+        return got, second.log_text()
+
+    def silent_alerts_after_split(self) -> set[bytes]:
+        """Stall/lost alerts that exist only because of records produced after the split."""
+
+        before = set(_expected(self.cfg, self.records[: self.split]))
+        return {
+            raw
+            for raw in self.expected
+            if raw not in before
+            and (a := decode_alert(raw)).alert_type in SILENT_TYPES
+            and a.status is AlertStatus.FIRING
+        }
+
+
+@pytest.fixture
+def scenario(
+    kafka_bootstrap: str,
+    worker_topics: tuple[str, str, str],
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+) -> Scenario:
     events, _ = generate("default", seed=11, parcels=900)
     records: list[object] = list(interleave_ticks(events, TICK_EVERY_MS))
-    ev_topic, al_topic, dlq_topic = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+    ev_topic, al_topic, dlq_topic = worker_topics
     cfg = settings_factory(
         kafka={
             "topics": {"events": ev_topic, "alerts": al_topic, "dlq": dlq_topic},
@@ -53,39 +136,9 @@ def _scenario(
         },
         # The final flush tick is FINAL_HORIZON_MS past the last event, which
         # may be ahead of today's clock: let the worker accept it.
-        worker={"batch_max_records": 300, "max_event_future_ms": 90 * 86_400_000, **worker},
+        worker={"batch_max_records": 300, "max_event_future_ms": 90 * 86_400_000},
     )
-    # Phase two holds the last events and the final far-ahead tick.
-    return cfg, records, int(len(records) * 0.6)
-
-
-def _expected(cfg: Settings, records: list[object]) -> list[bytes]:
-    conf = EngineConfig(allowed_lateness_ms=cfg.worker.allowed_lateness_ms)
-    return [encode_alert(a) for a in run_partitioned(records, PARTITIONS, conf)]  # type: ignore[arg-type]
-
-
-def _wait_all_committed(bootstrap: str, cfg: Settings, records: list[object]) -> None:
-    ends = end_offsets_of(records, PARTITIONS)
-    wait_until(
-        lambda: (
-            committed_offsets(bootstrap, cfg.kafka.worker_group, cfg.kafka.topics.events, PARTITIONS) == ends
-        ),
-        timeout=120,
-        what="every record committed",
-    )
-
-
-def _received(bootstrap: str, cfg: Settings, at_least: int) -> list[bytes]:
-    reader = TopicReader(bootstrap, cfg.kafka.topics.alerts)
-    try:
-        try:
-            wait_until(lambda: len(reader.poll()) >= at_least, timeout=30, what="alerts on the topic")
-        except AssertionError:
-            pass  # the comparison below names what is missing
-        reader.poll()
-        return [r.value for r in reader.records]
-    finally:
-        reader.close()
+    return Scenario(kafka_bootstrap, cfg, records, int(len(records) * 0.6), _expected(cfg, records), tmp_path)
 
 
 def _assert_same_alerts(got: list[bytes], expected: list[bytes], log: str) -> None:
@@ -104,106 +157,65 @@ def _assert_same_alerts(got: list[bytes], expected: list[bytes], log: str) -> No
         assert raw in by_id[decode_alert(raw).alert_id]
 
 
-def _silent_alerts_after(
-    cfg: Settings, records: list[object], split: int, expected: list[bytes]
-) -> set[bytes]:
-    """Stall/lost alerts that exist only because of records produced after the split."""
-
-    before = set(_expected(cfg, records[:split]))
-    return {
-        raw
-        for raw in expected
-        if raw not in before
-        and (a := decode_alert(raw)).alert_type in SILENT_TYPES
-        and a.status is AlertStatus.FIRING
-    }
-
-
-def test_sigkilled_worker_restarts_without_losing_or_changing_alerts(
-    kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    settings_factory: Callable[..., Settings],
-    tmp_path: Path,
-) -> None:
-    cfg, records, split = _scenario(topic_factory, settings_factory)
-    expected = _expected(cfg, records)
-    silent_after = _silent_alerts_after(cfg, records, split, expected)
+def test_sigkilled_worker_restarts_without_losing_or_changing_alerts(scenario: Scenario) -> None:
+    silent_after = scenario.silent_alerts_after_split()
     assert silent_after, "the scenario must have stalls that only the later ticks can fire"
-    bootstrap, topic = kafka_bootstrap, cfg.kafka.topics.events
+    cfg, split = scenario.cfg, scenario.split
 
-    first = WorkerProcess(cfg, tmp_path / "first.log")
+    first = scenario.worker("first")
     try:
-        produce_records(bootstrap, topic, records[: split // 3], PARTITIONS)
+        scenario.produce(0, split // 3)
         wait_until(
-            lambda: all(committed_offsets(bootstrap, cfg.kafka.worker_group, topic, PARTITIONS).values()),
+            lambda: all(
+                committed_offsets(
+                    scenario.bootstrap, cfg.kafka.worker_group, scenario.topic, PARTITIONS
+                ).values()
+            ),
             timeout=60,
             what="first worker consuming",
         )
         # Kill while the rest of phase one is arriving and being consumed.
-        produce_records(bootstrap, topic, records[split // 3 : split], PARTITIONS)
+        scenario.produce(split // 3, split)
     finally:
         first.kill()
-    produce_records(bootstrap, topic, records[split:], PARTITIONS)
-    second = WorkerProcess(cfg, tmp_path / "second.log")
-    try:
-        _wait_all_committed(bootstrap, cfg, records)
-        got = _received(bootstrap, cfg, len(expected))
-    finally:
-        second.stop()
-    _assert_same_alerts(got, expected, second.log_text())
+    got, log = scenario.finish_on_a_second_worker()
+    _assert_same_alerts(got, scenario.expected, log)
     assert silent_after <= set(got)
 
 
-def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(
-    kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    settings_factory: Callable[..., Settings],
-    tmp_path: Path,
-) -> None:
-    cfg, records, split = _scenario(topic_factory, settings_factory)
-    expected = _expected(cfg, records)
-    bootstrap, topic = kafka_bootstrap, cfg.kafka.topics.events
-
-    victim = WorkerProcess(cfg, tmp_path / "victim.log")
-    survivor = WorkerProcess(cfg, tmp_path / "survivor.log")
-    restored = re.compile(rf"restored {re.escape(topic)}\[(\d+)\]")
+def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(scenario: Scenario) -> None:
+    split = scenario.split
+    victim = scenario.worker("victim")
+    survivor = scenario.worker("survivor")
+    restored = re.compile(rf"restored {re.escape(scenario.topic)}\[(\d+)\]")
     try:
-        produce_records(bootstrap, topic, records[:split], PARTITIONS)
+        scenario.produce(0, split)
         # Both members own partitions and have consumed phase one.
         wait_until(
             lambda: restored.search(victim.log_text()) and restored.search(survivor.log_text()),
             timeout=90,
             what="both workers own partitions",
         )
-        _wait_all_committed(bootstrap, cfg, records[:split])
+        scenario.wait_committed(split)
         victim_parts = {int(p) for p in restored.findall(victim.log_text())}
         victim.kill()
-        produce_records(bootstrap, topic, records[split:], PARTITIONS)
-        _wait_all_committed(bootstrap, cfg, records)
-        got = _received(bootstrap, cfg, len(expected))
+        scenario.produce(split)
+        scenario.wait_committed()
+        got = scenario.received()
         survivor_parts = {int(p) for p in restored.findall(survivor.log_text())}
     finally:
         victim.kill()
         survivor.stop()
     assert victim_parts and victim_parts <= survivor_parts, "the survivor restored the victim's partitions"
-    _assert_same_alerts(got, expected, survivor.log_text())
+    _assert_same_alerts(got, scenario.expected, survivor.log_text())
 
 
-def test_worker_rebuilds_state_from_the_topic_when_redis_lost_it(
-    kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    settings_factory: Callable[..., Settings],
-    redis_url: str,
-    tmp_path: Path,
-) -> None:
-    cfg, records, split = _scenario(topic_factory, settings_factory)
-    expected = _expected(cfg, records)
-    bootstrap, topic = kafka_bootstrap, cfg.kafka.topics.events
-
-    first = WorkerProcess(cfg, tmp_path / "first.log")
+def test_worker_rebuilds_state_from_the_topic_when_redis_lost_it(scenario: Scenario, redis_url: str) -> None:
+    cfg, split = scenario.cfg, scenario.split
+    first = scenario.worker("first")
     try:
-        produce_records(bootstrap, topic, records[:split], PARTITIONS)
-        _wait_all_committed(bootstrap, cfg, records[:split])
+        scenario.produce(0, split)
+        scenario.wait_committed(split)
     finally:
         first.stop()
     # Redis loses everything (a restart without persistence); the committed
@@ -215,12 +227,6 @@ def test_worker_rebuilds_state_from_the_topic_when_redis_lost_it(
         client.delete(*keys)
     finally:
         client.close()
-    produce_records(bootstrap, topic, records[split:], PARTITIONS)
-    second = WorkerProcess(cfg, tmp_path / "second.log")
-    try:
-        _wait_all_committed(bootstrap, cfg, records)
-        got = _received(bootstrap, cfg, len(expected))
-    finally:
-        second.stop()
-    assert "seeking back" in second.log_text()
-    _assert_same_alerts(got, expected, second.log_text())
+    got, log = scenario.finish_on_a_second_worker()
+    assert "seeking back" in log
+    _assert_same_alerts(got, scenario.expected, log)

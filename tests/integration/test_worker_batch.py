@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
@@ -109,50 +110,78 @@ class ProducerSink:
         )
 
 
-def run_worker(
-    kafka_bootstrap: str,
-    redis_url: str,
-    prefix: str,
-    topics: tuple[str, str],
-    factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine],
-    scenario: Callable[[BatchWorker], Awaitable[list[BatchOutcome]]],
-    checkpoint_interval_s: float = 0.0,
-    checkpoint_max_records: int = 0,
-) -> list[BatchOutcome]:
-    async def main() -> list[BatchOutcome]:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=1, enable_idempotence=False)
-        client = aioredis.Redis.from_url(redis_url)
-        await producer.start()
-        try:
-            worker = BatchWorker(
-                engine_factory=factory,
-                store=SnapshotStore(client, prefix),
-                sink=ProducerSink(producer),
-                alerts_topic=topics[0],
-                dlq_topic=topics[1],
-                limits=DecodeLimits(
-                    max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
-                ),
-                metrics=WorkerMetrics(CollectorRegistry()),
-                checkpoint_interval_s=checkpoint_interval_s,
-                checkpoint_max_records=checkpoint_max_records,
-            )
-            return await scenario(worker)
-        finally:
-            await producer.stop()
-            await client.aclose()
-
-    return asyncio.run(main())
-
-
 def real_factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
     return Engine.restore(CONFIG, parcels, models)
 
 
-def test_records_the_snapshot_already_covers_are_skipped_and_gaps_are_sought_back(
-    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
-) -> None:
-    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+def poisoned_factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
+    return PoisonedEngine(Engine.restore(CONFIG, parcels, models), poison="WB-POISON")
+
+
+@dataclass
+class Rig:
+    """One test's broker, Redis key prefix and fresh events, alerts and dead-letter topics."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    prefix: str
+    events: str
+    alerts: str
+    dlq: str
+
+    def run(
+        self,
+        scenario: Callable[[BatchWorker], Awaitable[list[BatchOutcome]]],
+        factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine] = real_factory,
+        checkpoint_interval_s: float = 0.0,
+        checkpoint_max_records: int = 0,
+    ) -> list[BatchOutcome]:
+        """Run ``scenario`` against a :class:`BatchWorker` producing to this rig's topics."""
+
+        async def main() -> list[BatchOutcome]:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.kafka_bootstrap, acks=1, enable_idempotence=False
+            )
+            client = aioredis.Redis.from_url(self.redis_url)
+            await producer.start()
+            try:
+                worker = BatchWorker(
+                    engine_factory=factory,
+                    store=SnapshotStore(client, self.prefix),
+                    sink=ProducerSink(producer),
+                    alerts_topic=self.alerts,
+                    dlq_topic=self.dlq,
+                    limits=DecodeLimits(
+                        max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
+                    ),
+                    metrics=WorkerMetrics(CollectorRegistry()),
+                    checkpoint_interval_s=checkpoint_interval_s,
+                    checkpoint_max_records=checkpoint_max_records,
+                )
+                return await scenario(worker)
+            finally:
+                await producer.stop()
+                await client.aclose()
+
+        return asyncio.run(main())
+
+    async def snapshot(self) -> Snapshot:
+        """The snapshot in Redis of the events topic's partition 0."""
+
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            return await SnapshotStore(client, self.prefix).load(self.events, 0)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def rig(kafka_bootstrap: str, redis_url: str, redis_prefix: str, worker_topics: tuple[str, str, str]) -> Rig:
+    return Rig(kafka_bootstrap, redis_url, redis_prefix, *worker_topics)
+
+
+def test_records_the_snapshot_already_covers_are_skipped_and_gaps_are_sought_back(rig: Rig) -> None:
+    events = rig.events
 
     async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
         return [
@@ -162,7 +191,7 @@ def test_records_the_snapshot_already_covers_are_skipped_and_gaps_are_sought_bac
             await worker.handle(batch(events, 9, ["WB9"]), None),  # same again: 4..8 are gone
         ]
 
-    outcomes = run_worker(kafka_bootstrap, redis_url, redis_prefix, (alerts, dlq), real_factory, scenario)
+    outcomes = rig.run(scenario)
     assert outcomes == [
         BatchOutcome(commit_offset=3),
         BatchOutcome(commit_offset=4),
@@ -171,13 +200,8 @@ def test_records_the_snapshot_already_covers_are_skipped_and_gaps_are_sought_bac
     ]
 
 
-def test_a_record_the_engine_raises_on_is_dead_lettered_and_the_rest_of_the_batch_counts(
-    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
-) -> None:
-    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
-
-    def factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
-        return PoisonedEngine(Engine.restore(CONFIG, parcels, models), poison="WB-POISON")
+def test_a_record_the_engine_raises_on_is_dead_lettered_and_the_rest_of_the_batch_counts(rig: Rig) -> None:
+    events = rig.events
 
     async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
         return [
@@ -185,66 +209,42 @@ def test_a_record_the_engine_raises_on_is_dead_lettered_and_the_rest_of_the_batc
             await worker.handle(batch(events, 1, ["WB2", "WB-POISON", "WB3"]), None),
         ]
 
-    outcomes = run_worker(kafka_bootstrap, redis_url, redis_prefix, (alerts, dlq), factory, scenario)
+    outcomes = rig.run(scenario, poisoned_factory)
     assert outcomes[-1] == BatchOutcome(commit_offset=4)
-    reader = TopicReader(kafka_bootstrap, dlq)
+    reader = TopicReader(rig.kafka_bootstrap, rig.dlq)
     try:
         wait_until(lambda: reader.poll(), timeout=30, what="the dead letter")
         letters = [decode_dead_letter(r.value) for r in reader.poll()]
     finally:
         reader.close()
     assert [(d.reason, d.offset, d.original_key()) for d in letters] == [(PROCESSING_ERROR, 2, b"WB-POISON")]
-    restored = asyncio.run(_load(redis_url, redis_prefix, events))
+    restored = asyncio.run(rig.snapshot()).parcels
     assert {"WB1", "WB2", "WB3"} <= set(restored) and "WB-POISON" not in restored
 
 
-async def _load(redis_url: str, prefix: str, topic: str) -> dict[str, bytes]:
-    return (await _snapshot(redis_url, prefix, topic)).parcels
-
-
-async def _snapshot(redis_url: str, prefix: str, topic: str) -> Snapshot:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        return await SnapshotStore(client, prefix).load(topic, 0)
-    finally:
-        await client.aclose()
-
-
-def test_between_checkpoints_nothing_is_committable_until_the_state_is_in_redis(
-    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
-) -> None:
-    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+def test_between_checkpoints_nothing_is_committable_until_the_state_is_in_redis(rig: Rig) -> None:
+    events = rig.events
     seen: list[Any] = []
 
     async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
         first = await worker.handle(batch(events, 0, ["WB1", "WB2", "WB3"]), None)
-        seen.append(await _snapshot(redis_url, redis_prefix, events))
+        seen.append(await rig.snapshot())
         seen.append(await worker.checkpoint(force=False))  # the interval has not passed
         seen.append(await worker.checkpoint(force=True))  # as before revocation or shutdown
         seen.append(await worker.checkpoint(force=True))  # nothing new: nothing to write
         return [first]
 
-    outcomes = run_worker(
-        kafka_bootstrap,
-        redis_url,
-        redis_prefix,
-        (alerts, dlq),
-        real_factory,
-        scenario,
-        checkpoint_interval_s=3600,
-    )
+    outcomes = rig.run(scenario, checkpoint_interval_s=3600)
     assert outcomes == [BatchOutcome()]
     before, not_due, forced, again = seen
     assert before.offset is None and not before.parcels
     assert (not_due, forced, again) == ({}, {(events, 0): 3}, {})
-    after = asyncio.run(_snapshot(redis_url, redis_prefix, events))
+    after = asyncio.run(rig.snapshot())
     assert after.offset == 3 and set(after.parcels) == {"WB1", "WB2", "WB3"} and after.models
 
 
-def test_a_checkpoint_is_written_once_enough_records_are_unsaved(
-    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
-) -> None:
-    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
+def test_a_checkpoint_is_written_once_enough_records_are_unsaved(rig: Rig) -> None:
+    events = rig.events
 
     async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
         return [
@@ -253,27 +253,13 @@ def test_a_checkpoint_is_written_once_enough_records_are_unsaved(
             await worker.handle(batch(events, 5, ["WB6"]), None),
         ]
 
-    outcomes = run_worker(
-        kafka_bootstrap,
-        redis_url,
-        redis_prefix,
-        (alerts, dlq),
-        real_factory,
-        scenario,
-        checkpoint_interval_s=3600,
-        checkpoint_max_records=4,
-    )
+    outcomes = rig.run(scenario, checkpoint_interval_s=3600, checkpoint_max_records=4)
     assert outcomes == [BatchOutcome(), BatchOutcome(commit_offset=5), BatchOutcome()]
-    assert asyncio.run(_snapshot(redis_url, redis_prefix, events)).offset == 5
+    assert asyncio.run(rig.snapshot()).offset == 5
 
 
-def test_an_engine_failure_between_checkpoints_keeps_the_records_applied_since_the_snapshot(
-    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Callable[..., str]
-) -> None:
-    events, alerts, dlq = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
-
-    def factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
-        return PoisonedEngine(Engine.restore(CONFIG, parcels, models), poison="WB-POISON")
+def test_an_engine_failure_between_checkpoints_keeps_the_records_applied_since_the_snapshot(rig: Rig) -> None:
+    events = rig.events
 
     async def scenario(worker: BatchWorker) -> list[BatchOutcome]:
         await worker.handle(batch(events, 0, ["WB0"]), None)
@@ -283,10 +269,8 @@ def test_an_engine_failure_between_checkpoints_keeps_the_records_applied_since_t
             await worker.handle(batch(events, 2, ["WB2", "WB-POISON", "WB3"]), None),
         ]
 
-    outcomes = run_worker(
-        kafka_bootstrap, redis_url, redis_prefix, (alerts, dlq), factory, scenario, checkpoint_interval_s=3600
-    )
+    outcomes = rig.run(scenario, poisoned_factory, checkpoint_interval_s=3600)
     # The failure rebuilt the engine from the snapshot (WB0) plus WB1, and checkpointed at once.
     assert outcomes == [BatchOutcome(), BatchOutcome(commit_offset=5)]
-    restored = asyncio.run(_load(redis_url, redis_prefix, events))
+    restored = asyncio.run(rig.snapshot()).parcels
     assert set(restored) == {"WB0", "WB1", "WB2", "WB3"}
