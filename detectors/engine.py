@@ -159,16 +159,30 @@ class Engine:
             tuple(d for d in self._detectors if _handles(d, code)) for code in range(len(TYPES))
         ]
         self._forget_index = len(self._detectors)
-        self.parcels: dict[str, ParcelState] = {}
+        #: waybill -> the parcel's state, msgpack-encoded: idle parcels cost their encoded bytes
+        #: only (no Python objects for the cyclic GC to walk) and a checkpoint copies them as they are
+        self.parcels: dict[str, bytes] = {}
+        #: parcels decoded by the current ``process``/``advance`` call, encoded back at its end
+        self._hot: dict[str, ParcelState] = {}
+        #: (stage code or -1, deadlines) of each hot parcel when it was decoded, for the stats counters
+        self._was: dict[str, tuple[int, int]] = {}
+        #: parcels in flight per stage code of their latest scan, and their deadlines (kept up to date
+        #: at every flush, so ``stats`` never walks the parcels)
+        self._by_stage = [0] * len(TYPES)
+        self._deadlines = 0
         # One heap entry per parcel (not per deadline): the heap stays the size of the parcels
         # in flight, and a scan that moves a deadline later pushes nothing.
         self._heap: list[tuple[int, str]] = []
         #: waybill -> time of its earliest queued heap entry (later stale entries are not tracked)
         self._queued: dict[str, int] = {}
+        #: waybill -> its earliest deadline (``min(state.due.values())``, absent when none): a
+        #: stale heap entry is re-queued from this without decoding the parcel
+        self._due_at: dict[str, int] = {}
         self._max_time: int | None = None
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._lateness = config.allowed_lateness_ms
+        self._max_seen_bytes = 4 * config.max_seen
 
     # ----------------------------------------------------------------- API
     @property
@@ -181,21 +195,33 @@ class Engine:
 
     def process(self, records: Sequence[ScanEvent | Tick]) -> list[Alert]:
         out: list[Alert] = []
-        for record in records:
-            if type(record) is ScanEvent:
-                self._on_event(record, out)
-            else:
-                assert isinstance(record, Tick)
-                self._on_time(record.tick_time, out)
+        try:
+            for record in records:
+                if type(record) is ScanEvent:
+                    self._on_event(record, out)
+                else:
+                    assert isinstance(record, Tick)
+                    self._on_time(record.tick_time, out)
+        finally:
+            self._flush()
         return out
 
     def advance(self, now_ms: int) -> list[Alert]:
         out: list[Alert] = []
-        self._on_time(now_ms, out)
+        try:
+            self._on_time(now_ms, out)
+        finally:
+            self._flush()
         return out
 
+    def state_of(self, waybill: str) -> ParcelState | None:
+        """A copy of one parcel's state (decoded; changing it changes nothing in the engine)."""
+
+        blob = self.parcels.get(waybill)
+        return None if blob is None else _state_decoder.decode(blob)
+
     def take_changes(self) -> StateChanges:
-        upserts = {wb: _state_encoder.encode(self.parcels[wb]) for wb in sorted(self._dirty) if wb in self.parcels}
+        upserts = {wb: self.parcels[wb] for wb in sorted(self._dirty) if wb in self.parcels}
         deletes = sorted(self._deleted)
         self._dirty.clear()
         self._deleted.clear()
@@ -243,20 +269,24 @@ class Engine:
             env.suspect = blob["suspect"]
             env.recent_incidents = blob["recent_incidents"]
         for key in sorted(parcels):
+            blob = parcels[key]
             try:
-                state = _state_decoder.decode(parcels[key])
+                state = _state_decoder.decode(blob)
             except msgspec.DecodeError as exc:
                 raise StateError(f"parcel state of {key!r} is corrupt: {exc}") from None
-            # msgpack gives lists where the struct declares tuples for route entries
-            state.route = [tuple(e) for e in state.route]  # type: ignore[misc]
             wb = state.waybill  # the mapping's keys may be bytes (straight from Redis)
-            for name in [n for n in state.due if n != FORGET and n not in engine._index]:
+            disabled = [n for n in state.due if n != FORGET and n not in engine._index]
+            for name in disabled:
                 del state.due[name]  # a disabled detector's deadline would never fire
-            engine.parcels[wb] = state
+            engine.parcels[wb] = _state_encoder.encode(state) if disabled else bytes(blob)
+            if state.route:
+                engine._by_stage[state.route[-1][1]] += 1
+            engine._deadlines += len(state.due)
             if state.due:
                 first = min(state.due.values())
                 engine._heap.append((first, wb))
                 engine._queued[wb] = first
+                engine._due_at[wb] = first
         heapq.heapify(engine._heap)
         return engine
 
@@ -272,17 +302,49 @@ class Engine:
             "learned_keys": learned,
             "cold_keys": cold,
             "in_flight": len(self.parcels),
-            "deadlines": sum(len(st.due) for st in self.parcels.values()),
+            "deadlines": self._deadlines,
             "open_incidents": len(self.env.incidents),
         }
-        for t in TYPES:
-            out[f"parcels_by_stage_{t.value}"] = 0
-        for st in self.parcels.values():
-            if st.route:
-                out[f"parcels_by_stage_{TYPES[st.route[-1][1]].value}"] += 1
+        for t, n in zip(TYPES, self._by_stage, strict=True):
+            out[f"parcels_by_stage_{t.value}"] = n
         return out
 
     # ------------------------------------------------------------ internals
+    def _load(self, wb: str) -> ParcelState | None:
+        """The parcel's state for this call (decoded once per call), None if not in flight."""
+
+        st = self._hot.get(wb)
+        if st is None:
+            blob = self.parcels.get(wb)
+            if blob is None:
+                return None
+            st = self._hot[wb] = _state_decoder.decode(blob)
+            self._was[wb] = (st.route[-1][1] if st.route else -1, len(st.due))
+        return st
+
+    def _flush(self) -> None:
+        """Encode the parcels this call decoded back into ``parcels`` and update the stats counters."""
+
+        if not self._hot:
+            return
+        encode = _state_encoder.encode
+        parcels = self.parcels
+        by_stage = self._by_stage
+        was = self._was
+        deadlines = 0
+        for wb, st in self._hot.items():
+            stage, due = was.get(wb, (-1, 0))
+            if stage >= 0:
+                by_stage[stage] -= 1
+            deadlines -= due
+            parcels[wb] = encode(st)
+            if st.route:
+                by_stage[st.route[-1][1]] += 1
+            deadlines += len(st.due)
+        self._deadlines += deadlines
+        self._hot.clear()
+        was.clear()
+
     def _on_time(self, t: int, out: list[Alert]) -> None:
         if self._max_time is None or t > self._max_time:
             self._max_time = t
@@ -294,19 +356,20 @@ class Engine:
     def _on_event(self, ev: ScanEvent, out: list[Alert]) -> None:
         t = ev.event_time
         wb = ev.waybill_id
-        st = self.parcels.get(wb)
+        st = self._load(wb)
         if st is None:
-            st = new_state(ev)
-            self.parcels[wb] = st
+            st = self._hot[wb] = new_state(ev)
             self._deleted.discard(wb)
-        h = zlib.crc32(ev.event_id.encode())
+        h = zlib.crc32(ev.event_id.encode()).to_bytes(4, "little")
         seen = st.seen
-        if h in seen:
+        at = seen.find(h)
+        while at > 0 and at & 3:  # only a match on a 4-byte boundary is a hash
+            at = seen.find(h, at + 1)
+        if at >= 0:
             self._on_time(t, out)
             return
-        seen.append(h)
-        if len(seen) > self.config.max_seen:
-            del seen[0]
+        seen += h
+        st.seen = seen if len(seen) <= self._max_seen_bytes else seen[4:]
         due = st.due
         # min() first: usually nothing is overdue and the sort below is skipped
         if due and min(due.values()) < t:
@@ -346,10 +409,16 @@ class Engine:
             findings = det.on_event(st, ev)
             if findings:
                 self._emit(st, findings, out)
-        if due:
-            self._schedule(wb, min(due.values()))
+        self._requeue(wb, due)
         self._dirty.add(wb)
         self._on_time(t, out)
+
+    def _requeue(self, wb: str, due: dict[str, int]) -> None:
+        if due:
+            first = self._due_at[wb] = min(due.values())
+            self._schedule(wb, first)
+        else:
+            self._due_at.pop(wb, None)
 
     def _schedule(self, wb: str, first: int) -> None:
         # Push only when the earliest deadline moved before the queued entry (or none is queued):
@@ -369,8 +438,10 @@ class Engine:
 
     def _fire_until(self, wm: int, out: list[Alert]) -> None:
         heap = self._heap
-        parcels = self.parcels
+        load = self._load
+        hot = self._hot
         queued = self._queued
+        due_at = self._due_at
         index = self._index
         detectors = self._detectors
         forget_index = self._forget_index
@@ -382,8 +453,17 @@ class Engine:
             d, wb = heapq.heappop(heap)
             if queued.get(wb) == d:
                 del queued[wb]
-            st = parcels.get(wb)
-            if st is None or wb in touched:
+            if wb in touched:
+                continue
+            first = due_at.get(wb)
+            if first is None:
+                continue  # forgotten, or nothing is due any more
+            if first > wm:
+                # a stale entry (the deadline moved later): re-queue without decoding the parcel
+                self._schedule(wb, first)
+                continue
+            st = load(wb)
+            if st is None:
                 continue
             touched[wb] = st
             for name, at in st.due.items():
@@ -396,7 +476,7 @@ class Engine:
         heapq.heapify(batch)
         while batch:
             d, wb, i = heapq.heappop(batch)
-            st = parcels.get(wb)
+            st = hot.get(wb)
             if st is None:
                 continue  # forgotten by an earlier deadline of this batch
             if i == forget_index:
@@ -412,16 +492,22 @@ class Engine:
                 heapq.heappush(batch, (new, wb, i))
         # 3. Queue the parcels again at their next deadline.
         for wb, st in touched.items():
-            if st.due and wb in parcels:
-                self._schedule(wb, min(st.due.values()))
+            if wb in hot:
+                self._requeue(wb, st.due)
 
     def _forget(self, st: ParcelState, at_ms: int, out: list[Alert]) -> None:
         # close what is still open (sticky facts, silent parcels): every FIRING gets its RESOLVED
         for typ in list(st.open):
             self._resolve(st, typ, at_ms, "the parcel's journey is archived", out)
         wb = st.waybill
-        del self.parcels[wb]
+        self.parcels.pop(wb, None)
+        self._hot.pop(wb, None)
+        stage, due = self._was.pop(wb, (-1, 0))
+        if stage >= 0:
+            self._by_stage[stage] -= 1
+        self._deadlines -= due
         self._queued.pop(wb, None)
+        self._due_at.pop(wb, None)
         self._dirty.discard(wb)
         self._deleted.add(wb)
         for present in self.env.present.values():

@@ -142,16 +142,25 @@ class HubIncidentDetector(DeadlineMixin):
             raise ValueError("hub_incident eval_every_s and onset_bucket_s must be > 0")
         if self.prior_alpha < 1 or self.prior_beta < 1:
             raise ValueError("hub_incident prior_alpha and prior_beta must be >= 1")
+        #: hub -> its river Beta, kept between evaluations (building one seeds a random generator,
+        #: which cost more than the scoring); the counts in ``env.arrivals`` stay the truth
+        self._scorers: dict[str, proba.Beta] = {}
 
     def scorer(self, hub: str) -> proba.Beta:
         """The hub's learned overdue rate (a river Beta posterior; the prior while the hub is new)."""
 
         counts = self.env.arrivals.get(hub, {})
-        return proba.Beta(counts.get(ALPHA, self.prior_alpha), counts.get(BETA, self.prior_beta))
+        alpha, beta = counts.get(ALPHA, self.prior_alpha), counts.get(BETA, self.prior_beta)
+        b = self._scorers.get(hub)
+        if b is None:
+            b = self._scorers[hub] = proba.Beta(alpha, beta)
+        elif b.alpha != alpha or b.beta != beta:  # restored, or halved: follow the counts
+            b.alpha, b.beta = alpha, beta
+        return b
 
-    def _learn(self, counts: dict[int, int], k: int, n: int) -> None:
+    def _learn(self, hub: str, counts: dict[int, int], k: int, n: int) -> None:
         # a normal bucket: k stragglers out of n is what this hub does on a good day
-        b = proba.Beta(counts.get(ALPHA, self.prior_alpha), counts.get(BETA, self.prior_beta))
+        b = self.scorer(hub)
         for _ in range(k):
             b.update(True)
         for _ in range(n - k):
@@ -264,7 +273,7 @@ class HubIncidentDetector(DeadlineMixin):
             if not bad:
                 env.suspect.pop(hub, None)
                 counts.pop(RUN_ONSET, None)
-                self._learn(counts, k, n)
+                self._learn(hub, counts, k, n)
                 return []
             # a hub must look broken on `confirm` consecutive buckets: one bad truck is not an incident
             seen = env.suspect[hub] = env.suspect.get(hub, 0) + 1

@@ -4,7 +4,7 @@ The engine owns one :class:`ParcelState` per in-flight parcel and hands it to
 every detector; detectors read it, keep their deadlines in ``state.due`` and
 small numbers in ``state.note``, and return :class:`Finding` objects that the
 engine turns into alerts (one open alert per parcel and type). The state is a
-compact msgspec struct (route as tuples, seen event ids as 32-bit hashes) so a
+compact msgspec struct (route as tuples, seen event ids as packed 32-bit hashes) so a
 snapshot stays well under a kilobyte per parcel. :class:`Env` carries what is
 shared across parcels: the learned baselines, the calendar, the hub tracker,
 and two facts about the event being processed (the previous latest scan and
@@ -49,7 +49,8 @@ class ParcelState(msgspec.Struct, array_like=True):
     dispatch_by: int
     deliver_by: int
     route: list[RouteEntry] = msgspec.field(default_factory=list)
-    seen: list[int] = msgspec.field(default_factory=list)
+    #: 32-bit hashes of the event ids seen (little-endian, oldest first): one bytes object, not a list of ints
+    seen: bytes = b""
     #: detector name -> deadline (event time, ms)
     due: dict[str, int] = msgspec.field(default_factory=dict)
     #: alert type -> (alert_id, onset_ms, node_id, fired_at_ms)
