@@ -11,7 +11,7 @@ stretch the lane's normal.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P50, P95, P99
+from logiwatch.detectors.baselines import KEY_MEMO_MAX, P50, P95, P99
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODES,
@@ -160,9 +160,18 @@ class AbnormalSegmentDetector(DeadlineMixin):
         )
 
 
+_transit_memo: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
 def transit_keys(from_node: str, dest: str, carrier: str) -> tuple[str, str]:
     # no hub-wide fallback: a hub's legs to other hubs say nothing about its last-mile departures
-    return (f"{from_node}>*{dest}|{carrier}", f"{from_node}>*{dest}")
+    memo = (from_node, dest, carrier)
+    keys = _transit_memo.get(memo)
+    if keys is None:
+        if len(_transit_memo) >= KEY_MEMO_MAX:
+            _transit_memo.clear()
+        keys = _transit_memo[memo] = (f"{from_node}>*{dest}|{carrier}", f"{from_node}>*{dest}")
+    return keys
 
 
 __all__ = ["AbnormalSegmentDetector", "DELIVERED"]

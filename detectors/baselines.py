@@ -26,6 +26,10 @@ NBINS = 80
 _QUANTILES = (0.05, 0.2, 0.5, 0.9, 0.95, 0.99)
 #: indexes into a quantile tuple
 P05, P20, P50, P90, P95, P99 = range(6)
+#: entries a detector's memo of baseline key chains holds before it starts over: building the
+#: chain's strings on every scan cost more than looking it up (the memo is bounded by the network's
+#: nodes, not by parcels, but a cap keeps a huge network from growing it without end)
+KEY_MEMO_MAX = 50_000
 Quantiles = tuple[float, float, float, float, float, float]
 
 

@@ -145,6 +145,8 @@ class HubIncidentDetector(DeadlineMixin):
         #: hub -> its river Beta, kept between evaluations (building one seeds a random generator,
         #: which cost more than the scoring); the counts in ``env.arrivals`` stay the truth
         self._scorers: dict[str, proba.Beta] = {}
+        #: hub -> its dwell baseline key chains per 6-hour arrival bucket (built once, not per call)
+        self._limit_keys: dict[str, tuple[tuple[str, str, str], ...]] = {}
 
     def scorer(self, hub: str) -> proba.Beta:
         """The hub's learned overdue rate (a river Beta posterior; the prior while the hub is new)."""
@@ -217,11 +219,14 @@ class HubIncidentDetector(DeadlineMixin):
     def _limits(self, hub: str) -> list[int]:
         """The hub's dwell limit (ms) per 6-hour arrival bucket: it depends on the departure schedules."""
 
-        return [
-            int(self.env.dwell.quantiles((f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}"))[P95]
-                * self.dwell_factor * 1000)
-            for hb in range(4)
-        ]
+        chains = self._limit_keys.get(hub)
+        if chains is None:
+            chains = self._limit_keys[hub] = tuple(
+                (f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}") for hb in range(4)
+            )
+        quantiles = self.env.dwell.quantiles
+        factor = self.dwell_factor
+        return [int(quantiles(keys)[P95] * factor * 1000) for keys in chains]
 
     def _evaluate(self, hub: str, region: str, now: int) -> list[Finding]:
         env = self.env

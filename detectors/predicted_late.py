@@ -14,7 +14,7 @@ definition. The alert carries the predicted lateness from the median.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P05, P20, P50
+from logiwatch.detectors.baselines import KEY_MEMO_MAX, P05, P20, P50
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -32,9 +32,22 @@ _Q = {"p05": P05, "p20": P20, "p50": P50}
 _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 
 
+_remaining_memo: dict[tuple[str, int, str, str], tuple[str, str, str]] = {}
+
+
 def remaining_keys(state: ParcelState, node: str, code: int) -> tuple[str, str, str]:
-    c = CODE_STR[code]
-    return (f"{node}|{c}|{state.dest}", f"{c}|{state.origin}>{state.dest}", c)
+    return _remaining_keys(node, code, state.origin, state.dest)
+
+
+def _remaining_keys(node: str, code: int, origin: str, dest: str) -> tuple[str, str, str]:
+    memo = (node, code, origin, dest)
+    keys = _remaining_memo.get(memo)
+    if keys is None:
+        if len(_remaining_memo) >= KEY_MEMO_MAX:
+            _remaining_memo.clear()
+        c = CODE_STR[code]
+        keys = _remaining_memo[memo] = (f"{node}|{c}|{dest}", f"{c}|{origin}>{dest}", c)
+    return keys
 
 
 class PredictedLateDetector(DeadlineMixin):
@@ -140,13 +153,11 @@ class PredictedLateDetector(DeadlineMixin):
         remaining_next = self.env.remaining_next.learn
         route = state.route
         last = len(route) - 1
-        dest = state.dest
-        lane = f"{state.origin}>{dest}"  # remaining_keys, with the parts shared by the route hoisted
+        origin, dest = state.origin, state.dest
         for i, (t, code, node, _region) in enumerate(route):
             if code in FINAL_CODES or t > delivered_ms:
                 continue
-            c = CODE_STR[code]
-            keys = (f"{node}|{c}|{dest}", f"{c}|{lane}", c)
+            keys = _remaining_keys(node, code, origin, dest)
             remaining(keys, (delivered_ms - t) / 1000)
             nxt = route[i + 1][0] if i < last else delivered_ms
             remaining_next(keys, (delivered_ms - nxt) / 1000)

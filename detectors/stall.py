@@ -14,7 +14,7 @@ hub's normal.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P95, P99
+from logiwatch.detectors.baselines import KEY_MEMO_MAX, P95, P99
 from logiwatch.detectors.model import AnomalyType, EventType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -34,10 +34,20 @@ from logiwatch.detectors.state import (
 _BUCKET_STR = ("0", "1", "2", "3")
 
 
+_dwell_memo: dict[tuple[str, int, str, int], tuple[str, str, str, str]] = {}
+
+
 def dwell_keys(node: str, code: int, carrier: str, t_ms: int) -> tuple[str, str, str, str]:
-    hb = _BUCKET_STR[hour_bucket(t_ms)]
-    nc = f"{node}|{CODE_STR[code]}"
-    return (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"*|{CODE_STR[code]}")
+    bucket = hour_bucket(t_ms)
+    memo = (node, code, carrier, bucket)
+    keys = _dwell_memo.get(memo)
+    if keys is None:
+        if len(_dwell_memo) >= KEY_MEMO_MAX:
+            _dwell_memo.clear()
+        hb = _BUCKET_STR[bucket]
+        nc = f"{node}|{CODE_STR[code]}"
+        keys = _dwell_memo[memo] = (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"*|{CODE_STR[code]}")
+    return keys
 
 
 class StallDetector(DeadlineMixin):
