@@ -476,7 +476,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "snapshots, alerts produced. It is clocked from the first scrape of its metrics endpoint that "
         "shows consumed events to the first moment the group's committed offsets, read with kafka-python "
         "`committed()`, cover all N events. The events consumed before that first scrape are subtracted. "
-        "With two processes the clock starts when both have consumed. Tansu's `end_offsets()` is wrong, "
+        "With two processes the clock starts when both have consumed, and stops once it covers as many events as "
+        "the one-process run did (the per-event cost grows with the parcels in flight, so both rates cover the "
+        "same stretch of the workload). Tansu's `end_offsets()` is wrong, "
         "so the expected offsets are counted when producing. A raw consumer, worker or engine phase "
         "stops its clock after the phase budget (`--phase-seconds`). It then reports the rate over the "
         "events committed (processed) by then, a steady-state rate over a long prefix, so a slow build still "
@@ -1031,13 +1033,19 @@ class BenchContext:
 
 
 def measure_workers(
-    workers: WorkerSet, ctx: BenchContext, max_seconds: float | None = None, poll_s: float = 0.1
+    workers: WorkerSet,
+    ctx: BenchContext,
+    max_seconds: float | None = None,
+    poll_s: float = 0.1,
+    max_events: int | None = None,
 ) -> WorkerRun:
     """Clock from the moment every process has consumed to the moment the group committed every event.
 
     With ``max_seconds`` the clock stops there if the events are not all
     committed yet, and the rate covers the events committed by then: a
     steady-state rate over a prefix, so a slow build still finishes the bench.
+    With ``max_events`` it also stops once that many events were clocked, so
+    two runs can be compared over the same stretch of the workload.
     """
 
     reader = CommittedReader(ctx.bootstrap, workers.group, ctx.topic, ctx.partitions)
@@ -1058,6 +1066,8 @@ def measure_workers(
             if committed >= expected:
                 break
             if t0 is not None and max_seconds is not None and t_end - t0 >= max_seconds:
+                break
+            if t0 is not None and max_events is not None and committed - c0 >= max_events:
                 break
             if committed != last_committed:
                 last_committed, last_progress = committed, time.monotonic()
@@ -1094,10 +1104,10 @@ def measure_workers(
         reader.close()
 
 
-def worker_eps(ctx: BenchContext, n_procs: int) -> WorkerRun:
+def worker_eps(ctx: BenchContext, n_procs: int, max_events: int | None = None) -> WorkerRun:
     workers = ctx.workers(n_procs, f"w{n_procs}")
     try:
-        run = measure_workers(workers, ctx, max_seconds=ctx.phase_seconds)
+        run = measure_workers(workers, ctx, max_seconds=ctx.phase_seconds, max_events=max_events)
     finally:
         workers.stop()
     if run.dlq:
@@ -1532,7 +1542,11 @@ def run_bench(
         )
 
         def workers_phase(n_procs: int) -> dict[str, Any]:
-            run = worker_eps(ctx, n_procs)
+            # Several processes are clocked over as many events as one process was: the
+            # per-event cost grows with the parcels in flight, so a longer stretch of the
+            # workload would make the scaling look worse than it is.
+            cap = results.get("worker_events") if n_procs > 1 else None
+            run = worker_eps(ctx, n_procs, max_events=int(cap) if cap else None)
             name = "worker" if n_procs == 1 else "two_workers"
             return {
                 f"{name}_eps": run.eps,
