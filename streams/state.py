@@ -8,8 +8,9 @@ next offset the snapshot has *not* applied). A checkpoint writes all three in
 ONE ``MULTI/EXEC`` pipeline, so a reader never sees parcels from one batch
 with the offset of another, fenced so that a snapshot never moves backwards. Redis trouble is retried with capped
 exponential backoff for as long as it lasts: the caller is the batch
-handler, so retrying *is* pausing consumption, and nothing is lost or
-skipped. Writes are idempotent (same values, same keys), so a retry after an
+handler's snapshot write, which the handler waits for once it has been in
+flight for a checkpoint interval, so retrying *is* pausing consumption, and
+nothing is lost or skipped. Writes are idempotent (same values, same keys), so a retry after an
 ambiguous failure is safe.
 """
 

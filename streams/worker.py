@@ -9,10 +9,12 @@ partition batch at a time, in offset order, and it:
 2. runs the partition's engine over the decoded records in order;
 3. produces the alerts (keyed by ``alert_id``) and dead letters -- per
    batch, because this is the alert latency;
-4. checkpoints when one is due: it awaits every acknowledgement of the
-   records produced since the last checkpoint, then the engine's changed
-   parcels, its models and the next offset go to Redis in one pipeline;
-5. only then reports that offset as committable.
+4. checkpoints when one is due: it takes the engine's changed parcels and
+   its models (encoded there and then, so the engine moves on), and a
+   background write awaits every acknowledgement of the records produced
+   up to that point, then puts parcels, models and the next offset in Redis
+   in one pipeline;
+5. only once that write is in Redis is the offset reported committable.
 
 Checkpoints run on an interval or a count, not per batch
 (``checkpoint_interval_s``, ``checkpoint_max_records``): a checkpoint costs
@@ -21,8 +23,23 @@ dominated small batches. Awaiting the producer's acknowledgements moves to
 the checkpoint too: the sends are already on their way, and waiting for
 them per batch only stalled the next fetch. Between checkpoints the engine's dirty set keeps
 growing and nothing is reported committable; :meth:`BatchWorker.checkpoint`
-writes what is due (the consumer calls it between fetches) or everything
-(``force``, before revocation and at shutdown, ahead of Faust's commit).
+starts what is due and reports the writes that finished (the consumer calls
+it between fetches), or writes everything and waits (``force``, before
+revocation and at shutdown, ahead of Faust's commit).
+
+Write-behind (``write_behind``, how the app runs). The acknowledgements and
+the Redis round trip take milliseconds to tens of milliseconds; done inside
+the handler they held up every batch fetched meanwhile, which made the
+ingest-to-alert tail. So a checkpoint only encodes in the handler and the
+write runs as a task: at most one per partition (a due checkpoint waits for
+the next batch while one is in flight), the next one starts only after the
+previous one has landed, and its offset is reported committable (by
+:meth:`BatchWorker.checkpoint`, or by the partition's next batch) only when
+it has. A write still in flight after a whole checkpoint interval (Redis
+down, acknowledgements stuck) makes the handler wait for it before it
+takes more changes: consumption pauses, as it did when the write was in
+line, instead of piling up unsaved state. Without ``write_behind`` (tests)
+the handler waits for every write it starts.
 
 So the committed offset is never ahead of the Redis snapshot, and an alert
 is in Kafka before the state that remembers emitting it. After a crash the
@@ -41,8 +58,9 @@ crashed, so re-emitted alerts could differ in content or be missing --
 exactly what the restore rule below must prevent.
 
 Engine failure. If the engine raises on a batch, its in-memory state may be
-half-updated. The handler rebuilds it from the last snapshot, re-applies the
-records accepted since (kept in memory until the next checkpoint; the
+half-updated. The handler waits for the write in flight, rebuilds the engine
+from that snapshot, re-applies the records accepted since (kept in memory
+until the next checkpoint is taken; the
 engine is deterministic, so this reproduces the state before the batch and
 their alerts, already produced, are discarded), feeds the failed batch one
 record at a time (the records the engine rejects are dead-lettered) and
@@ -88,8 +106,14 @@ log = logging.getLogger(__name__)
 
 Record = ScanEvent | Tick
 
-#: Seconds between refreshes of the engine-stats gauges per partition.
+#: Seconds between refreshes of a partition's engine-stats gauges. They are
+#: refreshed between fetches, one partition per call (``stats()`` may walk
+#: every parcel in flight), never inside a batch.
 STATS_INTERVAL_S = 5.0
+
+
+class _StaleState(Exception):
+    """Another worker has checkpointed this partition past us (raised and caught inside the handler)."""
 
 
 class EngineChanges(Protocol):
@@ -173,8 +197,13 @@ class _Partition:
     unsaved: list[Record] = field(default_factory=list)
     #: monotonic time of the first batch not in the snapshot (None: nothing unsaved)
     unsaved_since: float | None = None
-    #: acknowledgements of the alerts and dead letters sent since the snapshot
+    #: acknowledgements of the alerts and dead letters sent since the snapshot was taken
     unacked: list[Awaitable[Any]] = field(default_factory=list)
+    #: the snapshot write in flight (True: written, False: fenced off), the
+    #: offset it covers and when it started (monotonic)
+    writing: asyncio.Task[bool] | None = None
+    writing_offset: int = 0
+    writing_since: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
     stats_at: float = float("-inf")
 
@@ -247,6 +276,7 @@ class BatchWorker:
         metrics: WorkerMetrics,
         checkpoint_interval_s: float = 0.0,
         checkpoint_max_records: int = 0,
+        write_behind: bool = False,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.engine_factory = engine_factory
@@ -260,8 +290,13 @@ class BatchWorker:
         self.checkpoint_interval_s = checkpoint_interval_s
         #: ... unless this many records (0: no bound) are not in the snapshot yet
         self.checkpoint_max_records = checkpoint_max_records
+        #: write snapshots in a background task (see the module docstring)
+        self.write_behind = write_behind
         self.wall_ms = wall_ms
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        #: offsets whose snapshots have landed, not yet reported committable
+        self._landed: dict[tuple[str, int], int] = {}
+        self._stats_refreshed_at = float("-inf")
         # Batches and checkpoints come from different tasks (the drain loop,
         # revocation, shutdown); one at a time keeps the dirty set and the
         # snapshot consistent.
@@ -286,7 +321,13 @@ class BatchWorker:
     def drop(self, topic: str, partition: int) -> None:
         """Forget a revoked partition's engine; its state is already in Redis."""
 
-        if self._partitions.pop((topic, partition), None) is not None:
+        part = self._partitions.pop((topic, partition), None)
+        self._landed.pop((topic, partition), None)
+        if part is not None:
+            if part.writing is not None and not part.writing.done():
+                # Revocation waited for it (a forced checkpoint); if it is
+                # still stuck, the new owner's state wins over a late write.
+                part.writing.cancel()
             log.info("dropped %s[%d] (revoked)", topic, partition)
         for gauge in (self.metrics.consumer_lag, self.metrics.watermark_delay):
             try:
@@ -306,6 +347,9 @@ class BatchWorker:
         first = records[0]
         topic, partition = first.topic, first.partition
         part = self._partitions.get((topic, partition))
+        if part is not None and part.writing is not None and part.writing.done():
+            self._reap(topic, partition, part)
+            part = self._partitions.get((topic, partition))  # gone if the write was fenced off
         if part is None:
             part = self._partitions[(topic, partition)] = await self._restore(topic, partition)
         if first.offset > part.next_offset:
@@ -345,7 +389,10 @@ class BatchWorker:
         self.metrics.events_consumed.labels(topic=topic, partition=str(partition)).inc(len(records))
 
         decoded, dead = decode_records(records, self.limits, now_ms)
-        alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
+        try:
+            alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
+        except _StaleState:
+            return BatchOutcome()
 
         for letter in dead:
             part.unacked.append(
@@ -371,17 +418,12 @@ class BatchWorker:
         part.next_offset = next_offset
         if part.unsaved_since is None:
             part.unsaved_since = time.monotonic()
-        commit_offset: int | None = None
         if recovered or self._due(part):
             # After a recovery at once: the rebuilt state must not depend on
             # records kept in memory any longer.
-            if not await self._save(topic, partition, part):
+            if not await self._checkpoint_partition(topic, partition, part, wait=not self.write_behind):
                 return BatchOutcome()
-            commit_offset = part.saved_offset
-        if time.monotonic() - part.stats_at >= STATS_INTERVAL_S:
-            # stats() walks every parcel: refresh the gauges on a cadence, not per batch.
-            part.stats, part.stats_at = part.engine.stats(), time.monotonic()
-            self._publish_stats()
+        commit_offset = self._landed.pop((topic, partition), None)
         if highwater is not None:
             self.metrics.consumer_lag.labels(partition=str(partition)).set(max(0, highwater - next_offset))
         watermark = part.engine.watermark_ms
@@ -400,57 +442,132 @@ class BatchWorker:
         return time.monotonic() - part.unsaved_since >= self.checkpoint_interval_s
 
     async def checkpoint(self, force: bool = False) -> dict[tuple[str, int], int]:
-        """Write the snapshots that are due (all unsaved ones with ``force``).
+        """Start the snapshot writes that are due; report the ones that landed.
 
-        Returns the committable offset of every partition written. Called by
-        the consumer between fetches, and with ``force`` before it commits at
-        revocation and shutdown.
+        Returns the committable offset of every partition whose snapshot is
+        now in Redis and was not reported yet. Called by the consumer between
+        fetches (which is also when one partition's stats gauges are
+        refreshed, if due), and with ``force`` before it commits at revocation
+        and shutdown: then every unsaved change is written and waited for.
         """
 
-        out: dict[tuple[str, int], int] = {}
         async with self._lock:
             for key, part in list(self._partitions.items()):
+                if part.writing is not None and (force or part.writing.done()):
+                    await self._settle(key[0], key[1], part)
+                    if self._partitions.get(key) is not part:
+                        continue  # fenced off: dropped
                 if part.unsaved_since is None or not (force or self._due(part)):
                     continue
-                if await self._save(key[0], key[1], part) and part.saved_offset is not None:
-                    out[key] = part.saved_offset
+                await self._checkpoint_partition(key[0], key[1], part, wait=force or not self.write_behind)
+            if not force:
+                self._refresh_stats()
+            out, self._landed = self._landed, {}
         return out
 
-    async def _save(self, topic: str, partition: int, part: _Partition) -> bool:
-        """Checkpoint one partition; False (and the engine dropped) if it may not."""
+    async def _checkpoint_partition(self, topic: str, partition: int, part: _Partition, wait: bool) -> bool:
+        """Take a snapshot of one partition and write it (waiting for it with ``wait``).
 
+        With a write still in flight the snapshot waits for the next call,
+        unless that write has been going for a whole checkpoint interval:
+        then this call waits for it (consumption pauses while Redis is in
+        trouble rather than unsaved state piling up). False if the partition
+        turned out to be stale and was dropped.
+        """
+
+        if part.writing is not None:
+            stuck = time.monotonic() - part.writing_since >= self.checkpoint_interval_s
+            if not (wait or stuck or part.writing.done()):
+                return True
+            if not await self._settle(topic, partition, part):
+                return False
+        self._start_write(topic, partition, part)
+        if wait:
+            return await self._settle(topic, partition, part)
+        return True
+
+    def _start_write(self, topic: str, partition: int, part: _Partition) -> None:
+        """Encode the partition's changes now and write them to Redis in a task."""
+
+        acks, part.unacked = part.unacked, []
         try:
-            if part.unacked:
+            changes = part.engine.take_changes()
+            models = part.engine.export_models()
+        except BaseException:
+            # The dirty set may be gone with take_changes(): a later checkpoint
+            # of this engine would miss those parcels. Rebuild from Redis instead.
+            self._partitions.pop((topic, partition), None)
+            raise
+        offset = part.next_offset
+
+        async def write() -> bool:
+            if acks:
                 # Alerts and dead letters are acknowledged before the state
                 # that remembers them is written (and long before the offset
                 # commits); a send that failed raises here, so nothing it
                 # covers is saved.
-                await asyncio.gather(*part.unacked)
-                part.unacked.clear()
-            changes = part.engine.take_changes()
-            written = await self.store.save(
+                await asyncio.gather(*acks)
+            return await self.store.save(
                 topic,
                 partition,
                 upserts=changes.upserts,
                 deletes=changes.deletes,
-                models=part.engine.export_models(),
-                offset=part.next_offset,
+                models=models,
+                offset=offset,
             )
+
+        part.writing = asyncio.ensure_future(write())
+        part.writing_offset, part.writing_since = offset, time.monotonic()
+        part.unsaved.clear()
+        part.unsaved_since = None
+
+    async def _settle(self, topic: str, partition: int, part: _Partition) -> bool:
+        """Wait for the partition's write in flight; False if it was fenced off (partition dropped)."""
+
+        if part.writing is not None:
+            # asyncio.wait: a caller cancelled meanwhile leaves the write running.
+            await asyncio.wait([part.writing])
+            self._reap(topic, partition, part)
+        return self._partitions.get((topic, partition)) is part
+
+    def _reap(self, topic: str, partition: int, part: _Partition) -> None:
+        """Account for a finished write: its offset becomes committable, or the partition goes."""
+
+        task, part.writing = part.writing, None
+        assert task is not None and task.done()
+        try:
+            written = task.result()
         except BaseException:
-            # The dirty set is gone with take_changes(): a later checkpoint of
-            # this engine would miss those parcels. Rebuild from Redis instead.
+            # A send or the write failed: the taken changes are lost to this
+            # engine. Rebuild from Redis instead.
             self._partitions.pop((topic, partition), None)
+            self._landed.pop((topic, partition), None)
             raise
         if not written:
             # Another worker owns this partition now and has checkpointed
             # past us: our state is stale, so forget it and commit nothing.
             log.warning("%s[%d]: a newer snapshot exists; dropping this stale engine", topic, partition)
             self._partitions.pop((topic, partition), None)
-            return False
-        part.saved_offset = part.next_offset
-        part.unsaved.clear()
-        part.unsaved_since = None
-        return True
+            self._landed.pop((topic, partition), None)
+            return
+        part.saved_offset = part.writing_offset
+        self._landed[(topic, partition)] = part.writing_offset
+
+    def _refresh_stats(self) -> None:
+        """Refresh the stalest partition's stats gauges if they are due (one walk per call)."""
+
+        if not self._partitions:
+            return
+        now = time.monotonic()
+        # Spread the walks over the interval rather than all partitions at once.
+        if now - self._stats_refreshed_at < STATS_INTERVAL_S / len(self._partitions):
+            return
+        part = min(self._partitions.values(), key=lambda p: p.stats_at)
+        if now - part.stats_at < STATS_INTERVAL_S:
+            return
+        part.stats = part.engine.stats()
+        part.stats_at = self._stats_refreshed_at = time.monotonic()
+        self._publish_stats()
 
     async def _process(
         self,
@@ -472,8 +589,11 @@ class BatchWorker:
         else:
             part.unsaved.extend(items)
             return alerts, False
-        # Rebuild the state before this batch: the snapshot, then the records
-        # applied since (their alerts are out already, so drop them again).
+        # Rebuild the state before this batch: the snapshot (once the write in
+        # flight has landed), then the records applied since (their alerts are
+        # out already, so drop them again).
+        if not await self._settle(topic, partition, part):
+            raise _StaleState
         snap = await self.store.load(topic, partition)
         part.engine = self.engine_factory(snap.parcels, snap.models)
         if part.unsaved:
