@@ -9,8 +9,9 @@ engine raises on is dead-lettered, the rest of the batch still counts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from logiwatch.detectors.model import Alert, EventType, NodeType, ScanEvent, Tic
 from logiwatch.streams.dlq import PROCESSING_ERROR, decode_dead_letter
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import Snapshot, SnapshotStore
-from logiwatch.streams.worker import BatchOutcome, BatchWorker, DecodeLimits, PartitionEngine
+from logiwatch.streams.worker import BatchOutcome, BatchWorker, DecodeLimits, PartitionEngine, RecordSink
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import TopicReader
 
@@ -139,31 +140,46 @@ class Rig:
         """Run ``scenario`` against a :class:`BatchWorker` producing to this rig's topics."""
 
         async def main() -> list[BatchOutcome]:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.kafka_bootstrap, acks=1, enable_idempotence=False
-            )
-            client = aioredis.Redis.from_url(self.redis_url)
-            await producer.start()
-            try:
-                worker = BatchWorker(
-                    engine_factory=factory,
-                    store=SnapshotStore(client, self.prefix),
-                    sink=ProducerSink(producer),
-                    alerts_topic=self.alerts,
-                    dlq_topic=self.dlq,
-                    limits=DecodeLimits(
-                        max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
-                    ),
-                    metrics=WorkerMetrics(CollectorRegistry()),
-                    checkpoint_interval_s=checkpoint_interval_s,
-                    checkpoint_max_records=checkpoint_max_records,
-                )
+            async with self.worker(
+                factory,
+                checkpoint_interval_s=checkpoint_interval_s,
+                checkpoint_max_records=checkpoint_max_records,
+            ) as (worker, _sink, _store):
                 return await scenario(worker)
-            finally:
-                await producer.stop()
-                await client.aclose()
 
         return asyncio.run(main())
+
+    @contextlib.asynccontextmanager
+    async def worker(
+        self,
+        factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine] = real_factory,
+        sink_factory: Callable[[AIOKafkaProducer], RecordSink] = lambda p: ProducerSink(p),
+        **options: Any,
+    ) -> AsyncIterator[tuple[BatchWorker, RecordSink, SnapshotStore]]:
+        """A :class:`BatchWorker` on this rig's topics and Redis prefix (``options``: its knobs)."""
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.kafka_bootstrap, acks=1, enable_idempotence=False)
+        client = aioredis.Redis.from_url(self.redis_url)
+        await producer.start()
+        sink = sink_factory(producer)
+        store = SnapshotStore(client, self.prefix)
+        try:
+            worker = BatchWorker(
+                engine_factory=factory,
+                store=store,
+                sink=sink,
+                alerts_topic=self.alerts,
+                dlq_topic=self.dlq,
+                limits=DecodeLimits(
+                    max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
+                ),
+                metrics=WorkerMetrics(CollectorRegistry()),
+                **options,
+            )
+            yield worker, sink, store
+        finally:
+            await producer.stop()
+            await client.aclose()
 
     async def snapshot(self) -> Snapshot:
         """The snapshot in Redis of the events topic's partition 0."""

@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from logiwatch.detectors.codec import encode_event
-from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import Snapshot, SnapshotStore
-from logiwatch.streams.worker import BatchOutcome, BatchWorker, DecodeLimits, PartitionEngine
-from tests.integration.test_worker_batch import DAY_MS, Rec, paid, poisoned_factory, real_factory
+from logiwatch.streams.worker import BatchOutcome, BatchWorker, PartitionEngine
+from tests.integration.test_worker_batch import Rec, paid, poisoned_factory, real_factory
+from tests.integration.test_worker_batch import Rig as BatchRig
 
 #: how long a test waits for something that should happen at once (not a timing assertion)
 PATIENCE_S = 30.0
@@ -67,17 +65,10 @@ class GatedSink:
 
 
 @dataclass
-class Rig:
-    """A broker, a Redis key prefix and fresh topics; runs a scenario on a write-behind worker."""
+class Rig(BatchRig):
+    """The batch tests' rig, running a scenario on a write-behind worker with gated acknowledgements."""
 
-    kafka_bootstrap: str
-    redis_url: str
-    prefix: str
-    events: str
-    alerts: str
-    dlq: str
-
-    def run(
+    def run_gated(
         self,
         scenario: Callable[[BatchWorker, GatedSink, SnapshotStore], Awaitable[None]],
         factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine] = real_factory,
@@ -85,33 +76,18 @@ class Rig:
         checkpoint_max_records: int = 0,
     ) -> None:
         async def main() -> None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.kafka_bootstrap, acks=1, enable_idempotence=False
-            )
-            client = aioredis.Redis.from_url(self.redis_url)
-            await producer.start()
-            sink = GatedSink(producer)
-            store = SnapshotStore(client, self.prefix)
-            try:
-                worker = BatchWorker(
-                    engine_factory=factory,
-                    store=store,
-                    sink=sink,
-                    alerts_topic=self.alerts,
-                    dlq_topic=self.dlq,
-                    limits=DecodeLimits(
-                        max_event_bytes=16 * 1024, max_past_ms=400 * DAY_MS, max_future_ms=DAY_MS
-                    ),
-                    metrics=WorkerMetrics(CollectorRegistry()),
-                    checkpoint_interval_s=checkpoint_interval_s,
-                    checkpoint_max_records=checkpoint_max_records,
-                    write_behind=True,
-                )
-                await scenario(worker, sink, store)
-            finally:
-                sink.gate.set()
-                await producer.stop()
-                await client.aclose()
+            async with self.worker(
+                factory,
+                GatedSink,
+                checkpoint_interval_s=checkpoint_interval_s,
+                checkpoint_max_records=checkpoint_max_records,
+                write_behind=True,
+            ) as (worker, sink, store):
+                assert isinstance(sink, GatedSink)
+                try:
+                    await scenario(worker, sink, store)
+                finally:
+                    sink.gate.set()
 
         asyncio.run(main())
 
@@ -149,7 +125,7 @@ def test_detection_goes_on_while_a_checkpoint_waits_for_its_acknowledgements(rig
         seen.append(await worker.checkpoint(force=True))  # the rest, waited for
         seen.append(await store.load(events, 0))
 
-    rig.run(scenario, checkpoint_max_records=2)
+    rig.run_gated(scenario, checkpoint_max_records=2)
     first, second, before, not_yet, first_landed, after_first, forced, after_all = seen
     assert first == BatchOutcome() and second == BatchOutcome()
     assert isinstance(before, Snapshot) and before.offset is None and not before.parcels
@@ -177,7 +153,7 @@ def test_a_write_stuck_for_a_checkpoint_interval_pauses_the_handler(rig: Rig) ->
         seen.append(await worker.checkpoint(force=True))
         seen.append(await store.load(events, 0))
 
-    rig.run(scenario, checkpoint_interval_s=0.001, checkpoint_max_records=1)
+    rig.run_gated(scenario, checkpoint_interval_s=0.001, checkpoint_max_records=1)
     paused, outcome, forced, snap = seen
     assert paused is False
     # It reports the write it waited for; its own write started behind it.
@@ -201,7 +177,7 @@ def test_an_engine_failure_during_a_write_rebuilds_from_the_snapshot_once_it_lan
         seen.append(await worker.checkpoint(force=True))
         seen.append(await store.load(events, 0))
 
-    rig.run(scenario, poisoned_factory, checkpoint_max_records=2)
+    rig.run_gated(scenario, poisoned_factory, checkpoint_max_records=2)
     waited, forced, snap = seen
     assert waited is False
     assert forced == {(events, 0): 7}
