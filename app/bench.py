@@ -373,6 +373,30 @@ KEY_PHASES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: (key prefix, phase) of the figures in the details: a missing figure of a skipped phase reads "skipped"
+_DETAIL_PHASES = (
+    ("raw_aiokafka", "raw_aiokafka"),
+    ("raw_kafka_python", "raw_kafka_python"),
+    ("faust", "faust_bare"),
+    ("two_workers", "two_workers"),
+    ("worker", "worker"),
+    ("engine", "engine"),
+    ("parcels_in_flight", "engine"),
+    ("backtest", "backtest"),
+    ("latency", "latency"),
+    ("memory", "memory"),
+)
+
+
+def _detail(results: Mapping[str, Any], key: str) -> str:
+    value = results.get(key)
+    if value is None:
+        phase = next((ph for prefix, ph in _DETAIL_PHASES if key.startswith(prefix)), None)
+        if phase is not None and phase in (results.get("skipped") or ()):
+            return "skipped"
+    return _fmt(value)
+
+
 def _cell(results: Mapping[str, Any], key: str) -> str:
     value = results.get(key)
     if value is None and set(KEY_PHASES.get(key, ())) & set(results.get("skipped") or ()):
@@ -404,11 +428,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"Written by `{results.get('command', 'logiwatch bench')}` on {results.get('date', '?')}; "
         "do not edit above the marker at the end: the next run rewrites it.",
         "",
-        f"Workload: {_fmt(results.get('events'))} simulator events "
-        f"({_fmt(results.get('parcels'))} parcels, up to {_fmt(results.get('parcels_in_flight_peak'))} "
+        f"Workload: {_detail(results, 'events')} simulator events "
+        f"({_detail(results, 'parcels')} parcels, up to {_detail(results, 'parcels_in_flight_peak')} "
         f"in flight in one engine set), {results.get('partitions')} partitions, "
-        f"about {_fmt(results.get('event_bytes_avg'))} bytes per event, produced once at "
-        f"{_fmt(results.get('produce_eps'))} events/s; every phase reads the same records.",
+        f"about {_detail(results, 'event_bytes_avg')} bytes per event, produced once at "
+        f"{_detail(results, 'produce_eps')} events/s; every phase reads the same records.",
         "",
         "| measure | value | unit |",
         "|---|---:|---|",
@@ -430,32 +454,32 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "",
         "## Details",
         "",
-        f"- Events each clock covered: raw aiokafka {_fmt(results.get('raw_aiokafka_events'))}, raw "
-        f"kafka-python {_fmt(results.get('raw_kafka_python_events'))}, worker {_fmt(results.get('worker_events'))}, two workers "
-        f"{_fmt(results.get('two_workers_events'))}, engine {_fmt(results.get('engine_events'))}, backtest "
-        f"{_fmt(results.get('backtest_events'))} of {_fmt(results.get('events'))} (phase budget "
-        f"{_fmt(results.get('phase_seconds'))} s, see below).",
-        f"- Worker run: {_fmt(results.get('worker_alerts'))} alerts produced, "
-        f"{_fmt(results.get('worker_dlq'))} dead letters; two processes: "
-        f"{_fmt(results.get('two_workers_alerts'))} alerts.",
-        f"- Bare Faust agent measured over the first {_fmt(results.get('faust_events'))} events "
+        f"- Events each clock covered: raw aiokafka {_detail(results, 'raw_aiokafka_events')}, raw "
+        f"kafka-python {_detail(results, 'raw_kafka_python_events')}, worker {_detail(results, 'worker_events')}, two workers "
+        f"{_detail(results, 'two_workers_events')}, engine {_detail(results, 'engine_events')}, backtest "
+        f"{_detail(results, 'backtest_events')} of {_detail(results, 'events')} (phase budget "
+        f"{_detail(results, 'phase_seconds')} s, see below).",
+        f"- Worker run: {_detail(results, 'worker_alerts')} alerts produced, "
+        f"{_detail(results, 'worker_dlq')} dead letters; two processes: "
+        f"{_detail(results, 'two_workers_alerts')} alerts.",
+        f"- Bare Faust agent measured over the first {_detail(results, 'faust_events')} events "
         "(its per-event cost is flat, and all N would take minutes).",
-        f"- Latency: paced at {_fmt(results.get('latency_rate_eps'))} events/s for "
-        f"{_fmt(results.get('latency_events'))} events; {_fmt(results.get('latency_alerts'))} alerts received, "
-        f"{_fmt(results.get('latency_matched'))} matched to their trigger and measured, "
-        f"{_fmt(results.get('latency_misattributed'))} misattributed; "
-        f"of those, the {_fmt(results.get('latency_scan_matched'))} a scan triggered directly: p50 "
-        f"{_fmt(results.get('latency_scan_p50_ms'))} ms, p99 {_fmt(results.get('latency_scan_p99_ms'))} ms; "
-        f"max {_fmt(results.get('latency_max_ms'))} ms.",
+        f"- Latency: paced at {_detail(results, 'latency_rate_eps')} events/s for "
+        f"{_detail(results, 'latency_events')} events; {_detail(results, 'latency_alerts')} alerts received, "
+        f"{_detail(results, 'latency_matched')} matched to their trigger and measured, "
+        f"{_detail(results, 'latency_misattributed')} misattributed; "
+        f"of those, the {_detail(results, 'latency_scan_matched')} a scan triggered directly: p50 "
+        f"{_detail(results, 'latency_scan_p50_ms')} ms, p99 {_detail(results, 'latency_scan_p99_ms')} ms; "
+        f"max {_detail(results, 'latency_max_ms')} ms.",
         f"- Worker batches (partition batches handed to the handler): full-speed run "
-        f"{_fmt(results.get('worker_batch_events'))} events in {_fmt(results.get('worker_batch_ms'))} ms "
-        f"per batch; paced latency run {_fmt(results.get('latency_batch_events'))} events in "
-        f"{_fmt(results.get('latency_batch_ms'))} ms per batch.",
-        f"- Memory: {_fmt(results.get('memory_parcels'))} parcels in flight in "
-        f"{_fmt(results.get('memory_state_bytes'))} bytes of engine state (models excluded).",
-        f"- Backtest: `logiwatch backtest` on the same {_fmt(results.get('backtest_events'))} events "
+        f"{_detail(results, 'worker_batch_events')} events in {_detail(results, 'worker_batch_ms')} ms "
+        f"per batch; paced latency run {_detail(results, 'latency_batch_events')} events in "
+        f"{_detail(results, 'latency_batch_ms')} ms per batch.",
+        f"- Memory: {_detail(results, 'memory_parcels')} parcels in flight in "
+        f"{_detail(results, 'memory_state_bytes')} bytes of engine state (models excluded).",
+        f"- Backtest: `logiwatch backtest` on the same {_detail(results, 'backtest_events')} events "
         f"(read the JSONL, clock ticks every minute, one engine per partition, score against the labels); "
-        f"its engine part took {_fmt(results.get('backtest_engine_seconds'))} s.",
+        f"its engine part took {_detail(results, 'backtest_engine_seconds')} s.",
         "",
         *_render_profile(results.get("worker_profile")),
         "## Machine",

@@ -303,6 +303,16 @@ def test_a_skipped_phase_reads_skipped_not_failed() -> None:
     assert "n/a (skipped)" in next(x for x in md.splitlines() if "`two_worker_speedup`" in x)
 
 
+def test_details_of_a_skipped_phase_read_skipped_and_of_a_failed_one_failed() -> None:
+    md = render_markdown(_results(engine_eps=None, latency_p99_ms=None, skipped=["engine"]))
+    workload = next(x for x in md.splitlines() if x.startswith("Workload:"))
+    assert "up to skipped in flight" in workload
+    covered = next(x for x in md.splitlines() if x.startswith("- Events each clock covered"))
+    assert "engine skipped" in covered and "backtest FAILED" in covered
+    latency = next(x for x in md.splitlines() if x.startswith("- Latency:"))
+    assert "FAILED" in latency and "skipped" not in latency
+
+
 def test_profile_summary_ranks_innermost_and_on_stack_shares_without_the_event_loop() -> None:
     collapsed = (
         "_run_code (<frozen runpy>:1);run_forever (asyncio/base_events.py:9);handle (w.py:3);process (e.py:10) 6\n"
