@@ -150,6 +150,8 @@ class Engine:
     >>> alerts = engine.process(sc.events())
     >>> engine.in_flight
     1
+    >>> engine.state_of("WB1").route[-1][2]  # kept encoded; state_of decodes a copy
+    'HUB-A'
     >>> [a.alert_type.value for a in engine.advance(sc.start_ms + 30 * 24 * H)]
     ['stall', 'predicted_late', 'likely_lost']
     """
