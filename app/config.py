@@ -10,12 +10,13 @@ show``. A bad value stops start-up with one line naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from logiwatch.errors import ConfigError
@@ -83,15 +84,39 @@ class WorkerConfig(_Section):
     max_event_future_ms: int = Field(default=24 * 3600 * 1000, ge=0)
 
 
+#: The API token's placeholder default: accepted only while the API listens on loopback.
+DEFAULT_API_TOKEN = "change-me"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
 class AlertsConfig(_Section):
     routes_file: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8088, ge=0, le=65535)
-    api_token: SecretStr = SecretStr("change-me")
+    api_token: SecretStr = SecretStr(DEFAULT_API_TOKEN)
     metrics_port: int = Field(default=9109, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8088"
     #: versioned liability rules (default: the packaged alerts/rules/liability-v1.toml)
     liability_rules_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _no_default_token_beyond_loopback(self) -> AlertsConfig:
+        # The mutating API (acknowledge, resolve, false alarm) must not be reachable from
+        # other machines with a token everybody knows.
+        if self.api_token.get_secret_value() == DEFAULT_API_TOKEN and not _is_loopback(self.api_host):
+            raise ValueError(
+                f"api_token is the default {DEFAULT_API_TOKEN!r} while api_host {self.api_host!r} is not "
+                "loopback: set LOGIWATCH_ALERTS__API_TOKEN (or alerts.api_token)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

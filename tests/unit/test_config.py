@@ -30,6 +30,8 @@ BAD = {
     "bad_type.toml": "invalid setting worker.batch_max_records in {path}: "
     "Input should be a valid integer, unable to parse string as an integer",
     "bad_log_level.toml": "invalid setting log_level in {path}: String should match pattern '^(DEBUG|INFO|WARNING|ERROR)$'",
+    "bad_default_token.toml": "invalid setting alerts in {path}: Value error, api_token is the default "
+    "'change-me' while api_host '0.0.0.0' is not loopback: set LOGIWATCH_ALERTS__API_TOKEN (or alerts.api_token)",
     "bad_syntax.toml": "config file {path} is not valid TOML: "
     "Expected ']' at the end of a table declaration (at line 1, column 7)",
 }
@@ -48,6 +50,18 @@ def test_bad_config_file_stops_the_cli_with_one_line_naming_the_setting(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"logiwatch config: error: {BAD[name].format(path=path)}\n"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_the_default_api_token_is_accepted_on_loopback(host: str) -> None:
+    assert load_settings(alerts={"api_host": host}).alerts.api_host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "alerts.internal"])
+def test_the_default_api_token_is_refused_beyond_loopback_and_a_real_one_is_not(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"api_token is the default 'change-me' while api_host"):
+        load_settings(alerts={"api_host": host})
+    assert load_settings(alerts={"api_host": host, "api_token": "a-real-token"}).alerts.api_host == host
 
 
 def test_missing_config_file_is_a_one_line_config_error() -> None:
