@@ -187,26 +187,42 @@ class AlertService:
 
         loop = asyncio.get_running_loop()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="liability")
-        producer = await loop.run_in_executor(pool, lambda: KafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap, acks="all"))
         topic = self.settings.kafka.topics.liability
+        # The producer is rebuilt after a failed send: after a broker restart an idempotent
+        # producer can keep failing InitProducerId for good, while a new one starts clean.
+        # Entries wait in the outbox (the ledger stream) meanwhile, and consumers dedup a
+        # re-sent entry by its idempotency key.
+        holder: list[Any] = []
 
         def send(records: list[tuple[bytes, bytes]]) -> None:
+            if not holder:
+                holder.append(KafkaProducer(bootstrap_servers=self.settings.kafka.bootstrap, acks="all"))
+            producer = holder[0]
             futures = [producer.send(topic, key=k, value=v) for k, v in records]
             producer.flush()
             for f in futures:
                 f.get(timeout=30)  # raise if the broker did not take it: the cursor stays put
 
+        def discard() -> None:
+            while holder:
+                holder.pop().close(timeout=5)
+
+        delay = 0.5
         try:
             while not stop.is_set():
                 try:
                     n = await _publish_via(loop, pool, self.ledger, send)
+                    delay = 0.5
                 except Exception as exc:  # keep publishing later; the stream is the outbox
-                    log.warning("publishing liability entries failed: %s", exc)
-                    n = 0
+                    log.warning("publishing liability entries failed (%s); new producer in %.1f s", exc, delay)
+                    await loop.run_in_executor(pool, discard)
+                    await _sleep_or_stop(stop, delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
                 if not n:
                     await _sleep_or_stop(stop, 0.5)
         finally:
-            await loop.run_in_executor(pool, producer.close)
+            await loop.run_in_executor(pool, discard)
             pool.shutdown(wait=False)
 
     async def _escalate(self, stop: asyncio.Event) -> None:

@@ -7,8 +7,10 @@ real ``logiwatch worker`` and a real ``logiwatch alerts serve``. After traffic
 flows end to end, the broker is stopped, left down for a while (both
 services must stay up), started again on the same port, and the topics are
 re-created as ``logiwatch stack up`` would. New events must then be
-consumed and committed by the worker's group on the new broker, and new
-alert records must reach the webhook receiver through the alert service.
+consumed and committed by the worker's group on the new broker, new alert
+records must reach the webhook receiver through the alert service, and the
+liability entry a new likely-lost alert charges must be published on the new
+broker (the publisher rebuilds its producer after failed sends).
 (The worker's Redis snapshots name offsets of the lost log, so the test
 re-produces that log before the new events; with a durable broker that is
 what the broker itself would hold.)
@@ -16,14 +18,17 @@ what the broker itself would hold.)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer
 
 from logiwatch import stack
 from logiwatch.config import Settings
+from logiwatch.detectors.model import AnomalyType
 from logiwatch.detectors.runner import interleave_ticks
 from logiwatch.simulator import generate
 from tests.faults.test_alerts_faults import AlertsServe, FaultReceiver, figures, receiver_toml
@@ -40,6 +45,22 @@ pytestmark = pytest.mark.slow
 
 PARTITIONS = 4
 DOWN_S = 8.0
+
+
+def published_evidence(bootstrap: str, topic: str) -> set[str]:
+    """Every alert id named as evidence by the liability entries on ``topic`` so far."""
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=1000,
+    )
+    try:
+        return {aid for rec in consumer for aid in json.loads(rec.value).get("evidence", [])}
+    finally:
+        consumer.close()
 
 
 def test_worker_and_alert_service_reconnect_after_the_broker_restarts_on_the_same_port(
@@ -109,13 +130,21 @@ def test_worker_and_alert_service_reconnect_after_the_broker_restarts_on_the_sam
         worker_back_s = time.monotonic() - restarted_at
         # The alert service, on the new broker, consumes and delivers new alerts.
         fresh = [stall(10_000 + i, alert_id=f"after-restart-{port}-{i}") for i in range(5)]
-        produce(bootstrap, svc.topic, fresh)
+        lost = stall(20_000, alert_id=f"lost-after-restart-{port}", alert_type=AnomalyType.LIKELY_LOST)
+        produce(bootstrap, svc.topic, [*fresh, lost])
         wait_until(
             lambda: {a.alert_id for a in fresh} <= hook.delivered_alerts(),
             120,
             what=f"alert service reconnected and delivered: {svc.log_tail()}",
         )
         service_back_s = time.monotonic() - restarted_at
+        # The charge for the lost parcel reaches the liability topic of the new broker.
+        wait_until(
+            lambda: lost.alert_id in published_evidence(bootstrap, svc.ltopic),
+            120,
+            what=f"liability entry published after the restart: {svc.log_tail()}",
+        )
+        liability_back_s = time.monotonic() - restarted_at
         assert worker.alive() and svc.alive()
         assert svc.starts == 1, "the alert service had to be restarted"
         worker_log = (tmp_path / "worker.log").read_text(errors="replace")
@@ -133,6 +162,7 @@ def test_worker_and_alert_service_reconnect_after_the_broker_restarts_on_the_sam
         deliveries_before=delivered_before,
         worker_committed_new_stream_after_s=round(worker_back_s, 1),
         alert_service_delivered_after_s=round(service_back_s, 1),
+        liability_published_after_s=round(liability_back_s, 1),
         tracebacks_in_worker_log=worker_log.count("Traceback"),
         tracebacks_in_service_log=service_log.count("Traceback"),
     )
