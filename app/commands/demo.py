@@ -659,15 +659,7 @@ def _cleanup(settings: Settings, log: Callable[[str], None]) -> None:
     except Exception as exc:  # kafka-python's own error tree; cleanup must not hide the result
         log(f"demo: could not delete the run's topics ({exc})")
     try:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis.url)
-        try:
-            keys = list(client.scan_iter(match=f"{settings.redis.key_prefix}*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i : i + 500])
-        finally:
-            client.close()
+        stack.delete_redis_prefix(settings.redis.url, settings.redis.key_prefix)
     except Exception as exc:  # redis.RedisError or a refused connection
         log(f"demo: could not delete the run's Redis keys ({exc})")
     shutil.rmtree(Path(settings.stack.state_dir) / "faust" / settings.kafka.worker_group, ignore_errors=True)

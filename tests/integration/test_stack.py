@@ -168,3 +168,20 @@ def test_demo_on_a_running_broker_reads_back_every_record_and_counts_dead_letter
     assert (consumed, dead, missing) == (events, malformed, 0)
     assert total == events + malformed
     assert not (tmp_path / "state" / "stack.json").exists()  # it started nothing
+
+
+def test_delete_redis_prefix_removes_every_key_under_it_in_batches_and_nothing_else(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.mset({f"{redis_prefix}k{i}": i for i in range(1_234)})  # more than one delete batch
+        client.set(f"{redis_prefix}x", 1)  # outside the prefix deleted below
+        stack.delete_redis_prefix(redis_url, f"{redis_prefix}k")
+        assert list(client.scan_iter(match=f"{redis_prefix}k*")) == []
+        assert client.get(f"{redis_prefix}x") == b"1"
+    finally:
+        client.delete(f"{redis_prefix}x")
+        client.close()

@@ -32,7 +32,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-import redis
 import yaml
 
 from logiwatch import stack
@@ -300,13 +299,7 @@ def live(
         receiver.shutdown()
         receiver.server_close()
         stack.delete_topics(kafka_bootstrap, [name for name, _ in topics.values()])
-        client = redis.Redis.from_url(redis_url)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i : i + 500])
-        finally:
-            client.close()
+        stack.delete_redis_prefix(redis_url, prefix)
         shutil.rmtree(tmp / "tsdb", ignore_errors=True)
 
 
