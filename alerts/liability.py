@@ -26,13 +26,13 @@ a new entry for the receiving party, with both alerts as evidence.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from logiwatch.config import read_toml
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType
 from logiwatch.errors import ConfigError
 
@@ -113,13 +113,7 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
     """Read and validate a rules file; ``ConfigError`` with one line on any problem."""
 
     p = Path(path) if path else DEFAULT_RULES
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"liability rules file not found: {p}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"liability rules file {p} is not valid TOML: {exc}") from None
-    return parse_rules(data, p)
+    return parse_rules(read_toml(p, "liability rules file"), p)
 
 
 def parse_rules(data: dict[str, Any], source: Path | str = "<rules>") -> RuleSet:
@@ -132,7 +126,9 @@ def parse_rules(data: dict[str, Any], source: Path | str = "<rules>") -> RuleSet
     seen_versions: set[str] = set()
     for v in rs.versions:
         if v.effective_from.tzinfo is None:
-            raise ConfigError(f"liability rules file {source}: version {v.version}: effective_from needs a UTC offset")
+            raise ConfigError(
+                f"liability rules file {source}: version {v.version}: effective_from needs a UTC offset"
+            )
         if v.version in seen_versions:
             raise ConfigError(f"liability rules file {source}: duplicate version {v.version!r}")
         seen_versions.add(v.version)
@@ -140,24 +136,43 @@ def parse_rules(data: dict[str, Any], source: Path | str = "<rules>") -> RuleSet
         for r in v.rules:
             where = f"version {v.version} rule {r.id}"
             if r.party not in PARTIES:
-                raise ConfigError(f"liability rules file {source}: {where}: party must be one of {', '.join(PARTIES)}")
+                raise ConfigError(
+                    f"liability rules file {source}: {where}: party must be one of {', '.join(PARTIES)}"
+                )
             if not 0 <= r.percent <= 100 or r.min_yuan < 0 or r.cap_yuan < r.min_yuan:
-                raise ConfigError(f"liability rules file {source}: {where}: need 0 <= percent <= 100 and 0 <= min_yuan <= cap_yuan")
+                raise ConfigError(
+                    f"liability rules file {source}: {where}: need 0 <= percent <= 100 and 0 <= min_yuan <= cap_yuan"
+                )
             clash = types & set(r.alert_types)
             if clash:
-                raise ConfigError(f"liability rules file {source}: {where}: alert type {sorted(clash)[0].value} has two rules")
+                raise ConfigError(
+                    f"liability rules file {source}: {where}: alert type {sorted(clash)[0].value} has two rules"
+                )
             types |= set(r.alert_types)
         for e in v.exemptions:
             where = f"version {v.version} exemption {e.id}"
             if e.when not in ("incident", "window"):
-                raise ConfigError(f"liability rules file {source}: {where}: when must be 'incident' or 'window'")
+                raise ConfigError(
+                    f"liability rules file {source}: {where}: when must be 'incident' or 'window'"
+                )
             if not 0 < e.share_cut <= 1 or any(p not in PARTIES for p in e.parties):
-                raise ConfigError(f"liability rules file {source}: {where}: need 0 < share_cut <= 1 and known parties")
+                raise ConfigError(
+                    f"liability rules file {source}: {where}: need 0 < share_cut <= 1 and known parties"
+                )
             if e.transfer_to is not None and e.transfer_to not in PARTIES:
-                raise ConfigError(f"liability rules file {source}: {where}: transfer_to must be one of {', '.join(PARTIES)}")
+                raise ConfigError(
+                    f"liability rules file {source}: {where}: transfer_to must be one of {', '.join(PARTIES)}"
+                )
             if e.when == "window":
-                if e.starts_at is None or e.ends_at is None or e.starts_at.tzinfo is None or e.ends_at <= e.starts_at:
-                    raise ConfigError(f"liability rules file {source}: {where}: a window needs starts_at < ends_at with UTC offsets")
+                if (
+                    e.starts_at is None
+                    or e.ends_at is None
+                    or e.starts_at.tzinfo is None
+                    or e.ends_at <= e.starts_at
+                ):
+                    raise ConfigError(
+                        f"liability rules file {source}: {where}: a window needs starts_at < ends_at with UTC offsets"
+                    )
     return rs
 
 
@@ -221,7 +236,13 @@ def _incident_exemption(version: RuleVersion, party: str) -> Exemption | None:
 
 
 def _split(
-    charge: Charge, exemption: Exemption, evidence: tuple[str, ...], at_ms: int, base: dict[str, Any], currency: str, late: bool
+    charge: Charge,
+    exemption: Exemption,
+    evidence: tuple[str, ...],
+    at_ms: int,
+    base: dict[str, Any],
+    currency: str,
+    late: bool,
 ) -> list[Entry]:
     """Entries that move ``share_cut`` of a charge away from its party (and maybe to another)."""
 
@@ -292,9 +313,16 @@ def evaluate(
         if incident_id and existing.exempted_by is None:
             return _reattribute(alert, incident_id, [existing], version, rules.currency)
         return [], []  # one charge per (parcel, rule)
-    if rule.requires_broken_promise and (alert.promised_delivery_by is None or alert.detected_at < alert.promised_delivery_by):
+    if rule.requires_broken_promise and (
+        alert.promised_delivery_by is None or alert.detected_at < alert.promised_delivery_by
+    ):
         return [], []
-    base = {"waybill_id": alert.waybill_id, "order_id": alert.order_id, "merchant_id": alert.merchant_id, "carrier_id": alert.carrier_id}
+    base = {
+        "waybill_id": alert.waybill_id,
+        "order_id": alert.order_id,
+        "merchant_id": alert.merchant_id,
+        "carrier_id": alert.carrier_id,
+    }
     full = rule.amount_fen(alert.order_amount)
     exemption = _incident_exemption(version, rule.party) if incident_id else None
     exemption = exemption or _window_exemption(version, alert, rule.party)
@@ -330,7 +358,9 @@ def evaluate(
     return entries, [charge]
 
 
-def _reattribute(alert: Alert, incident_id: str, charges: Any, version: RuleVersion, currency: str) -> tuple[list[Entry], list[Charge]]:
+def _reattribute(
+    alert: Alert, incident_id: str, charges: Any, version: RuleVersion, currency: str
+) -> tuple[list[Entry], list[Charge]]:
     entries: list[Entry] = []
     updated: list[Charge] = []
     for charge in sorted(charges, key=lambda c: c.charge_key):

@@ -17,7 +17,6 @@ inhibition rule applies. Layout (see ``docs/webhooks.md``)::
 from __future__ import annotations
 
 import os
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from logiwatch.alerts.model import (
     Silence,
     alert_labels,
 )
+from logiwatch.config import read_toml
 from logiwatch.detectors.model import Alert, AnomalyType, Severity
 from logiwatch.errors import ConfigError
 
@@ -142,13 +142,7 @@ def load_routes(path: str | Path) -> RoutingConfig:
     """Read and validate a routes file; raise ``ConfigError`` (one line) on any problem."""
 
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"routes file not found: {p}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"routes file {p} is not valid TOML: {exc}") from None
-    return parse_routes(data, p)
+    return parse_routes(read_toml(p, "routes file"), p)
 
 
 def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> RoutingConfig:

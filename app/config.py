@@ -144,6 +144,17 @@ def _one_line(exc: ValidationError, source: str) -> str:
     return f"invalid setting {where} in {source}: {err['msg']}{more}"
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's contents, or ``ConfigError`` with one line naming ``what`` and the file."""
+
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the settings; raise ``ConfigError`` with one line on any problem.
 
@@ -157,12 +168,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     if path:
         p = Path(path)
         source = str(p)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {p}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        data = read_toml(p, "config file")
     try:
         env_only = Settings()
         merged = _deep_merge(data, _explicit_env(env_only))
