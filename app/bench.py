@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from logiwatch import stack
+from logiwatch.commands.worker import tune_gc
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert, decode_event, encode_event
 from logiwatch.detectors.model import Label, ScanEvent
@@ -1203,10 +1204,7 @@ def worker_gc(gen0_threshold: int) -> Iterator[None]:
     """
 
     before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    if gen0_threshold:
-        gc.set_threshold(gen0_threshold, before[1], before[2])
+    tune_gc(gen0_threshold)
     try:
         yield
     finally:

@@ -30,7 +30,6 @@ encodes it back at its end; that round trip is the price, measured in
 from __future__ import annotations
 
 import heapq
-import sys
 import zlib
 from bisect import insort
 from collections.abc import Mapping, Sequence
@@ -381,16 +380,17 @@ class Engine:
         seen += h
         st.seen = seen if len(seen) <= self._max_seen_bytes else seen[4:]
         due = st.due
-        # min() first: usually nothing is overdue and the sort below is skipped
-        if due and min(due.values()) < t:
+        # the earliest deadline first (kept in _due_at): usually nothing is overdue and the
+        # sort below is skipped
+        first_due = self._due_at.get(wb)
+        if first_due is not None and first_due < t:
             # the parcel's own scan proves it was silent until t: fire what was due before
             early = sorted((d, self._index[n]) for n, d in due.items() if d < t and n != FORGET and n in self._index)
             for d, i in early:
                 if due.get(self._detectors[i].name) == d:
                     self._fire(st, i, d, out)
         code = CODES[ev.event_type]
-        # node and region ids repeat across parcels: interned, route entries share one copy
-        entry = (t, code, sys.intern(ev.node_id), sys.intern(ev.region))
+        entry = (t, code, ev.node_id, ev.region)
         route = st.route
         prev = route[-1] if route else None
         latest = prev is None or t >= prev[0]

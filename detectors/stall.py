@@ -129,7 +129,6 @@ class StallDetector(DeadlineMixin):
             # a dwell that began before a recent incident at this hub ended is explained by it
             if recent is not None and t <= int(recent[2]) and now_ms - int(recent[2]) < 86_400_000:
                 inc = recent
-        where = "at"
         return [
             Finding(
                 alert_type=AnomalyType.STALL,
@@ -141,7 +140,7 @@ class StallDetector(DeadlineMixin):
                 region=region,
                 incident_id=str(inc[0]) if inc else None,
                 summary=(
-                    f"Parcel {state.waybill} has had no scan for {dwell_s / 3600:.1f} h {where} {node} "
+                    f"Parcel {state.waybill} has had no scan for {dwell_s / 3600:.1f} h at {node} "
                     f"after {TYPES[code].value} (expected p99 {q[P99] / 3600:.1f} h)"
                 ),
                 evidence={

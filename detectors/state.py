@@ -14,7 +14,6 @@ whether this event is the newest of its parcel).
 from __future__ import annotations
 
 import math
-import sys
 from typing import Protocol
 
 import msgspec
@@ -83,17 +82,15 @@ class ParcelState(msgspec.Struct, array_like=True):
 
 
 def new_state(event: ScanEvent) -> ParcelState:
-    # Merchants, carriers, categories and regions repeat across parcels: interned, every
-    # parcel shares one copy instead of keeping the string its first event was decoded with.
     return ParcelState(
         waybill=event.waybill_id,
         order=event.order_id,
-        merchant=sys.intern(event.merchant_id),
-        carrier=sys.intern(event.carrier_id),
-        category=sys.intern(event.category),
+        merchant=event.merchant_id,
+        carrier=event.carrier_id,
+        category=event.category,
         amount=event.order_amount,
-        origin=sys.intern(event.origin_region),
-        dest=sys.intern(event.dest_region),
+        origin=event.origin_region,
+        dest=event.dest_region,
         dispatch_by=event.promised_dispatch_by,
         deliver_by=event.promised_delivery_by,
     )
