@@ -73,6 +73,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2_000)
     args = parser.parse_args()
+    for name in ("parcels", "repeat", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.limit < 0:
+        parser.error(f"--limit must be >= 0, got {args.limit}")
+    probe = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{args.rev}:detectors"], capture_output=True
+    )
+    if probe.returncode != 0:
+        parser.error(f"--rev {args.rev}: not a git revision with a detectors/ folder")
 
     events, _ = generate(args.scenario, seed=args.seed, parcels=args.parcels)
     records: list[ScanEvent | Tick] = list(interleave_ticks(events, 60_000))
