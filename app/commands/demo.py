@@ -522,7 +522,10 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
 
     async def worker_counters() -> WorkerCounters | None:
         status, text = await _http_get(session, worker.metrics_url)
-        return parse_worker_metrics(text) if status == 200 else None
+        # The port answers before the worker has built its pipeline; it is up
+        # once its own metrics are registered.
+        up = status == 200 and "logiwatch_worker_" in text
+        return parse_worker_metrics(text) if up else None
 
     async def scrape() -> None:
         if (got := await worker_counters()) is not None:

@@ -64,6 +64,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     for noisy in ("kafka", "aiokafka"):  # per-connection chatter at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The metrics port first: a taken port or a wrong host stops the worker at
+    # once, before it touches the broker (whose start-up can take a while).
+    registry = CollectorRegistry()
+    if settings.worker.metrics_port:
+        try:
+            start_http_server(
+                settings.worker.metrics_port, addr=settings.worker.metrics_host, registry=registry
+            )
+        except OSError as exc:
+            raise LogiwatchError(f"metrics port {settings.worker.metrics_port} unavailable: {exc}") from None
     topics = settings.kafka.topics
     try:
         ensure_topics(
@@ -76,15 +86,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except Exception as exc:  # kafka-python raises its own tree
         raise LogiwatchError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from None
-    registry = CollectorRegistry()
     runtime = build_worker(settings, registry=registry)
-    if settings.worker.metrics_port:
-        try:
-            start_http_server(
-                settings.worker.metrics_port, addr=settings.worker.metrics_host, registry=registry
-            )
-        except OSError as exc:
-            raise LogiwatchError(f"metrics port {settings.worker.metrics_port} unavailable: {exc}") from None
     logging.getLogger(__name__).info(
         "worker: group %s on %s, events %s",
         settings.kafka.worker_group,

@@ -127,17 +127,27 @@ def test_demo_runs_the_whole_pipeline_and_accounts_for_every_record(
 def test_demo_whose_worker_cannot_start_fails_in_one_line_naming_its_log_and_cleans_up(
     kafka_bootstrap: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    env = _demo_env(kafka_bootstrap, redis_url, redis_prefix, tmp_path / "state")
+    state_dir = tmp_path / "state"
+    env = _demo_env(kafka_bootstrap, redis_url, redis_prefix, state_dir)
     # The worker cannot bind its metrics server on an address this host does not have
     # (TEST-NET-3); the demo itself reads the metrics over loopback and starts fine.
     env["LOGIWATCH_WORKER__METRICS_HOST"] = "203.0.113.7"
-    done = subprocess.run(
-        [sys.executable, "-m", "logiwatch.cli", "demo", "--duration", "20"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    try:
+        # Longer than the demo's own waits (board and worker 60 s each, then the
+        # clean-up), so that a slow start fails with the demo's message, not ours.
+        done = subprocess.run(
+            [sys.executable, "-m", "logiwatch.cli", "demo", "--duration", "20"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
+        )
+    except subprocess.TimeoutExpired as exc:
+        log = state_dir / "demo-worker.log"
+        raise AssertionError(
+            f"the demo hung; worker log:\n{log.read_text() if log.exists() else '(none)'}\n"
+            f"demo output:\n{exc.stdout!r}\n{exc.stderr!r}"
+        ) from None
     assert done.returncode == 1, done.stdout + done.stderr
     last = done.stderr.strip().splitlines()[-1]
     found = re.fullmatch(r"logiwatch demo: error: the worker exited during start-up \(exit status 1\); see (\S+)", last)
