@@ -99,6 +99,7 @@ MEMORY_SAMPLE_EVENTS = 100_000
 #: Worker metrics the harness reads (see logiwatch.streams.metrics).
 CONSUMED = "logiwatch_worker_events_consumed_total"
 ALERTS = "logiwatch_worker_alerts_emitted_total"
+CHECKPOINT_BYTES = "logiwatch_worker_checkpoint_bytes_total"
 DLQ = "logiwatch_worker_dlq_total"
 BATCH_COUNT = "logiwatch_worker_batch_seconds_count"
 BATCH_SUM = "logiwatch_worker_batch_seconds_sum"
@@ -476,6 +477,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"{_detail(results, 'worker_batch_events')} events in {_detail(results, 'worker_batch_ms')} ms "
         f"per batch; paced latency run {_detail(results, 'latency_batch_events')} events in "
         f"{_detail(results, 'latency_batch_ms')} ms per batch.",
+        f"- Checkpoints (state written to Redis, parcels and models): "
+        f"{_detail(results, 'worker_checkpoint_bytes_per_event')} bytes per consumed event in the "
+        f"full-speed run, {_detail(results, 'latency_checkpoint_bytes_per_event')} in the paced latency run.",
         f"- Memory: {_detail(results, 'memory_parcels')} parcels in flight in "
         f"{_detail(results, 'memory_state_bytes')} bytes of engine state (models excluded).",
         f"- Backtest: `logiwatch backtest` on the same {_detail(results, 'backtest_events')} events "
@@ -1027,6 +1031,7 @@ class WorkerRun:
     dlq: int
     batch_events: float | None = None  # mean events per handled partition batch
     batch_ms: float | None = None  # mean handling time per batch
+    checkpoint_bytes_per_event: float | None = None  # Redis bytes checkpoints wrote per consumed event
 
 
 @dataclass
@@ -1126,6 +1131,11 @@ def measure_workers(
             batch_ms=sum(pb[1] for pb in known) / len(known) * 1000 if known else None,
             alerts=int(sum(s.get(ALERTS, 0.0) for s in stats)),
             dlq=int(sum(s.get(DLQ, 0.0) for s in stats)),
+            checkpoint_bytes_per_event=(
+                sum(s.get(CHECKPOINT_BYTES, 0.0) for s in stats) / consumed_all
+                if (consumed_all := sum(s.get(CONSUMED, 0.0) for s in stats))
+                else None
+            ),
         )
     finally:
         reader.close()
@@ -1454,7 +1464,10 @@ def latency_phase(ctx: BenchContext, workload: Workload, rate_eps: float, second
                 index,
             )
         )
-        batches = batch_profile(before, workers.scrape_all()[0])
+        after = workers.scrape_all()[0]
+        batches = batch_profile(before, after)
+        paced = after.get(CONSUMED, 0.0) - before.get(CONSUMED, 0.0)
+        written = after.get(CHECKPOINT_BYTES, 0.0) - before.get(CHECKPOINT_BYTES, 0.0)
     finally:
         reader.close()
         workers.stop()
@@ -1476,6 +1489,7 @@ def latency_phase(ctx: BenchContext, workload: Workload, rate_eps: float, second
         # how the worker handled the paced stream: small batches pay the per-batch cost often
         "latency_batch_events": batches[0] if batches else None,
         "latency_batch_ms": batches[1] * 1000 if batches else None,
+        "latency_checkpoint_bytes_per_event": written / paced if paced else None,
     }
 
 
@@ -1588,6 +1602,7 @@ def run_bench(
                 f"{name}_dlq": run.dlq,
                 f"{name}_batch_events": run.batch_events,
                 f"{name}_batch_ms": run.batch_ms,
+                f"{name}_checkpoint_bytes_per_event": run.checkpoint_bytes_per_event,
             }
 
         phase("worker", lambda: workers_phase(1))

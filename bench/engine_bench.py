@@ -7,9 +7,10 @@ over all of it, best of three fresh engines, so the figure is reproducible
 and comparable between commits. Only ``process`` is timed: generating the log
 is not; CPU time is printed too, as it varies less on a shared machine. Run
 with ``.venv/bin/python bench/engine_bench.py [--parcels N] [--repeat R]
-[--profile | --memory]``: ``--profile`` prints the top of a cProfile of one run
-instead; ``--memory`` measures the bytes each in-flight parcel costs (see
-``memory_per_parcel``).
+[--profile | --memory N | --checkpoint-bytes N]``: ``--profile`` prints the top
+of a cProfile of one run instead; ``--memory`` measures the bytes each
+in-flight parcel costs (see ``memory_per_parcel``); ``--checkpoint-bytes``
+the models bytes a checkpoint writes (see ``checkpoint_bytes``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,40 @@ def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:
     )
 
 
+def checkpoint_bytes(parcels: int, seed: int, every: int) -> None:
+    """Models bytes per checkpoint: the whole blob against the core plus the changed baseline keys.
+
+    One engine (one partition) over the default log, a checkpoint after every
+    ``every`` records as a worker's checkpoint interval would cut them; the
+    first 10 % of checkpoints (cold models) are left out of the averages.
+    """
+
+    events, _ = generate("default", seed=seed, parcels=parcels)
+    records: list[ScanEvent | Tick] = list(interleave_ticks(events, 60_000))
+    engine = Engine(EngineConfig())
+    whole: list[int] = []
+    split: list[tuple[int, int, int]] = []
+    for start in range(0, len(records), every):
+        engine.process(records[start : start + every])
+        engine.take_changes()
+        whole.append(len(engine.export_models()))
+        models = engine.take_model_changes()
+        split.append((len(models.core), len(models.baselines), sum(len(v) for v in models.baselines.values())))
+    skip = len(whole) // 10
+    whole, split = whole[skip:], split[skip:]
+    n = len(whole)
+    avg_whole = sum(whole) / n
+    avg_core = sum(c for c, _, _ in split) / n
+    avg_keys = sum(k for _, k, _ in split) / n
+    avg_fields = sum(b for _, _, b in split) / n
+    keys = sum(len(b.hist) for b in engine.env.baselines().values())
+    print(
+        f"{n} checkpoints of {every} records ({len(records)} in all, {keys} baseline keys at the end): "
+        f"whole models blob {avg_whole:,.0f} B on average; core {avg_core:,.0f} B + {avg_keys:,.0f} changed "
+        f"keys {avg_fields:,.0f} B = {avg_core + avg_fields:,.0f} B ({avg_whole / (avg_core + avg_fields):.1f}x less)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parcels", type=int, default=20_000)
@@ -80,7 +115,16 @@ def main() -> int:
     parser.add_argument(
         "--memory", type=int, metavar="PARCELS_IN_FLIGHT", help="measure bytes per parcel instead"
     )
+    parser.add_argument(
+        "--checkpoint-bytes",
+        type=int,
+        metavar="RECORDS",
+        help="measure the models bytes per checkpoint, one checkpoint per RECORDS records, instead",
+    )
     args = parser.parse_args()
+    if args.checkpoint_bytes:
+        checkpoint_bytes(args.parcels, args.seed, args.checkpoint_bytes)
+        return 0
     if args.memory:
         memory_per_parcel(args.parcels, args.seed, args.memory)
         return 0

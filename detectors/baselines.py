@@ -58,7 +58,7 @@ class DurationBaseline:
     True
     """
 
-    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cache", "_fast")
+    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cache", "_fast", "changed")
 
     def __init__(self, prior: Sequence[float], *, min_count: int = 30, clip_factor: float = 3.0) -> None:
         self.prior = tuple(float(x) for x in prior)
@@ -72,6 +72,9 @@ class DurationBaseline:
         #: key -> (count that triggers a refresh, quantiles tuple, learning clip cap), derived
         #: from ``cache`` and not exported: the hot paths read one entry and build nothing
         self._fast: dict[str, tuple[float, Quantiles, float]] = {}
+        #: keys whose histogram or cache changed since the last ``take_changed`` (a checkpoint
+        #: writes only those: most keys of a large network are idle in any one second)
+        self.changed: set[str] = set()
 
     def learn(self, keys: Sequence[str], value_s: float) -> None:
         """Add one observation to every key of the chain (clipped where warm)."""
@@ -82,6 +85,7 @@ class DurationBaseline:
         fast = self._fast
         min_count = self.min_count
         b = 1 + _bin(value_s)  # the same value for every key unless a key clips it
+        self.changed.update(keys)
         for key in keys:
             h = hist.get(key)
             if h is None:
@@ -169,6 +173,7 @@ class DurationBaseline:
         if q is None or n >= q[0] * 1.125 + 4:
             q = [float(n), *self._compute(h)]
             self.cache[key] = q
+            self.changed.add(key)
         return q[1:]
 
     @staticmethod
@@ -194,6 +199,27 @@ class DurationBaseline:
 
     def export(self) -> dict[str, object]:
         return {"hist": self.hist, "cache": self.cache}
+
+    def take_changed(self) -> dict[str, list[object]]:
+        """``key -> [histogram, cache entry or None]`` for the keys changed since the last call."""
+
+        hist, cache = self.hist, self.cache
+        out: dict[str, list[object]] = {k: [hist[k], cache.get(k)] for k in self.changed if k in hist}
+        self.changed.clear()
+        return out
+
+    def load_entries(self, entries: dict[str, list[object]]) -> None:
+        """Apply ``take_changed`` output (later entries of a key replace earlier ones)."""
+
+        for key, (h, q) in entries.items():
+            if not isinstance(h, list) or len(h) != NBINS + 1 or not (q is None or isinstance(q, list)):
+                raise ValueError(f"baseline entry {key!r} is not [histogram, cache]")
+            self.hist[key] = [int(x) for x in h]
+            if q is None:
+                self.cache.pop(key, None)
+            else:
+                self.cache[key] = [float(x) for x in q]
+            self._fast.pop(key, None)
 
     def load(self, data: dict[str, object]) -> None:
         hist = data.get("hist", {})

@@ -139,6 +139,22 @@ class StateChanges:
     deletes: list[str]
 
 
+@dataclass
+class ModelChanges:
+    """The learned models for a checkpoint, split so that it writes what changed.
+
+    ``core`` is everything but the duration baselines (small: clock, hub
+    tracker, centroids), always whole; ``baselines`` holds only the baseline
+    keys learned or re-summarised since the last ``take_model_changes``, as
+    ``"<baseline>:<key>" -> msgpack([histogram, cached quantiles])`` fields that
+    overwrite the stored ones. ``Engine.restore(config, parcels, core, fields)``
+    over the accumulated fields gives back the same models as ``export_models``.
+    """
+
+    core: bytes
+    baselines: dict[str, bytes]
+
+
 class Engine:
     """Per-partition detection engine (see the module docstring).
 
@@ -229,6 +245,28 @@ class Engine:
         blob = self.parcels.get(waybill)
         return None if blob is None else _state_decoder.decode(blob)
 
+    def _load_baseline_fields(self, fields: Mapping[str, bytes] | Mapping[bytes, bytes]) -> None:
+        by_name: dict[str, dict[str, list[object]]] = {}
+        for raw, value in fields.items():
+            field_name = raw.decode() if isinstance(raw, bytes) else raw
+            name, sep, key = field_name.partition(":")
+            try:
+                entry = msgspec.msgpack.decode(value)
+                valid = bool(sep) and isinstance(entry, list) and len(entry) == 2
+            except msgspec.DecodeError:
+                valid = False
+            if not valid:
+                raise StateError(f"baseline snapshot field {field_name!r} is corrupt")
+            by_name.setdefault(name, {})[key] = entry
+        baselines = self.env.baselines()
+        for name, entries in by_name.items():
+            if name not in baselines:
+                continue  # a baseline this version no longer has is dropped
+            try:
+                baselines[name].load_entries(entries)
+            except (AssertionError, TypeError, ValueError) as exc:
+                raise StateError(f"baseline snapshot of {name!r} is corrupt: {exc!r}") from None
+
     def take_changes(self) -> StateChanges:
         upserts = {wb: self.parcels[wb] for wb in sorted(self._dirty) if wb in self.parcels}
         deletes = sorted(self._deleted)
@@ -237,11 +275,27 @@ class Engine:
         return StateChanges(upserts=upserts, deletes=deletes)
 
     def export_models(self) -> bytes:
+        """All learned models in one blob (``restore``'s ``models``)."""
+
+        return self._models_blob(full=True)
+
+    def take_model_changes(self) -> ModelChanges:
+        """The models as a checkpoint writes them: the core, and the baseline keys changed since the last call."""
+
+        encode = _state_encoder.encode
+        fields = {
+            f"{name}:{key}": encode(entry)
+            for name, b in self.env.baselines().items()
+            for key, entry in b.take_changed().items()
+        }
+        return ModelChanges(core=self._models_blob(full=False), baselines=fields)
+
+    def _models_blob(self, *, full: bool) -> bytes:
         env = self.env
         blob = {
             "version": MODELS_VERSION,
             "max_time": self._max_time,
-            "baselines": {name: b.export() for name, b in env.baselines().items()},
+            "baselines": {name: b.export() for name, b in env.baselines().items()} if full else None,
             "centroids": env.centroids,
             "present": env.present,
             "incidents": env.incidents,
@@ -255,7 +309,15 @@ class Engine:
         return _state_encoder.encode(blob)
 
     @classmethod
-    def restore(cls, config: EngineConfig, parcels: Mapping[str, bytes], models: bytes | None) -> Engine:
+    def restore(
+        cls,
+        config: EngineConfig,
+        parcels: Mapping[str, bytes],
+        models: bytes | None,
+        baselines: Mapping[str, bytes] | Mapping[bytes, bytes] | None = None,
+    ) -> Engine:
+        """An engine from a checkpoint: parcel blobs, a models blob (whole or core) and baseline fields."""
+
         engine = cls(config)
         if models:
             try:
@@ -266,8 +328,9 @@ class Engine:
                 raise StateError("engine models snapshot has an unknown version; delete it to relearn")
             engine._max_time = blob["max_time"]
             env = engine.env
-            for name, b in env.baselines().items():
-                b.load(blob["baselines"].get(name, {}))
+            if blob["baselines"] is not None:
+                for name, b in env.baselines().items():
+                    b.load(blob["baselines"].get(name, {}))
             env.centroids = blob["centroids"]
             env.present = blob["present"]
             env.incidents = blob["incidents"]
@@ -277,6 +340,8 @@ class Engine:
             env.arrivals = blob["arrivals"]
             env.suspect = blob["suspect"]
             env.recent_incidents = blob["recent_incidents"]
+        if baselines:
+            engine._load_baseline_fields(baselines)
         for key in sorted(parcels):
             blob = parcels[key]
             try:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from logiwatch.config import Settings
 from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
 from logiwatch.streams.metrics import WorkerMetrics
-from logiwatch.streams.state import SnapshotStore
+from logiwatch.streams.state import Snapshot, SnapshotStore
 from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory, PartitionEngine
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ def real_engine_factory(settings: Settings) -> EngineFactory:
 
     config = EngineConfig(allowed_lateness_ms=settings.worker.allowed_lateness_ms)
 
-    def factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
-        engine: PartitionEngine = Engine.restore(config, parcels, models)
+    def factory(snap: Snapshot) -> PartitionEngine:
+        engine: PartitionEngine = Engine.restore(config, snap.parcels, snap.models, snap.baselines)
         return engine
 
     return factory

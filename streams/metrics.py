@@ -93,6 +93,13 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.checkpoint_bytes = Counter(
+            "logiwatch_worker_checkpoint_bytes_total",
+            "Bytes of state written to Redis by checkpoints, by part: parcels, models (the core blob) "
+            "and baselines (the changed keys only).",
+            ["part"],
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "logiwatch_worker_redis_errors_total",
             "Failed Redis calls (each is retried with backoff).",

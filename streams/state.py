@@ -1,11 +1,13 @@
 """Per-partition state snapshots in Redis, written before offsets are committed.
 
-Each events partition owns three keys under the configured prefix:
+Each events partition owns four keys under the configured prefix:
 ``{prefix}parcels:{topic}:{partition}`` (hash: waybill -> the engine's
 serialised parcel state), ``{prefix}models:{topic}:{partition}`` (the
-engine's baselines and clock) and ``{prefix}offset:{topic}:{partition}`` (the
-next offset the snapshot has *not* applied). A checkpoint writes all three in
-ONE ``MULTI/EXEC`` pipeline, so a reader never sees parcels from one batch
+engine's clock, hub tracker and other small models),
+``{prefix}baselines:{topic}:{partition}`` (hash: one field per learned
+duration-baseline key; a checkpoint writes only the keys that changed) and
+``{prefix}offset:{topic}:{partition}`` (the next offset the snapshot has *not*
+applied). A checkpoint writes all four in ONE ``MULTI/EXEC`` pipeline, so a reader never sees parcels from one batch
 with the offset of another, fenced so that a snapshot never moves backwards. Redis trouble is retried with capped
 exponential backoff for as long as it lasts: the caller is the batch
 handler's snapshot write, which the handler waits for once it has been in
@@ -39,6 +41,8 @@ class Snapshot:
     parcels: dict[str, bytes] = field(default_factory=dict)
     models: bytes | None = None
     offset: int | None = None
+    #: baseline fields ("<baseline>:<key>" -> msgpack entry), as ``Engine.restore`` takes them
+    baselines: dict[str, bytes] = field(default_factory=dict)
 
 
 class SnapshotStore:
@@ -65,11 +69,14 @@ class SnapshotStore:
         self.backoff_max_s = backoff_max_s
         self.should_stop = should_stop
 
-    def keys(self, topic: str, partition: int) -> tuple[str, str, str]:
+    def keys(self, topic: str, partition: int) -> tuple[str, str, str, str]:
+        """The partition's parcels, models, baselines and offset keys."""
+
         suffix = f"{topic}:{partition}"
         return (
             f"{self.prefix}parcels:{suffix}",
             f"{self.prefix}models:{suffix}",
+            f"{self.prefix}baselines:{suffix}",
             f"{self.prefix}offset:{suffix}",
         )
 
@@ -88,17 +95,25 @@ class SnapshotStore:
                 delay = min(delay * 2, self.backoff_max_s)
 
     async def load(self, topic: str, partition: int) -> Snapshot:
-        parcels_key, models_key, offset_key = self.keys(topic, partition)
+        parcels_key, models_key, baselines_key, offset_key = self.keys(topic, partition)
+
+        def text_keys(raw: dict[Any, bytes]) -> dict[str, bytes]:
+            return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
 
         async def _load() -> Snapshot:
-            # One MULTI/EXEC so the three keys come from the same checkpoint.
+            # One MULTI/EXEC so the four keys come from the same checkpoint.
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(parcels_key)
                 pipe.get(models_key)
+                pipe.hgetall(baselines_key)
                 pipe.get(offset_key)
-                raw_parcels, models, offset = await pipe.execute()
-            parcels = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw_parcels.items()}
-            return Snapshot(parcels=parcels, models=models, offset=None if offset is None else int(offset))
+                raw_parcels, models, raw_baselines, offset = await pipe.execute()
+            return Snapshot(
+                parcels=text_keys(raw_parcels),
+                models=models,
+                offset=None if offset is None else int(offset),
+                baselines=text_keys(raw_baselines),
+            )
 
         return await self._retry("load", _load)
 
@@ -111,6 +126,7 @@ class SnapshotStore:
         deletes: Sequence[str],
         models: bytes | None,
         offset: int,
+        baselines: Mapping[str, bytes] | None = None,
     ) -> bool:
         """Write one checkpoint atomically; False if a newer one is already there.
 
@@ -120,7 +136,7 @@ class SnapshotStore:
         key plus the check below makes that write a no-op instead.
         """
 
-        parcels_key, models_key, offset_key = self.keys(topic, partition)
+        parcels_key, models_key, baselines_key, offset_key = self.keys(topic, partition)
         started = time.perf_counter()
 
         async def _save() -> bool:
@@ -139,6 +155,8 @@ class SnapshotStore:
                             pipe.hset(parcels_key, mapping=dict[Any, Any](upserts))
                         if models is not None:
                             pipe.set(models_key, models)
+                        if baselines:
+                            pipe.hset(baselines_key, mapping=dict[Any, Any](baselines))
                         pipe.set(offset_key, offset)
                         await pipe.execute()
                         return True
@@ -148,6 +166,11 @@ class SnapshotStore:
         written = await self._retry("checkpoint", _save)
         if self.metrics is not None:
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+            if written:
+                size = self.metrics.checkpoint_bytes
+                size.labels("parcels").inc(sum(len(v) for v in upserts.values()))
+                size.labels("models").inc(len(models or b""))
+                size.labels("baselines").inc(sum(len(v) for v in (baselines or {}).values()))
         return written
 
     async def delete(self, topic: str, partition: int) -> None:

@@ -100,7 +100,7 @@ from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import TICK_HEADER, TICK_HEADER_VALUE, Alert, ScanEvent, Tick
 from logiwatch.streams.dlq import PROCESSING_ERROR, DeadLetter, encode_dead_letter, make_dead_letter
 from logiwatch.streams.metrics import WorkerMetrics
-from logiwatch.streams.state import SnapshotStore
+from logiwatch.streams.state import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,16 @@ class EngineChanges(Protocol):
     def deletes(self) -> Sequence[str]: ...
 
 
+class EngineModels(Protocol):
+    """Learned models for a checkpoint: the whole core blob, and the baseline fields that changed."""
+
+    @property
+    def core(self) -> bytes: ...
+
+    @property
+    def baselines(self) -> Mapping[str, bytes]: ...
+
+
 class PartitionEngine(Protocol):
     """What the shell needs of ``logiwatch.detectors.engine.Engine``."""
 
@@ -134,13 +144,13 @@ class PartitionEngine(Protocol):
 
     def take_changes(self) -> EngineChanges: ...
 
-    def export_models(self) -> bytes: ...
+    def take_model_changes(self) -> EngineModels: ...
 
     def stats(self) -> dict[str, float]: ...
 
 
-#: Rebuilds a partition's engine from its snapshot: (parcels, models) -> engine.
-EngineFactory = Callable[[Mapping[str, bytes], bytes | None], PartitionEngine]
+#: Rebuilds a partition's engine from its snapshot.
+EngineFactory = Callable[[Snapshot], PartitionEngine]
 
 
 class KafkaRecord(Protocol):
@@ -308,7 +318,7 @@ class BatchWorker:
 
     async def _restore(self, topic: str, partition: int) -> _Partition:
         snap = await self.store.load(topic, partition)
-        engine = self.engine_factory(snap.parcels, snap.models)
+        engine = self.engine_factory(snap)
         log.info(
             "restored %s[%d]: %d parcels, snapshot offset %s",
             topic,
@@ -492,7 +502,7 @@ class BatchWorker:
         acks, part.unacked = part.unacked, []
         try:
             changes = part.engine.take_changes()
-            models = part.engine.export_models()
+            models = part.engine.take_model_changes()
         except BaseException:
             # The dirty set may be gone with take_changes(): a later checkpoint
             # of this engine would miss those parcels. Rebuild from Redis instead.
@@ -512,7 +522,8 @@ class BatchWorker:
                 partition,
                 upserts=changes.upserts,
                 deletes=changes.deletes,
-                models=models,
+                models=models.core,
+                baselines=models.baselines,
                 offset=offset,
             )
 
@@ -595,7 +606,7 @@ class BatchWorker:
         if not await self._settle(topic, partition, part):
             raise _StaleState
         snap = await self.store.load(topic, partition)
-        part.engine = self.engine_factory(snap.parcels, snap.models)
+        part.engine = self.engine_factory(snap)
         if part.unsaved:
             part.engine.process(part.unsaved)
         part.unsaved.clear()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +92,8 @@ class PoisonedEngine:
     def take_changes(self) -> Any:
         return self.inner.take_changes()
 
-    def export_models(self) -> bytes:
-        return self.inner.export_models()
+    def take_model_changes(self) -> Any:
+        return self.inner.take_model_changes()
 
     def stats(self) -> dict[str, float]:
         return self.inner.stats()
@@ -111,12 +111,12 @@ class ProducerSink:
         )
 
 
-def real_factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
-    return Engine.restore(CONFIG, parcels, models)
+def real_factory(snap: Snapshot) -> PartitionEngine:
+    return Engine.restore(CONFIG, snap.parcels, snap.models, snap.baselines)
 
 
-def poisoned_factory(parcels: Mapping[str, bytes], models: bytes | None) -> PartitionEngine:
-    return PoisonedEngine(Engine.restore(CONFIG, parcels, models), poison="WB-POISON")
+def poisoned_factory(snap: Snapshot) -> PartitionEngine:
+    return PoisonedEngine(real_factory(snap), poison="WB-POISON")
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Rig:
     def run(
         self,
         scenario: Callable[[BatchWorker], Awaitable[list[BatchOutcome]]],
-        factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine] = real_factory,
+        factory: Callable[[Snapshot], PartitionEngine] = real_factory,
         checkpoint_interval_s: float = 0.0,
         checkpoint_max_records: int = 0,
     ) -> list[BatchOutcome]:
@@ -152,7 +152,7 @@ class Rig:
     @contextlib.asynccontextmanager
     async def worker(
         self,
-        factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine] = real_factory,
+        factory: Callable[[Snapshot], PartitionEngine] = real_factory,
         sink_factory: Callable[[AIOKafkaProducer], RecordSink] = lambda p: ProducerSink(p),
         **options: Any,
     ) -> AsyncIterator[tuple[BatchWorker, RecordSink, SnapshotStore]]:

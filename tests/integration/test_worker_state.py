@@ -15,25 +15,39 @@ from logiwatch.streams.state import Snapshot, SnapshotStore
 from tests.helpers import wait_until
 
 
-def test_snapshot_round_trips_parcels_models_and_offset(redis_url: str, redis_prefix: str) -> None:
+def test_snapshot_round_trips_parcels_models_baselines_and_offset(redis_url: str, redis_prefix: str) -> None:
     async def scenario() -> tuple[Snapshot, Snapshot]:
         client = aioredis.Redis.from_url(redis_url)
         store = SnapshotStore(client, redis_prefix)
         try:
             empty = await store.load("events", 2)
             await store.save(
-                "events", 2, upserts={"WB1": b"a", "WB2": b"b"}, deletes=[], models=b"m1", offset=10
+                "events",
+                2,
+                upserts={"WB1": b"a", "WB2": b"b"},
+                deletes=[],
+                models=b"m1",
+                baselines={"dwell:HUB-A": b"h1", "dwell:HUB-B": b"h2"},
+                offset=10,
             )
+            # A checkpoint writes only the baseline keys that changed; the others stay.
             await store.save(
-                "events", 2, upserts={"WB3": b"c", "WB1": b"a2"}, deletes=["WB2"], models=b"m2", offset=25
+                "events",
+                2,
+                upserts={"WB3": b"c", "WB1": b"a2"},
+                deletes=["WB2"],
+                models=b"m2",
+                baselines={"dwell:HUB-A": b"h1'"},
+                offset=25,
             )
             return empty, await store.load("events", 2)
         finally:
             await client.aclose()
 
     empty, snap = asyncio.run(scenario())
-    assert (empty.parcels, empty.models, empty.offset) == ({}, None, None)
+    assert (empty.parcels, empty.models, empty.offset, empty.baselines) == ({}, None, None, {})
     assert snap.parcels == {"WB1": b"a2", "WB3": b"c"}
+    assert snap.baselines == {"dwell:HUB-A": b"h1'", "dwell:HUB-B": b"h2"}
     assert (snap.models, snap.offset) == (b"m2", 25)
 
 

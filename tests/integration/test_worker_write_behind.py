@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,7 @@ class Rig(BatchRig):
     def run_gated(
         self,
         scenario: Callable[[BatchWorker, GatedSink, SnapshotStore], Awaitable[None]],
-        factory: Callable[[Mapping[str, bytes], bytes | None], PartitionEngine] = real_factory,
+        factory: Callable[[Snapshot], PartitionEngine] = real_factory,
         checkpoint_interval_s: float = 3600.0,
         checkpoint_max_records: int = 0,
     ) -> None:

@@ -127,6 +127,44 @@ def test_replay_from_an_older_snapshot_re_emits_alerts_with_the_same_ids_and_con
     assert replayed == live_rest
 
 
+def test_incremental_model_checkpoints_restore_the_same_models_and_alerts() -> None:
+    """Checkpoints that write only changed baseline keys add up to the whole models."""
+
+    sc = _stuck_scenario()
+    records = list(interleave_ticks(sc.events(), H))
+    config = EngineConfig()
+    full = Engine(config).process(records)
+    engine = Engine(config)
+    parcels: dict[str, bytes] = {}
+    core, fields = b"", {}  # what Redis would hold: the last core, every field ever written
+    emitted, written = [], []
+    step = 40
+    for start in range(0, len(records), step):
+        emitted += engine.process(records[start : start + step])
+        changes = engine.take_changes()
+        parcels.update(changes.upserts)
+        for wb in changes.deletes:
+            parcels.pop(wb, None)
+        models = engine.take_model_changes()
+        core = models.core
+        fields.update(models.baselines)
+        written.append(len(models.baselines))
+        restored = Engine.restore(config, parcels, core, fields)
+        assert msgspec.msgpack.decode(restored.export_models()) == msgspec.msgpack.decode(engine.export_models())
+        if start == (len(records) // 2) // step * step:
+            assert emitted + restored.process(records[start + step :]) == full
+    keys = sum(len(b.hist) for b in engine.env.baselines().values())
+    assert max(written) <= keys and min(written[len(written) // 2 :]) < keys // 2, (written, keys)
+    assert engine.take_model_changes().baselines == {}  # nothing learned since the last one
+
+
+def test_restore_rejects_corrupt_baseline_fields() -> None:
+    with pytest.raises(StateError, match="corrupt"):
+        Engine.restore(EngineConfig(), {}, None, {"dwell:HUB-A": b"\xc1"})
+    with pytest.raises(StateError, match="corrupt"):
+        Engine.restore(EngineConfig(), {}, None, {b"dwell:HUB-A": msgspec.msgpack.encode([[1, 2], None])})
+
+
 def test_restore_rejects_a_corrupt_or_foreign_models_blob() -> None:
     with pytest.raises(StateError, match="corrupt"):
         Engine.restore(EngineConfig(), {}, b"\xc1not msgpack")

@@ -19,6 +19,7 @@ NAMES = {
     "logiwatch_worker_parcels_by_stage",
     "logiwatch_worker_model_keys",
     "logiwatch_worker_checkpoint_seconds",
+    "logiwatch_worker_checkpoint_bytes",
     "logiwatch_worker_redis_errors",
 }
 
