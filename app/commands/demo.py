@@ -300,6 +300,18 @@ def run_settings(
     return Settings.model_validate(data)
 
 
+def _reachable(host: str) -> str:
+    """Where to reach a server bound to ``host``: loopback for a wildcard address.
+
+    >>> _reachable("0.0.0.0"), _reachable("10.1.2.3"), _reachable("::1")
+    ('127.0.0.1', '10.1.2.3', '[::1]')
+    """
+
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 class Worker:
     """The ``logiwatch worker`` subprocess of this run, configured through ``LOGIWATCH_*``."""
 
@@ -322,7 +334,7 @@ class Worker:
         }
         cmd = [sys.executable, "-m", "logiwatch.cli"] + (["--config", config] if config else []) + ["worker"]
         self.log_path = log_path
-        self.metrics_url = f"http://127.0.0.1:{settings.worker.metrics_port}/metrics"
+        self.metrics_url = f"http://{_reachable(settings.worker.metrics_host)}:{settings.worker.metrics_port}/metrics"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log:  # the latest run's log only
             # Its own session: a Ctrl-C in the terminal reaches only the demo,

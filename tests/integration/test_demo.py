@@ -130,7 +130,8 @@ def test_demo_whose_worker_cannot_start_fails_in_one_line_naming_its_log_and_cle
     state_dir = tmp_path / "state"
     env = _demo_env(kafka_bootstrap, redis_url, redis_prefix, state_dir)
     # The worker cannot bind its metrics server on an address this host does not have
-    # (TEST-NET-3); the demo itself reads the metrics over loopback and starts fine.
+    # (TEST-NET-3), and it binds that port before anything else; the rest of the demo
+    # (broker, Redis, alert service, board) starts fine.
     env["LOGIWATCH_WORKER__METRICS_HOST"] = "203.0.113.7"
     try:
         # Longer than the demo's own waits (board and worker 60 s each, then the
