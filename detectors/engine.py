@@ -331,6 +331,10 @@ class Engine:
             if blob["baselines"] is not None:
                 for name, b in env.baselines().items():
                     b.load(blob["baselines"].get(name, {}))
+                    # A whole blob (a snapshot from before split checkpoints, or export_models):
+                    # the first take_model_changes writes every key, since the core it writes
+                    # next to them no longer carries the baselines.
+                    b.changed.update(b.hist)
             env.centroids = blob["centroids"]
             env.present = blob["present"]
             env.incidents = blob["incidents"]

@@ -158,6 +158,22 @@ def test_incremental_model_checkpoints_restore_the_same_models_and_alerts() -> N
     assert engine.take_model_changes().baselines == {}  # nothing learned since the last one
 
 
+def test_an_engine_restored_from_a_whole_models_blob_writes_every_baseline_key_at_its_first_checkpoint() -> None:
+    """Upgrading from whole-blob snapshots: the first split checkpoint must not drop the baselines."""
+
+    sc = _stuck_scenario()
+    records = list(interleave_ticks(sc.events(), H))
+    config = EngineConfig()
+    engine = Engine(config)
+    engine.process(records)
+    changes = engine.take_changes()
+    whole = engine.export_models()
+    upgraded = Engine.restore(config, changes.upserts, whole)
+    models = upgraded.take_model_changes()  # the first checkpoint after the upgrade
+    again = Engine.restore(config, changes.upserts, models.core, models.baselines)
+    assert msgspec.msgpack.decode(again.export_models()) == msgspec.msgpack.decode(whole)
+
+
 def test_restore_rejects_corrupt_baseline_fields() -> None:
     with pytest.raises(StateError, match="corrupt"):
         Engine.restore(EngineConfig(), {}, None, {"dwell:HUB-A": b"\xc1"})
