@@ -114,6 +114,12 @@ _NOTIFY_TYPES = (
 )
 
 
+def notify_types() -> tuple[str, ...]:
+    """The alert types the demo routes to its receiver."""
+
+    return _NOTIFY_TYPES
+
+
 async def _totals(settings: Settings) -> dict[str, Any]:
     import redis.asyncio as aioredis
 

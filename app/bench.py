@@ -18,6 +18,7 @@ plain functions so that ``tests/unit/test_bench.py`` can check them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import datetime as dt
@@ -46,7 +47,7 @@ from logiwatch import stack
 from logiwatch.commands.worker import tune_gc
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert, decode_event, encode_event
-from logiwatch.detectors.model import Label, ScanEvent
+from logiwatch.detectors.model import Alert, Label, ScanEvent
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.errors import ConfigError, LogiwatchError
 
@@ -58,6 +59,7 @@ PHASES = (
     "worker",
     "two_workers",
     "engine",
+    "alert_service",
     "backtest",
     "latency",
     "memory",
@@ -348,6 +350,7 @@ ROWS = (
     ("worker_vs_raw_ratio", "worker / raw aiokafka", "x"),
     ("worker_vs_faust_ratio", "worker / bare Faust", "x"),
     ("engine_eps", "pure detector engine, 1 core", "events/s"),
+    ("alert_service_aps", "alert service ingest (dedupe, state, notifications, ledger)", "alerts/s"),
     ("backtest_eps", "backtest (read, ticks, engines, score)", "events/s"),
     ("backtest_seconds", "backtest wall time", "s"),
     ("latency_p50_ms", "ingest-to-alert p50 at half rate", "ms"),
@@ -367,6 +370,7 @@ KEY_PHASES: dict[str, tuple[str, ...]] = {
     "worker_vs_raw_ratio": ("worker", "raw_aiokafka"),
     "worker_vs_faust_ratio": ("worker", "faust_bare"),
     "engine_eps": ("engine",),
+    "alert_service_aps": ("alert_service",),
     "backtest_eps": ("backtest",),
     "backtest_seconds": ("backtest",),
     "latency_p50_ms": ("latency",),
@@ -384,6 +388,7 @@ _DETAIL_PHASES = (
     ("worker", "worker"),
     ("engine", "engine"),
     ("parcels_in_flight", "engine"),
+    ("alert_service", "alert_service"),
     ("backtest", "backtest"),
     ("latency", "latency"),
     ("memory", "memory"),
@@ -477,6 +482,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"{_detail(results, 'worker_batch_events')} events in {_detail(results, 'worker_batch_ms')} ms "
         f"per batch; paced latency run {_detail(results, 'latency_batch_events')} events in "
         f"{_detail(results, 'latency_batch_ms')} ms per batch.",
+        f"- Alert service: the `logiwatch alerts serve` consumer, pipeline and ledger in-process, on "
+        f"{_detail(results, 'alert_service_alerts')} alerts the engine phase raised, produced to a topic first; "
+        f"{_detail(results, 'alert_service_notifications')} signed notifications reached the local receiver "
+        f"during the clock. One worker at full speed raised {_detail(results, 'worker_alerts_eps')} alerts/s, "
+        f"so the service absorbs the alerts of {_detail(results, 'alert_service_worker_capacity')} such workers.",
         f"- Checkpoints (state written to Redis, parcels and models): "
         f"{_detail(results, 'worker_checkpoint_bytes_per_event')} bytes per consumed event in the "
         f"full-speed run, {_detail(results, 'latency_checkpoint_bytes_per_event')} in the paced latency run.",
@@ -518,6 +528,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "worker's collector settings (start-up heap frozen, generation-0 threshold raised), so the "
         "collector does not also walk the harness's copy of the workload. "
         "**Backtest**: `logiwatch.backtest.backtest` end to end over the same events written as JSONL.",
+        "- **Alert service**: the alerts the engine phase raised are produced to a fresh topic (keyed by "
+        "alert id, as the worker sends them); an `AlertService` then runs in the harness's process as "
+        "`logiwatch alerts serve` runs it (kafka-python consumer, 500-record polls, one Redis transaction "
+        "per batch for dedupe, grouping, alert state and notification queues, then the liability ledger), "
+        "with one route for every notified type to a local receiver that checks each signature. Clocked "
+        "from its first handled batch to the last alert, or the phase budget. A worker's alert rate is "
+        "its alerts per event times its events/s in the one-process run.",
         "- **Latency**: a fresh worker and topic. A warm-up prefix is consumed first. The producer then "
         "paces scans at half the measured one-process worker rate and notes when each scan is handed "
         "to it (for `--latency-seconds`, at least 5,000 scans). A consumer of the alerts topic "
@@ -1223,13 +1240,18 @@ def worker_gc(gen0_threshold: int) -> Iterator[None]:
 
 
 def engine_eps(
-    workload: Workload, lateness_ms: int, max_seconds: float | None = None, gen0_threshold: int = 0
+    workload: Workload,
+    lateness_ms: int,
+    max_seconds: float | None = None,
+    gen0_threshold: int = 0,
+    alerts: list[Alert] | None = None,
 ) -> tuple[float, int, int]:
     """Events/s of ``Engine.process`` alone (one engine per partition, 5,000-event batches).
 
     Returns ``(events/s, events processed, peak parcels in flight)``; with
     ``max_seconds`` it stops after the batch that crosses that much engine time.
-    It runs under the worker's collector settings (``worker_gc``).
+    It runs under the worker's collector settings (``worker_gc``). The alerts
+    raised are appended to ``alerts`` when given.
     """
 
     from logiwatch.detectors.engine import Engine, EngineConfig
@@ -1253,12 +1275,116 @@ def engine_eps(
                     continue
                 offsets[i] += len(chunk)
                 t0 = time.perf_counter()
-                engines[i].process(chunk)
+                raised = engines[i].process(chunk)
                 engines[i].take_changes()  # the worker checkpoints every batch
                 elapsed += time.perf_counter() - t0
+                if alerts is not None:
+                    alerts += raised
             peak = max(peak, sum(e.in_flight for e in engines))
     done = sum(offsets)
     return rate(done, elapsed), done, peak
+
+
+def alert_service_run(
+    alerts: Sequence[Alert],
+    settings: Settings,
+    bootstrap: str,
+    redis_url: str,
+    partitions: int,
+    max_seconds: float,
+    cleanup: list[Callable[[], None]],
+) -> dict[str, Any]:
+    """Alerts/s through the alert service's own consume loop, pipeline and ledger.
+
+    The alerts go to a fresh topic first (keyed by alert id, as the worker
+    sends them); then an ``AlertService`` runs in this process, exactly as
+    ``logiwatch alerts serve`` does, with one route for every type to a local
+    receiver that checks each signature. The clock runs from its first handled
+    batch until it has handled them all (or ``max_seconds``): deduplication,
+    grouping, alert state and notification queue in Redis, liability ledger;
+    notifications are delivered meanwhile and counted, not waited for.
+    """
+
+    from logiwatch.alerts.demo import DemoReceiver, notify_types
+    from logiwatch.alerts.liability import load_rules
+    from logiwatch.alerts.routing import parse_routes
+    from logiwatch.alerts.service import AlertService
+    from logiwatch.detectors.codec import encode_alert
+
+    if not alerts:
+        raise LogiwatchError("no alerts to feed the alert service (the engine phase raised none, or was skipped)")
+    tag = uuid.uuid4().hex[:8]
+    topic, prefix = f"bench-svc-alerts-{tag}", f"lwbench:svc-{tag}:"
+    stack.create_topics(bootstrap, {topic: partitions})
+    cleanup.append(lambda: stack.delete_topics(bootstrap, [topic]))
+    cleanup.append(lambda: stack.delete_redis_prefix(redis_url, prefix))
+    by_partition: list[list[tuple[bytes, bytes]]] = [[] for _ in range(partitions)]
+    for alert in alerts:
+        by_partition[partition_for(alert.alert_id, partitions)].append((alert.alert_id.encode(), encode_alert(alert)))
+    asyncio.run(_produce_batches(bootstrap, topic, by_partition))
+    data = settings.model_dump()
+    data["kafka"].update(bootstrap=bootstrap, alerts_group=f"bench-svc-{tag}")
+    data["kafka"]["topics"]["alerts"] = topic
+    data["redis"] = {"url": redis_url, "key_prefix": prefix}
+    data["alerts"].update(api_host="127.0.0.1", api_port=stack.free_port(), public_url="http://127.0.0.1")
+    svc_settings = Settings.model_validate(data)
+    n = len(alerts)
+
+    async def main() -> dict[str, Any]:
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        receiver = DemoReceiver(secret, report=lambda _line: None)
+        await receiver.start()
+        routing = parse_routes(
+            {
+                "receivers": [
+                    {"name": "bench-cs", "url": receiver.url, "secret": secret, "allow_private_networks": True}
+                ],
+                "routes": [{"receiver": "bench-cs", "types": list(notify_types())}],
+            }
+        )
+        service = AlertService(svc_settings, routing, load_rules(svc_settings.alerts.liability_rules_file))
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        t0: float | None = None
+        c0 = done = 0
+        notified0 = 0
+        deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                if task.done():
+                    task.result()  # raises what stopped the service
+                    raise LogiwatchError("the alert service stopped before it had handled every alert")
+                done = int(service.status["consumed"])
+                now = time.perf_counter()
+                if t0 is None:
+                    if done > 0:
+                        t0, c0, notified0 = now, done, receiver.received
+                    elif time.monotonic() > deadline:
+                        raise LogiwatchError(f"the alert service consumed nothing in {PROGRESS_TIMEOUT_S:.0f} s")
+                    continue
+                if done >= n or now - t0 >= max_seconds:
+                    break
+            t1, notified = time.perf_counter(), receiver.received - notified0
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
+            await receiver.stop()
+        if receiver.bad_signatures:
+            raise LogiwatchError(f"{receiver.bad_signatures} notifications had bad signatures")
+        if done - c0 < n // 10:
+            raise LogiwatchError(f"only {done - c0:,} of {n:,} alerts were clocked: use more --events")
+        return {
+            "alert_service_aps": rate(done - c0, t1 - t0),
+            "alert_service_alerts": n,
+            "alert_service_clocked": done - c0,
+            "alert_service_notifications": notified,
+        }
+
+    # The service announces its board on stdout, which `--json` keeps for the results.
+    with contextlib.redirect_stdout(sys.stderr):
+        return asyncio.run(main())
 
 
 def backtest_run(
@@ -1608,11 +1734,23 @@ def run_bench(
         phase("worker", lambda: workers_phase(1))
         phase("two_workers", lambda: workers_phase(2))
 
+        raised: list[Alert] = []
+
         def engine_phase() -> dict[str, Any]:
             eps, done, peak = engine_eps(
-                workload, lateness_ms, options.phase_seconds, settings.worker.gc_gen0_threshold
+                workload, lateness_ms, options.phase_seconds, settings.worker.gc_gen0_threshold, raised
             )
             return {"engine_eps": eps, "engine_events": done, "parcels_in_flight_peak": peak}
+
+        def alert_service_phase() -> dict[str, Any]:
+            figures = alert_service_run(
+                raised, settings, bootstrap, redis_url, options.partitions, options.phase_seconds, cleanup
+            )
+            if results.get("worker_alerts") and results.get("worker_events") and results.get("worker_eps"):
+                per_s = results["worker_alerts"] / results["worker_events"] * results["worker_eps"]
+                figures["worker_alerts_eps"] = per_s
+                figures["alert_service_worker_capacity"] = figures["alert_service_aps"] / per_s
+            return figures
 
         def backtest_phase() -> dict[str, Any]:
             # Sized from the engine rate to fit the phase budget (reading and
@@ -1623,6 +1761,8 @@ def run_bench(
             return backtest_run(workload.prefix(size), workdir, lateness_ms)
 
         phase("engine", engine_phase)
+        phase("alert_service", alert_service_phase)
+        raised.clear()
         phase("backtest", backtest_phase)
 
         def latency() -> dict[str, Any]:

@@ -48,6 +48,9 @@ def test_a_small_bench_run_reports_every_figure_and_writes_both_files(tmp_path: 
     assert results["events"] == 20_000
     assert results["latency_p50_ms"] <= results["latency_p99_ms"]
     assert results["memory_parcels"] > 0 and results["worker_dlq"] == 0
+    # the alert service handled the engine's alerts through its own consume loop
+    assert 0 < results["alert_service_clocked"] <= results["alert_service_alerts"]
+    assert results["alert_service_aps"] > 0
     assert json.loads(out_json.read_text()) == results
     report = out_md.read_text()
     assert "stale figures" not in report
