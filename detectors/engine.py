@@ -264,7 +264,7 @@ class Engine:
                 continue  # a baseline this version no longer has is dropped
             try:
                 baselines[name].load_entries(entries)
-            except (AssertionError, TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:
                 raise StateError(f"baseline snapshot of {name!r} is corrupt: {exc!r}") from None
 
     def take_changes(self) -> StateChanges:
