@@ -11,7 +11,7 @@ stretch the lane's normal.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import KEY_MEMO_MAX, P50, P95, P99
+from logiwatch.detectors.baselines import P50, P95, P99, KeyMemo
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODES,
@@ -160,7 +160,7 @@ class AbnormalSegmentDetector(DeadlineMixin):
         )
 
 
-_transit_memo: dict[tuple[str, str, str], tuple[str, str]] = {}
+_transit_memo: KeyMemo[tuple[str, str, str], tuple[str, str]] = KeyMemo()
 
 
 def transit_keys(from_node: str, dest: str, carrier: str) -> tuple[str, str]:
@@ -168,9 +168,7 @@ def transit_keys(from_node: str, dest: str, carrier: str) -> tuple[str, str]:
     memo = (from_node, dest, carrier)
     keys = _transit_memo.get(memo)
     if keys is None:
-        if len(_transit_memo) >= KEY_MEMO_MAX:
-            _transit_memo.clear()
-        keys = _transit_memo[memo] = (f"{from_node}>*{dest}|{carrier}", f"{from_node}>*{dest}")
+        keys = _transit_memo.remember(memo, (f"{from_node}>*{dest}|{carrier}", f"{from_node}>*{dest}"))
     return keys
 
 

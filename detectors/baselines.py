@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import log2
+from typing import TypeVar
 
 #: Histogram range: 2**LO_LOG2 s (8 s) .. 2**(LO_LOG2 + NBINS/RES) s (about 97 days).
 LO_LOG2 = 3.0
@@ -31,6 +32,29 @@ P05, P20, P50, P90, P95, P99 = range(6)
 #: nodes, not by parcels, but a cap keeps a huge network from growing it without end)
 KEY_MEMO_MAX = 50_000
 Quantiles = tuple[float, float, float, float, float, float]
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class KeyMemo(dict[K, V]):
+    """A detector's memo of baseline key chains, bounded by ``KEY_MEMO_MAX`` (it starts over when full).
+
+    Lookups are the plain ``dict.get``; only a miss builds the chain and calls ``remember``.
+
+    >>> memo: KeyMemo[tuple[str, int], tuple[str, str]] = KeyMemo()
+    >>> memo.get(("n1", 2)) is None and memo.remember(("n1", 2), ("n1|2", "2")) == ("n1|2", "2")
+    True
+    >>> memo[("n1", 2)]
+    ('n1|2', '2')
+    """
+
+    def remember(self, key: K, keys: V) -> V:
+        if len(self) >= KEY_MEMO_MAX:
+            self.clear()
+        self[key] = keys
+        return keys
 
 
 def _bin(value_s: float) -> int:

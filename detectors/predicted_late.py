@@ -14,7 +14,7 @@ definition. The alert carries the predicted lateness from the median.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import KEY_MEMO_MAX, P05, P20, P50
+from logiwatch.detectors.baselines import P05, P20, P50, KeyMemo
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -32,7 +32,7 @@ _Q = {"p05": P05, "p20": P20, "p50": P50}
 _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 
 
-_remaining_memo: dict[tuple[str, int, str, str], tuple[str, str, str]] = {}
+_remaining_memo: KeyMemo[tuple[str, int, str, str], tuple[str, str, str]] = KeyMemo()
 
 
 def remaining_keys(state: ParcelState, node: str, code: int) -> tuple[str, str, str]:
@@ -43,10 +43,8 @@ def _remaining_keys(node: str, code: int, origin: str, dest: str) -> tuple[str, 
     memo = (node, code, origin, dest)
     keys = _remaining_memo.get(memo)
     if keys is None:
-        if len(_remaining_memo) >= KEY_MEMO_MAX:
-            _remaining_memo.clear()
         c = CODE_STR[code]
-        keys = _remaining_memo[memo] = (f"{node}|{c}|{dest}", f"{c}|{origin}>{dest}", c)
+        keys = _remaining_memo.remember(memo, (f"{node}|{c}|{dest}", f"{c}|{origin}>{dest}", c))
     return keys
 
 

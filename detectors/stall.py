@@ -14,7 +14,7 @@ hub's normal.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import KEY_MEMO_MAX, P95, P99
+from logiwatch.detectors.baselines import P95, P99, KeyMemo
 from logiwatch.detectors.model import AnomalyType, EventType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -34,7 +34,7 @@ from logiwatch.detectors.state import (
 _BUCKET_STR = ("0", "1", "2", "3")
 
 
-_dwell_memo: dict[tuple[str, int, str, int], tuple[str, str, str, str]] = {}
+_dwell_memo: KeyMemo[tuple[str, int, str, int], tuple[str, str, str, str]] = KeyMemo()
 
 
 def dwell_keys(node: str, code: int, carrier: str, t_ms: int) -> tuple[str, str, str, str]:
@@ -42,11 +42,9 @@ def dwell_keys(node: str, code: int, carrier: str, t_ms: int) -> tuple[str, str,
     memo = (node, code, carrier, bucket)
     keys = _dwell_memo.get(memo)
     if keys is None:
-        if len(_dwell_memo) >= KEY_MEMO_MAX:
-            _dwell_memo.clear()
         hb = _BUCKET_STR[bucket]
         nc = f"{node}|{CODE_STR[code]}"
-        keys = _dwell_memo[memo] = (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"*|{CODE_STR[code]}")
+        keys = _dwell_memo.remember(memo, (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"*|{CODE_STR[code]}"))
     return keys
 
 
