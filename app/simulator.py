@@ -85,6 +85,50 @@ class Scenario:
     disorder_rate: float = 0.02  # arrive 0.5-5 min late (within the allowed lateness)
     late_rate: float = 0.003  # arrive 20-60 min late (beyond it)
     holidays: tuple[str, ...] = ()  # ISO dates (UTC days) when no carrier with days off works
+    #: carrier_id -> what its tracking feed shows (``FEEDS``); carriers not named scan every step
+    feeds: tuple[tuple[str, str], ...] = ()
+    #: multiplies every line-haul leg and the platform's estimate of it (slow lanes: days to weeks)
+    transit_factor: float = 1.0
+    #: log-normal sigma of a per-lane speed factor (origin region -> destination), known to the
+    #: platform's promise; and of a per-parcel one that it cannot know
+    lane_sigma: float = 0.0
+    haul_sigma: float = 0.0
+    #: the promise's slack over the platform's estimate, as a share of it
+    promise_slack: float = 0.0
+    #: promises end at local midnight of this UTC offset (hours), not at UTC midnight
+    promise_tz_h: int = 0
+
+
+#: What each kind of tracking feed shows of a journey, and which injected anomalies it can show.
+#: ``full`` is every step; ``no_ofd`` has no OUT_FOR_DELIVERY scans; ``no_hub`` no hub scans;
+#: ``milestone`` only paid, handed to the carrier (PICKED_UP) and delivered (or returned).
+FEEDS: dict[str, tuple[frozenset[EventType] | None, frozenset[AnomalyType]]] = {
+    "full": (None, frozenset(AnomalyType)),
+    "no_ofd": (
+        frozenset(EventType) - {EventType.OUT_FOR_DELIVERY},
+        frozenset({A.LATE_DISPATCH, A.PICKUP_TIMEOUT, A.STALL, A.LIKELY_LOST, A.ABNORMAL_SEGMENT, A.MISROUTE,
+                   A.SUSPICIOUS_DELIVERY}),
+    ),
+    "no_hub": (
+        frozenset(EventType) - {EventType.HUB_ARRIVED, EventType.HUB_DEPARTED, EventType.EXCEPTION},
+        frozenset({A.LATE_DISPATCH, A.PICKUP_TIMEOUT, A.LIKELY_LOST, A.SUSPICIOUS_DELIVERY}),
+    ),
+    "milestone": (
+        frozenset({EventType.ORDER_PAID, EventType.PICKED_UP, EventType.DELIVERED, EventType.RETURNED}),
+        frozenset({A.LATE_DISPATCH, A.LIKELY_LOST, A.SUSPICIOUS_DELIVERY}),
+    ),
+}
+
+#: Real-feed shapes: slow lanes, day-granular promises at local midnight, few scans, more losses.
+SPARSE_RATES: tuple[tuple[AnomalyType, float], ...] = (
+    (A.LATE_DISPATCH, 0.03),
+    (A.PICKUP_TIMEOUT, 0.02),
+    (A.STALL, 0.02),
+    (A.LIKELY_LOST, 0.04),
+    (A.ABNORMAL_SEGMENT, 0.02),
+    (A.MISROUTE, 0.01),
+    (A.SUSPICIOUS_DELIVERY, 0.015),
+)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -99,6 +143,31 @@ SCENARIOS: dict[str, Scenario] = {
         linehaul_slowdown=1.1,
         promise_extra_days=1,
         incidents=4,
+    ),
+    "sparse": Scenario(
+        name="sparse",
+        start="2026-09-07T00:00:00Z",
+        day_weights=(1.0,) * 28,
+        incidents=2,
+        rates=SPARSE_RATES,
+        feeds=(("SF", "no_ofd"), ("ZTO", "milestone"), ("YTO", "milestone"), ("STO", "no_hub"), ("JDL", "milestone")),
+        transit_factor=5.0,
+        lane_sigma=0.45,
+        haul_sigma=0.3,
+        promise_slack=0.15,
+        promise_tz_h=8,
+    ),
+    "mixed": Scenario(
+        name="mixed",
+        start="2026-10-05T00:00:00Z",
+        day_weights=(1.0,) * 14,
+        incidents=3,
+        feeds=(("ZTO", "milestone"), ("YTO", "no_ofd"), ("STO", "no_hub")),
+        transit_factor=2.0,
+        lane_sigma=0.3,
+        haul_sigma=0.2,
+        promise_slack=0.1,
+        promise_tz_h=8,
     ),
 }
 
@@ -137,6 +206,9 @@ class _Parcel:
     labels: list[Label] = field(default_factory=list)
     #: (hub, arrived, departed or None) of every real hub visit, for incident labels
     visits: list[tuple[str, int, int | None]] = field(default_factory=list)
+    #: what the carrier's feed shows (a ``FEEDS`` key) and the line-haul time factor of this parcel
+    feed: str = "full"
+    haul: float = 1.0
 
 
 def parse_start(text: str) -> int:
@@ -172,6 +244,22 @@ class _Sim:
         self.hour_cum = list(itertools.accumulate(PAID_HOUR_WEIGHTS))
         self.day_cum = list(itertools.accumulate(scenario.day_weights))
         self.merchant_idx = range(len(network.merchants))
+        self.feed_of = dict(scenario.feeds)
+        unknown = sorted(set(self.feed_of.values()) - set(FEEDS))
+        if unknown:
+            raise ConfigError(f"scenario {scenario.name!r} names unknown feed kinds {unknown}; known: {sorted(FEEDS)}")
+        self._lane_factor: dict[tuple[str, str], float] = {}
+
+    def lane_factor(self, origin: str, dest: str) -> float:
+        """The lane's speed factor: its own seeded draw, so adding lanes changes no other draw."""
+
+        if self.sc.lane_sigma <= 0:
+            return 1.0
+        f = self._lane_factor.get((origin, dest))
+        if f is None:
+            rng = random.Random(f"logiwatch-lane:{self.sc.name}:{self.seed}:{origin}>{dest}")
+            f = self._lane_factor[(origin, dest)] = rng.lognormvariate(0.0, self.sc.lane_sigma)
+        return f
 
     # -- calendar ----------------------------------------------------------------
     def carrier_off(self, carrier: Carrier) -> Callable[[int], bool]:
@@ -197,14 +285,16 @@ class _Sim:
             self.incidents.append(inc)
             self.incidents_at[hub_id] = inc
 
-    def lane_sla_days(self, route: Sequence[str], merchant: Merchant, carrier: Carrier) -> int:
+    def lane_sla_days(self, route: Sequence[str], merchant: Merchant, carrier: Carrier, lane: float = 1.0) -> int:
         hubs = [self.net.hubs[h] for h in route]
         # dispatch (the platform knows slow merchants), pickup, first mile, last mile
         est_h = (40.0 if merchant.slow else 24.0) + 14.0 + 2.0 + 16.0
         for hub in hubs:
             est_h += hub.processing_median_h + (2.0 if hub.gateway else 4.0)
         for a, b in zip(hubs, hubs[1:], strict=False):
-            est_h += self.leg_hours_nominal(a, b, carrier)
+            est_h += self.leg_hours_nominal(a, b, carrier) * (self.sc.transit_factor * lane)
+        if self.sc.promise_slack:
+            est_h *= 1.0 + self.sc.promise_slack
         return math.ceil(est_h / 24.0 + 0.5) + self.sc.promise_extra_days
 
     def leg_hours_nominal(self, a: Hub, b: Hub, carrier: Carrier) -> float:
@@ -229,7 +319,8 @@ class _Sim:
         hour = rng.choices(range(24), cum_weights=self.hour_cum)[0]
         paid = self.start_ms + day * DAY_MS + hour * HOUR_MS + rng.randrange(HOUR_MS)
         route = net.route(merchant.outlet.hub_id, dest)
-        sla = self.lane_sla_days(route, merchant, carrier)
+        lane = self.lane_factor(merchant.node.region, dest)
+        sla = self.lane_sla_days(route, merchant, carrier, lane)
         # the platform knows the carrier's calendar: each day off in the window adds a day
         off = self.carrier_off(carrier)
         last_day = paid // DAY_MS + sla
@@ -238,7 +329,7 @@ class _Sim:
             if off(d):
                 last_day += 1
             d += 1
-        promised_delivery = (last_day + 1) * DAY_MS - MINUTE_MS
+        promised_delivery = (last_day + 1) * DAY_MS - MINUTE_MS - self.sc.promise_tz_h * HOUR_MS
         p = _Parcel(
             waybill=f"WB{self.seed}-{index:07d}",
             order_id=f"OD{self.seed}-{index:07d}",
@@ -251,7 +342,13 @@ class _Sim:
             promised_dispatch_by=paid + 48 * HOUR_MS,
             promised_delivery_by=promised_delivery,
         )
+        p.feed = self.feed_of.get(carrier.carrier_id, "full")
+        p.haul = self.sc.transit_factor * lane
+        if self.sc.haul_sigma > 0:
+            p.haul *= rng.lognormvariate(0.0, self.sc.haul_sigma)
         anomaly = self.pick_anomaly(carrier)
+        if anomaly is not None and anomaly not in FEEDS[p.feed][1]:
+            anomaly = None  # the feed could not show it
         self.journey(p, route, anomaly)
         return p
 
@@ -382,6 +479,8 @@ class _Sim:
                 spread = min(max(rng.lognormvariate(0.0, c.transit_sigma), math.exp(-2 * c.transit_sigma)), math.exp(2 * c.transit_sigma))
                 hours = self.leg_hours_nominal(hub, nxt, c) * spread
                 hours *= sc.linehaul_slowdown * (1.1 if weekday(d) >= 5 else 1.0)
+                if p.haul != 1.0:
+                    hours *= p.haul
                 if i == slow_leg:
                     hours = hours * rng.uniform(4.0, 7.0) + 12.0
                     self.label(p, A.ABNORMAL_SEGMENT, d, hub_id, f"{hub_id}->{nxt.node.node_id} took {hours:.1f} h")
@@ -409,7 +508,8 @@ class _Sim:
             done = ofd2 + int(min(max(rng.lognormvariate(math.log(2.5), 0.5), 0.3), 9.0) * HOUR_MS)
         delivered = self.scan(p, EventType.DELIVERED, area, done)
         if anomaly is A.SUSPICIOUS_DELIVERY:
-            if failed or rng.random() < 0.5:
+            no_ofd_feed = EventType.OUT_FOR_DELIVERY not in (FEEDS[p.feed][0] or frozenset(EventType))
+            if failed or no_ofd_feed or rng.random() < 0.5:
                 others = [r for r in self.dest_names if r != p.dest]
                 wrong_region = others[rng.randrange(len(others))]
                 wrong_area = net.customer_areas[net.stations[wrong_region][0].node_id]
@@ -422,8 +522,26 @@ class _Sim:
                 self.label(p, A.SUSPICIOUS_DELIVERY, done, area.node_id, "delivered without OUT_FOR_DELIVERY")
         self.finish(p, anomaly)
 
+    def apply_feed(self, p: _Parcel) -> None:
+        """Drop the scans the parcel's feed does not carry; relabel what the feed shows differently."""
+
+        shown = FEEDS[p.feed][0]
+        if shown is None:
+            return
+        p.scans = [s for s in p.scans if s.etype in shown]
+        if EventType.DISPATCHED not in shown:
+            # no merchant dispatch scan: a late dispatch is a late hand-over to the carrier
+            p.labels = [lb for lb in p.labels if lb.anomaly_type is not A.LATE_DISPATCH]
+            handover = next((s.time for s in p.scans if s.etype is EventType.PICKED_UP), None)
+            if handover is not None and handover > p.promised_dispatch_by:
+                self.label(p, A.LATE_DISPATCH, p.promised_dispatch_by, p.merchant.node.node_id,
+                           "handed to the carrier after promised_dispatch_by")
+        if EventType.HUB_ARRIVED not in shown:
+            p.visits = []  # hub incidents are not visible in this feed
+
     def finish(self, p: _Parcel, anomaly: AnomalyType | None = None) -> None:
         rng, net = self.rng, self.net
+        self.apply_feed(p)
         if anomaly is A.CONTRADICTION:
             variant = rng.random()
             departs = [s for s in p.scans if s.etype is EventType.HUB_DEPARTED]
