@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # also after the command (``logiwatch backtest --config F``); it overrides one given before
+        p.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file (default: $LOGIWATCH_CONFIG)")
         mod = importlib.import_module(f"logiwatch.commands.{module}")
         mod.configure(p)
         p.set_defaults(_module=mod)

@@ -10,16 +10,21 @@ show``. A bad value stops start-up with one line naming the setting.
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
 import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from logiwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from logiwatch.detectors.engine import EngineConfig
 
 
 class _Section(BaseModel):
@@ -82,6 +87,39 @@ class WorkerConfig(_Section):
     #: ``max_event_past_ms`` to replay historical exports older than 400 days.
     max_event_past_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=0)
     max_event_future_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+    #: Replays of historical exports: no wall-clock window at all (event time only; ticks from
+    #: any time are accepted), so a year-old export through Kafka gives the backtest's alerts.
+    event_time_only: bool = False
+
+
+class PeakConfig(_Section):
+    start: str
+    end: str
+    factor: float = Field(gt=0, le=10)
+
+
+class CalendarConfig(_Section):
+    #: ``[carrier_id, weekday]`` pairs (Monday = 0) on which that carrier does not move parcels
+    carrier_days_off: list[tuple[str, int]] = []
+    #: ISO dates (UTC days) on which no carrier works
+    holidays: list[str] = []
+    #: periods in which expected durations stretch by ``factor`` (e.g. Double 11)
+    peaks: list[PeakConfig] = []
+
+
+class DetectionConfig(_Section):
+    """The engine's settings and every detector knob (``knobs.<detector>.<argument>``)."""
+
+    retention_ms: int = Field(default=86_400_000, ge=1)
+    max_silence_ms: int = Field(default=30 * 86_400_000, ge=1)
+    max_age_ms: int = Field(default=400 * 86_400_000, ge=1)
+    min_count: int = Field(default=30, ge=1, le=100_000)
+    max_seen: int = Field(default=48, ge=1, le=10_000)
+    max_route: int = Field(default=24, ge=3, le=1_000)
+    #: enabled detectors (default: all of them)
+    detectors: list[str] | None = None
+    calendar: CalendarConfig = CalendarConfig()
+    knobs: dict[str, dict[str, float | bool | str]] = {}
 
 
 #: The API token's placeholder default: accepted only while the API listens on loopback.
@@ -132,6 +170,7 @@ class Settings(BaseSettings):
     stack: StackConfig = StackConfig()
     worker: WorkerConfig = WorkerConfig()
     alerts: AlertsConfig = AlertsConfig()
+    detection: DetectionConfig = DetectionConfig()
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     #: ``json`` (one object per line, for log shippers) or ``text`` (terminals)
     log_format: str = Field(default="json", pattern="^(json|text)$")
@@ -192,6 +231,74 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def _day(text: str, where: str) -> int:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"invalid setting {where}: {text!r} is not an ISO 8601 date or time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The detection engine's configuration from the settings; ``ConfigError`` (one line) on a bad knob.
+
+    Every knob is checked against its detector's constructor (name and type), and the
+    engine is built once, so a value a detector refuses stops start-up here, naming it.
+    """
+
+    from logiwatch.detectors.calendar import DAY_MS, Calendar
+    from logiwatch.detectors.engine import DETECTORS, Engine, EngineConfig
+
+    det = settings.detection
+    for name in det.detectors or ():
+        if name not in DETECTORS:
+            raise ConfigError(f"invalid setting detection.detectors: unknown detector {name!r}; known: {sorted(DETECTORS)}")
+    for name, knobs in det.knobs.items():
+        if name not in DETECTORS:
+            raise ConfigError(f"invalid setting detection.knobs.{name}: unknown detector; known: {sorted(DETECTORS)}")
+        params = {
+            p.name: p for p in inspect.signature(DETECTORS[name]).parameters.values() if p.kind is p.KEYWORD_ONLY
+        }
+        for key, value in knobs.items():
+            where = f"detection.knobs.{name}.{key}"
+            if key not in params:
+                raise ConfigError(f"invalid setting {where}: {name} has no such knob; knobs: {sorted(params)}")
+            default = params[key].default
+            if isinstance(default, bool) != isinstance(value, bool) or isinstance(default, str) != isinstance(value, str):
+                raise ConfigError(f"invalid setting {where}: expected {type(default).__name__}, got {value!r}")
+    cal = det.calendar
+    for carrier, weekday in cal.carrier_days_off:
+        if not 0 <= weekday <= 6:
+            raise ConfigError(f"invalid setting detection.calendar.carrier_days_off: weekday {weekday} of {carrier!r} is not 0..6")
+    calendar = Calendar(
+        carrier_days_off=frozenset((c, int(d)) for c, d in cal.carrier_days_off),
+        holidays=frozenset(_day(d, "detection.calendar.holidays") // DAY_MS for d in cal.holidays),
+        peaks=tuple(
+            (_day(p.start, "detection.calendar.peaks.start"), _day(p.end, "detection.calendar.peaks.end"), p.factor)
+            for p in cal.peaks
+        ),
+    )
+    try:
+        config = EngineConfig(
+            allowed_lateness_ms=settings.worker.allowed_lateness_ms,
+            retention_ms=det.retention_ms,
+            max_silence_ms=det.max_silence_ms,
+            max_age_ms=det.max_age_ms,
+            calendar=calendar,
+            detectors=tuple(det.detectors) if det.detectors is not None else tuple(DETECTORS),
+            knobs={k: dict(v) for k, v in det.knobs.items()},
+            min_count=det.min_count,
+            max_seen=det.max_seen,
+            max_route=det.max_route,
+        )
+        Engine(config)  # the detectors validate their knobs
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid setting detection: {exc}") from None
+    return config
 
 
 def masked(settings: Settings) -> dict[str, Any]:

@@ -5,11 +5,17 @@ the node pair, then (from node, destination), then a prior. A leg longer than
 max(``p99_factor`` x p99, ``p95_factor`` x p95) and ``min_excess_s`` above
 the median fires, with the observed and expected durations: already in
 transit (a deadline after HUB_DEPARTED, keyed by the hub and the destination,
-which fix the next hop), or on arrival for legs the deadline does not cover. Abnormal legs are learned clipped, so one slow truck does not
-stretch the lane's normal.
+which fix the next hop), or on arrival for legs the deadline does not cover.
+Only a trusted key decides: while the lane is cold nothing fires (the
+in-transit check looks again every ``recheck_s``, and at its deadline the
+limit is recomputed from what has been learned since). An abnormal leg is
+learned as censored at the limit it crossed, so one slow truck does not
+stretch the lane's normal and a lane slower than its first estimate escapes it.
 """
 
 from __future__ import annotations
+
+from math import isinf
 
 from logiwatch.detectors.baselines import P50, P95, P99, KeyMemo
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
@@ -38,31 +44,63 @@ class AbnormalSegmentDetector(DeadlineMixin):
     env: the engine's shared environment.
     p99_factor, p95_factor: a leg is abnormal above max(p99_factor * p99, p95_factor * p95).
     min_excess_s: and at least this much above the median.
+    recheck_s: while the lane is not learned yet, the in-transit check looks again this often.
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
+    >>> for i in range(40):  # the lane's normal: 5 h
+    ...     _ = sc.parcel(f"N{i}").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H) \\
+    ...         .departed(4 * H).arrived("HUB-B", 9 * H).delivered(20 * H)
     >>> _ = sc.parcel("WB1").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H) \\
     ...     .departed(4 * H).arrived("HUB-B", 200 * H)
-    >>> [a.alert_type.value for a in sc.run(detectors=("abnormal_segment",))]
-    ['abnormal_segment']
+    >>> [a.waybill_id for a in sc.run(detectors=("abnormal_segment",))]
+    ['WB1']
     """
 
     name = "abnormal_segment"
 
     def __init__(
-        self, env: Env, *, p99_factor: float = 1.6, p95_factor: float = 2.5, min_excess_s: float = 4 * 3600
+        self,
+        env: Env,
+        *,
+        p99_factor: float = 1.6,
+        p95_factor: float = 2.5,
+        min_excess_s: float = 4 * 3600,
+        recheck_s: float = 6 * 3600,
     ) -> None:
+        if min(p99_factor, p95_factor, recheck_s) <= 0 or min_excess_s < 0:
+            raise ValueError("abnormal_segment: factors and recheck_s must be positive, min_excess_s >= 0")
         self.env = env
         self.p99_factor = p99_factor
         self.p95_factor = p95_factor
         self.min_excess_s = min_excess_s
+        self.recheck_s = recheck_s
 
-    def _limit_ms(self, keys: tuple[str, ...], carrier: str, t0: int) -> tuple[int, tuple[float, ...]]:
+    def _limit_ms(self, keys: tuple[str, ...], carrier: str, t0: int) -> tuple[int | None, tuple[float, ...]]:
+        """The leg's limit (ms after ``t0``) and the quantiles; None while no key is trusted."""
+
         env = self.env
-        q = env.segment.quantiles(keys)
-        limit_s = max(q[P99] * self.p99_factor, q[P95] * self.p95_factor, q[P50] + self.min_excess_s)
+        q = env.segment.warm_quantiles(keys)
+        if q is None:
+            return None, env.segment.prior
+        parts = [v for v in (q[P99] * self.p99_factor, q[P95] * self.p95_factor) if not isinf(v)]
+        if not parts or isinf(q[P50]):
+            return None, q
+        limit_s = max(*parts, q[P50] + self.min_excess_s)
         limit_s *= env.calendar.peak_factor(t0)
         return env.calendar.extend(carrier, t0, int(limit_s * 1000)), q
+
+    def _arm_transit(self, state: ParcelState, node: str, t: int, now_ms: int) -> int | None:
+        limit_ms, _q = self._limit_ms(transit_keys(node, state.dest, state.carrier), state.carrier, t)
+        if limit_ms is None:
+            state.note["silence_cold"] = 1
+            state.note["silence_ref_s"] = 0.0
+            self.set_due(state, now_ms + int(self.recheck_s * 1000))
+            return None
+        state.note.pop("silence_cold", None)
+        state.note["silence_ref_s"] = limit_ms / 1000
+        self.set_due(state, max(t + limit_ms, now_ms))
+        return limit_ms
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
         env = self.env
@@ -74,10 +112,7 @@ class AbnormalSegmentDetector(DeadlineMixin):
             return []  # a scan that cannot be true ends no leg
         if code == HUB_DEPARTED and not state.final_at:
             # in transit: we do not know the next hub yet, but the hub and destination fix the lane
-            keys = transit_keys(event.node_id, state.dest, state.carrier)
-            limit_ms, _q = self._limit_ms(keys, state.carrier, t)
-            state.note["silence_ref_s"] = limit_ms / 1000
-            self.set_due(state, t + limit_ms)
+            self._arm_transit(state, event.node_id, t, t)
         else:
             self.set_due(state, None)
         prev = env.prev
@@ -90,15 +125,19 @@ class AbnormalSegmentDetector(DeadlineMixin):
         leg = f"{prev[2]}>{event.node_id}"
         keys = (f"{leg}|{state.carrier}", leg)
         limit_ms, q = self._limit_ms(keys, state.carrier, prev[0])
-        if dur_s * 1000 <= limit_ms and not already:
+        hub_leg = prev[1] == HUB_DEPARTED  # hub-to-hub legs teach the in-transit check too
+        if already:
+            # the in-transit deadline already reported this leg: it lasted at least its limit
+            if hub_leg:
+                env.segment.learn_censored(transit_keys(prev[2], state.dest, state.carrier), state.note.get("segment_limit_s", 0.0))
+            return []
+        if limit_ms is None or dur_s * 1000 <= limit_ms:
             if not state.tainted:
                 env.segment.learn(keys, dur_s)
-                if prev[1] == HUB_DEPARTED:
-                    # hub-to-hub legs only: last-mile departures stay on the (loose) prior
+                if hub_leg:
                     env.segment.learn(transit_keys(prev[2], state.dest, state.carrier), dur_s)
             return []
-        if already:
-            return []  # the in-transit deadline already reported this leg
+        env.segment.learn_censored(keys, limit_ms / 1000)
         key, n = env.segment.source(keys)
         return [self._finding(state, t, prev, event.node_id, event.region, dur_s, q, limit_ms, key, n, arrived=True)]
 
@@ -107,9 +146,14 @@ class AbnormalSegmentDetector(DeadlineMixin):
         if last is None or last[1] != HUB_DEPARTED or state.final_at:
             return []
         keys = transit_keys(last[2], state.dest, state.carrier)
-        limit_ms, q = self._limit_ms(keys, state.carrier, last[0])
+        limit_ms = self._arm_transit(state, last[2], last[0], now_ms)
+        if limit_ms is None or state.due.get(self.name, 0) > now_ms:
+            return []  # not trusted yet, or the limit grew past now: look again later
+        self.set_due(state, None)
+        _limit, q = self._limit_ms(keys, state.carrier, last[0])
         key, n = self.env.segment.source(keys)
         state.note["segment_hit"] = last[0]
+        state.note["segment_limit_s"] = limit_ms / 1000
         return [self._finding(state, now_ms, last, None, last[3], (now_ms - last[0]) / 1000, q, limit_ms, key, n, arrived=False)]
 
     def _finding(

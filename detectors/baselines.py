@@ -8,30 +8,43 @@ through msgpack, and memory is bounded by the number of keys. Cold keys fall
 back along a hierarchy (e.g. node+type+carrier+hour -> node+type -> type ->
 prior) until they hold ``min_count`` observations. Learning is protected:
 once a key is warm, an observation is clipped to ``clip_factor`` times its
-current p99, and callers skip observations they flagged as anomalous, so a
-stuck parcel's three-day dwell cannot stretch the hub's normal. Scoring is
-separate from deciding: this module only gives numbers; detectors' knobs
-decide.
+current p99, and callers record a parcel they flagged as anomalous as
+*censored* ("it waited at least this long", ``learn_censored``) instead of
+its exact duration, so a stuck parcel's three-day dwell cannot stretch the
+hub's normal, and yet protection does not turn into selection bias toward
+fast parcels: the quantiles are Kaplan-Meier estimates over the histogram
+bins (a censored observation is at risk up to its bin, then leaves without
+an event). A quantile the data cannot pin down (more observations censored
+above it than its tail allows) is ``inf``: "longer than anything seen", and
+callers treat the key as not trusted for that quantile. Durations from
+seconds to ~97 days share one log-scale histogram. Scoring is separate from
+deciding: this module only gives numbers; detectors' knobs decide.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
-from math import log2
+from math import exp, inf, isinf, log, log2
+from statistics import NormalDist
 from typing import TypeVar
 
 #: Histogram range: 2**LO_LOG2 s (8 s) .. 2**(LO_LOG2 + NBINS/RES) s (about 97 days).
 LO_LOG2 = 3.0
 RES = 4  # bins per doubling: 19 % resolution
 NBINS = 80
-_QUANTILES = (0.05, 0.2, 0.5, 0.9, 0.95, 0.99)
+#: the probabilities every key's quantiles are kept at (a survival curve on a fixed grid)
+GRID = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+_QUANTILES = GRID
 #: indexes into a quantile tuple
-P05, P20, P50, P90, P95, P99 = range(6)
+P01, P05, P10, P20, P30, P40, P50, P60, P70, P80, P90, P95, P98, P99, P995, P999 = range(len(GRID))
 #: entries a detector's memo of baseline key chains holds before it starts over: building the
 #: chain's strings on every scan cost more than looking it up (the memo is bounded by the network's
 #: nodes, not by parcels, but a cap keeps a huge network from growing it without end)
 KEY_MEMO_MAX = 50_000
-Quantiles = tuple[float, float, float, float, float, float]
+Quantiles = tuple[float, ...]
+#: where the six-value priors sit on the grid
+_PRIOR_P = (0.05, 0.2, 0.5, 0.9, 0.95, 0.99)
 
 
 K = TypeVar("K")
@@ -68,28 +81,119 @@ def _bin_lo(b: int) -> float:
     return float(2.0 ** (LO_LOG2 + b / RES))
 
 
+def expand_prior(six: Sequence[float]) -> Quantiles:
+    """A six-value prior (p05, p20, p50, p90, p95, p99) spread onto ``GRID`` (log-normal in between).
+
+    >>> q = expand_prior((10.0, 20.0, 40.0, 80.0, 100.0, 150.0))
+    >>> q[P05], q[P50], q[P99]
+    (10.0, 40.0, 150.0)
+    """
+
+    nd = NormalDist()
+    zs = [nd.inv_cdf(p) for p in _PRIOR_P]
+    logs = [log(max(v, 1e-9)) for v in six]
+    out: list[float] = []
+    for p in GRID:
+        if p in _PRIOR_P:
+            out.append(float(six[_PRIOR_P.index(p)]))
+            continue
+        z = nd.inv_cdf(p)
+        i = min(max(bisect_left(zs, z), 1), len(zs) - 1)
+        slope = (logs[i] - logs[i - 1]) / (zs[i] - zs[i - 1])
+        out.append(exp(logs[i - 1] + slope * (z - zs[i - 1])))
+    return tuple(out)
+
+
+def survival_at(q: Quantiles, value_s: float) -> float:
+    """P(duration > value_s) read off a quantile tuple (log-linear between grid points).
+
+    Below the first grid point the share falls linearly to 0; beyond the last finite one the
+    tail decays as 1/value (an ``inf`` quantile means the data has not seen that far: the
+    survival stays at the last known level).
+
+    >>> q = expand_prior((10.0, 20.0, 40.0, 80.0, 100.0, 150.0))
+    >>> survival_at(q, 40.0)
+    0.5
+    >>> survival_at(q, 1e9) < 1e-6
+    True
+    """
+
+    if value_s <= 0:
+        return 1.0
+    first = q[0]
+    if value_s <= first:
+        return 1.0 - GRID[0] * value_s / first if first > 0 else 1.0 - GRID[0]
+    lv = log(value_s)
+    for i in range(1, len(q)):
+        hi = q[i]
+        if isinf(hi):
+            return 1.0 - GRID[i - 1]
+        if value_s <= hi:
+            lo = q[i - 1]
+            if hi <= lo:
+                return 1.0 - GRID[i]
+            frac = (lv - log(lo)) / (log(hi) - log(lo))
+            return 1.0 - (GRID[i - 1] + frac * (GRID[i] - GRID[i - 1]))
+    return (1.0 - GRID[-1]) * q[-1] / value_s
+
+
+def quantile_at(q: Quantiles, p: float) -> float:
+    """The duration with P(duration <= it) = p, read off a quantile tuple (``inf`` beyond what is known).
+
+    >>> q = expand_prior((10.0, 20.0, 40.0, 80.0, 100.0, 150.0))
+    >>> quantile_at(q, 0.5), round(quantile_at(q, 0.25))
+    (40.0, 23)
+    """
+
+    if p <= GRID[0]:
+        return q[0] * max(p, 0.0) / GRID[0]
+    i = bisect_left(GRID, p)
+    if i >= len(GRID):
+        return inf if isinf(q[-1]) else q[-1] * (1.0 - GRID[-1]) / max(1.0 - p, 1e-12)
+    if GRID[i] == p:
+        return q[i]
+    lo, hi = q[i - 1], q[i]
+    if isinf(hi):
+        return inf
+    frac = (p - GRID[i - 1]) / (GRID[i] - GRID[i - 1])
+    return exp(log(lo) + frac * (log(hi) - log(lo))) if lo > 0 else hi * frac
+
+
 class DurationBaseline:
     """A family of keyed duration histograms with cached quantiles.
 
-    ``prior`` gives (p05, p20, p50, p90, p95, p99) seconds used when no key in the
-    fallback chain is warm.
+    ``prior`` gives (p05, p20, p50, p90, p95, p99) seconds (spread onto ``GRID``)
+    used when no key in the fallback chain is warm.
 
     >>> b = DurationBaseline(prior=(30.0, 60.0, 120.0, 600.0, 900.0, 1800.0), min_count=3)
     >>> for s in (100, 110, 120, 130): b.learn(("n1",), s)
     >>> round(b.quantiles(("n1",))[P50] / 100)
     1
-    >>> b.quantiles(("cold",)) == (30.0, 60.0, 120.0, 600.0, 900.0, 1800.0)
-    True
+    >>> b.quantiles(("cold",))[P99]
+    1800.0
+
+    Censored observations (parcels alerted while still waiting) keep the tail open:
+
+    >>> k = DurationBaseline(prior=(30.0, 60.0, 120.0, 600.0, 900.0, 1800.0), min_count=3)
+    >>> for s in (100, 110, 120, 130): k.learn(("n1",), s)
+    >>> for _ in range(4): k.learn_censored(("n1",), 500)
+    >>> q = k.quantiles(("n1",))
+    >>> round(q[P20] / 100), q[P90]
+    (1, inf)
     """
 
-    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cache", "_fast", "changed")
+    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cens", "cache", "_fast", "changed")
 
     def __init__(self, prior: Sequence[float], *, min_count: int = 30, clip_factor: float = 3.0) -> None:
-        self.prior = tuple(float(x) for x in prior)
+        self.prior = expand_prior(prior) if len(prior) == len(_PRIOR_P) else tuple(float(x) for x in prior)
+        if len(self.prior) != len(GRID):
+            raise ValueError(f"a prior has {len(_PRIOR_P)} or {len(GRID)} values, got {len(prior)}")
         self.min_count = min_count
         self.clip_factor = clip_factor
-        #: key -> [count, bin0, bin1, ...]
+        #: key -> [count, bin0, bin1, ...]; ``count`` includes the censored observations
         self.hist: dict[str, list[int]] = {}
+        #: key -> censored observations per bin (only keys that have any)
+        self.cens: dict[str, list[int]] = {}
         #: key -> (count at computation, p20, p50, p90, p95, p99); part of the exported state
         #: so a restored engine gives the very same numbers.
         self.cache: dict[str, list[float]] = {}
@@ -127,6 +231,23 @@ class DurationBaseline:
             h[0] += 1
             h[b] += 1
 
+    def learn_censored(self, keys: Sequence[str], value_s: float) -> None:
+        """Add "lasted at least ``value_s``" to every key of the chain (Kaplan-Meier censoring)."""
+
+        if value_s < 0:
+            return
+        b = _bin(value_s)
+        self.changed.update(keys)
+        for key in keys:
+            h = self.hist.get(key)
+            if h is None:
+                h = self.hist[key] = [0] * (NBINS + 1)
+            h[0] += 1
+            c = self.cens.get(key)
+            if c is None:
+                c = self.cens[key] = [0] * NBINS
+            c[b] += 1
+
     def count(self, key: str) -> int:
         h = self.hist.get(key)
         return h[0] if h else 0
@@ -137,8 +258,7 @@ class DurationBaseline:
         q = self.warm_quantiles(keys)
         if q is not None:
             return q
-        p = self.prior
-        return (p[0], p[1], p[2], p[3], p[4], p[5])
+        return self.prior
 
     def warm_quantiles(self, keys: Sequence[str]) -> Quantiles | None:
         """Like ``quantiles`` but None when no key of the chain is warm (instead of the prior)."""
@@ -165,28 +285,13 @@ class DurationBaseline:
         return "prior", 0
 
     def survival(self, keys: Sequence[str], value_s: float) -> float:
-        """P(duration > value_s) under the first warm key (prior: a log-normal-ish guess)."""
+        """P(duration > value_s) under the first warm key, else the prior (see ``survival_at``)."""
 
-        for key in keys:
-            h = self.hist.get(key)
-            if h is not None and h[0] >= self.min_count:
-                b = _bin(value_s)
-                above = float(sum(h[2 + b :]))
-                # interpolate inside the value's own bin
-                lo, hi = _bin_lo(b), _bin_lo(b + 1)
-                frac = min(1.0, max(0.0, (value_s - lo) / (hi - lo)))
-                above += h[1 + b] * (1.0 - frac)
-                return above / h[0]
-        p = self.prior
-        if value_s <= p[P50]:
-            return 0.5
-        if value_s >= p[P99]:
-            return 0.01 * p[P99] / value_s
-        return 0.49 * (p[P99] - value_s) / (p[P99] - p[P50]) + 0.01
+        return survival_at(self.quantiles(keys), value_s)
 
     def _derive(self, key: str, q: list[float]) -> tuple[float, Quantiles, float]:
         # q is a ``cache`` entry: [count at computation, p05, p20, p50, p90, p95, p99]
-        f = (q[0] * 1.125 + 4, (q[1], q[2], q[3], q[4], q[5], q[6]), q[1 + P99] * self.clip_factor)
+        f = (q[0] * 1.125 + 4, tuple(q[1:]), q[1 + P99] * self.clip_factor)
         self._fast[key] = f
         return f
 
@@ -195,60 +300,103 @@ class DurationBaseline:
         n = h[0]
         # Refresh after ~12 % growth: keeps per-event cost flat while following drift.
         if q is None or n >= q[0] * 1.125 + 4:
-            q = [float(n), *self._compute(h)]
+            q = [float(n), *self._compute(h, self.cens.get(key))]
             self.cache[key] = q
             self.changed.add(key)
         return q[1:]
 
     @staticmethod
-    def _compute(h: list[int]) -> list[float]:
+    def _compute(h: list[int], cens: list[int] | None = None) -> list[float]:
+        """Quantiles at ``GRID``: the empirical ones, or Kaplan-Meier's when some are censored."""
+
         n = h[0]
         out: list[float] = []
-        targets = [q * n for q in _QUANTILES]
-        cum = 0.0
+        if cens is None:
+            targets = [q * n for q in _QUANTILES]
+            cum = 0.0
+            ti = 0
+            for b in range(NBINS):
+                c = h[1 + b]
+                while ti < len(targets) and cum + c >= targets[ti] and c > 0:
+                    frac = (targets[ti] - cum) / c
+                    lo = LO_LOG2 + b / RES
+                    out.append(float(2.0 ** (lo + frac / RES)))
+                    ti += 1
+                cum += c
+                if ti == len(targets):
+                    break
+            while len(out) < len(targets):
+                out.append(_bin_lo(NBINS))
+            return out
+        # Kaplan-Meier over the bins: events of a bin leave before its censored ones
+        at_risk = float(n)
+        dead = 0.0  # 1 - S at the start of the bin
         ti = 0
         for b in range(NBINS):
-            c = h[1 + b]
-            while ti < len(targets) and cum + c >= targets[ti] and c > 0:
-                frac = (targets[ti] - cum) / c
-                lo = LO_LOG2 + b / RES
-                out.append(float(2.0 ** (lo + frac / RES)))
-                ti += 1
-            cum += c
-            if ti == len(targets):
+            d = h[1 + b]
+            if d and at_risk > 0:
+                after = 1.0 - (1.0 - dead) * (1.0 - d / at_risk)
+                while ti < len(GRID) and after >= GRID[ti]:
+                    frac = (GRID[ti] - dead) / (after - dead)
+                    out.append(float(2.0 ** (LO_LOG2 + (b + frac) / RES)))
+                    ti += 1
+                dead = after
+            at_risk -= d + cens[b]
+            if ti == len(GRID):
                 break
-        while len(out) < len(targets):
-            out.append(_bin_lo(NBINS))
+        while len(out) < len(GRID):
+            out.append(inf)  # never reached: longer than anything the key has seen end
         return out
 
     def export(self) -> dict[str, object]:
-        return {"hist": self.hist, "cache": self.cache}
+        return {"hist": self.hist, "cache": self.cache, "cens": self.cens}
 
     def take_changed(self) -> dict[str, list[object]]:
-        """``key -> [histogram, cache entry or None]`` for the keys changed since the last call."""
+        """``key -> [histogram, cache entry or None, censored bins or None]`` for the keys changed since the last call."""
 
-        hist, cache = self.hist, self.cache
-        out: dict[str, list[object]] = {k: [hist[k], cache.get(k)] for k in self.changed if k in hist}
+        hist, cache, cens = self.hist, self.cache, self.cens
+        out: dict[str, list[object]] = {
+            k: [hist[k], cache.get(k), cens.get(k)] for k in self.changed if k in hist
+        }
         self.changed.clear()
         return out
 
     def load_entries(self, entries: dict[str, list[object]]) -> None:
         """Apply ``take_changed`` output (later entries of a key replace earlier ones)."""
 
-        for key, (h, q) in entries.items():
-            if not isinstance(h, list) or len(h) != NBINS + 1 or not (q is None or isinstance(q, list)):
-                raise ValueError(f"baseline entry {key!r} is not [histogram, cache]")
+        for key, entry in entries.items():
+            h, q = entry[0], entry[1]
+            c = entry[2] if len(entry) > 2 else None
+            if (
+                not isinstance(h, list)
+                or len(h) != NBINS + 1
+                or not (q is None or isinstance(q, list))
+                or not (c is None or (isinstance(c, list) and len(c) == NBINS))
+            ):
+                raise ValueError(f"baseline entry {key!r} is not [histogram, cache, censored]")
             self.hist[key] = [int(x) for x in h]
-            if q is None:
-                self.cache.pop(key, None)
+            self._load_cache(key, q)
+            if c is None:
+                self.cens.pop(key, None)
             else:
-                self.cache[key] = [float(x) for x in q]
+                self.cens[key] = [int(x) for x in c]
             self._fast.pop(key, None)
+
+    def _load_cache(self, key: str, q: object) -> None:
+        # a cache entry of an older grid (six quantiles) is dropped: recomputed at the next query
+        if isinstance(q, list) and len(q) == len(GRID) + 1:
+            self.cache[key] = [float(x) for x in q]
+        else:
+            self.cache.pop(key, None)
 
     def load(self, data: dict[str, object]) -> None:
         hist = data.get("hist", {})
         cache = data.get("cache", {})
-        assert isinstance(hist, dict) and isinstance(cache, dict)
+        cens = data.get("cens", {})
+        assert isinstance(hist, dict) and isinstance(cache, dict) and isinstance(cens, dict)
         self.hist = {str(k): [int(x) for x in v] for k, v in hist.items()}
-        self.cache = {str(k): [float(x) for x in v] for k, v in cache.items()}
+        self.cache = {}
+        for k, v in cache.items():
+            self._load_cache(str(k), v)
+        self.cens = {str(k): [int(x) for x in v] for k, v in cens.items()}
         self._fast = {}

@@ -13,7 +13,10 @@ way the alert is stamped with the deadline, so alerts do not depend on tick
 cadence. Duplicated event ids are ignored, a parcel has at most one open alert
 per type, and a RESOLVED update with the same id follows when the parcel
 moves again or is delivered. Delivered parcels are forgotten after
-``retention_ms``, silent unfinished ones after ``max_silence_ms``.
+``retention_ms``; a silent unfinished one after ``max_silence_ms`` only once
+no alert deadline of it is pending (the forgetting horizon follows the
+learned thresholds, so a slow lane's silent parcel still gets its stall and
+likely-lost alerts), and in any case ``max_age_ms`` after its last scan.
 ``take_changes``/``export_models``/``restore``
 are how the stream shell checkpoints and recovers: the same records replayed
 onto a restored engine give the same alerts, ids and content.
@@ -111,11 +114,13 @@ class EngineConfig:
 
     allowed_lateness_ms: int = 600_000
     retention_ms: int = DAY_MS
-    #: a parcel silent this long is forgotten even unfinished (its lost alert fired long before)
+    #: a silent unfinished parcel is forgotten this long after its last pending alert deadline
     max_silence_ms: int = 30 * DAY_MS
+    #: ... and this long after its last scan whatever is pending (bounds the state)
+    max_age_ms: int = 400 * DAY_MS
     calendar: Calendar = field(default_factory=Calendar)
     detectors: tuple[str, ...] = tuple(DETECTORS)
-    knobs: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    knobs: Mapping[str, Mapping[str, float | bool | str]] = field(default_factory=dict)
     #: observations a baseline key needs before it is trusted over its fallback
     min_count: int = 30
     #: seen-event-id hashes kept per parcel (duplicates beyond this are unlikely)
@@ -129,6 +134,11 @@ class EngineConfig:
             raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
         if self.allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
+        for name in ("retention_ms", "max_silence_ms", "max_age_ms", "min_count", "max_seen", "max_route"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_route < 3:
+            raise ValueError("max_route must be >= 3")
 
 
 @dataclass
@@ -167,8 +177,9 @@ class Engine:
     1
     >>> engine.state_of("WB1").route[-1][2]  # kept encoded; state_of decodes a copy
     'HUB-A'
+    >>> # a cold engine guesses nothing: with no learned dwell, only the broken promise is certain
     >>> [a.alert_type.value for a in engine.advance(sc.start_ms + 30 * 24 * H)]
-    ['stall', 'predicted_late', 'likely_lost']
+    ['predicted_late']
     """
 
     def __init__(self, config: EngineConfig) -> None:
@@ -252,7 +263,7 @@ class Engine:
             name, sep, key = field_name.partition(":")
             try:
                 entry = msgspec.msgpack.decode(value)
-                valid = bool(sep) and isinstance(entry, list) and len(entry) == 2
+                valid = bool(sep) and isinstance(entry, list) and len(entry) in (2, 3)
             except msgspec.DecodeError:
                 valid = False
             if not valid:
@@ -305,6 +316,7 @@ class Engine:
             "arrivals": env.arrivals,
             "suspect": env.suspect,
             "recent_incidents": env.recent_incidents,
+            "feeds": env.feeds,
         }
         return _state_encoder.encode(blob)
 
@@ -344,6 +356,7 @@ class Engine:
             env.arrivals = blob["arrivals"]
             env.suspect = blob["suspect"]
             env.recent_incidents = blob["recent_incidents"]
+            env.feeds = blob.get("feeds") or {}
         if baselines:
             engine._load_baseline_fields(baselines)
         for key in sorted(parcels):
@@ -559,7 +572,7 @@ class Engine:
             if st is None:
                 continue  # forgotten by an earlier deadline of this batch
             if i == forget_index:
-                if st.due.get(FORGET) == d:
+                if st.due.get(FORGET) == d and not self._keep(st, d):
                     self._forget(st, d, out)
                 continue
             name = detectors[i].name
@@ -573,6 +586,18 @@ class Engine:
         for wb, st in touched.items():
             if wb in hot:
                 self._requeue(wb, st.due)
+
+    def _keep(self, st: ParcelState, at_ms: int) -> bool:
+        """Whether a silent unfinished parcel must stay (an alert deadline is pending): re-arm its forgetting."""
+
+        if st.final_at:
+            return False
+        pending = [d for name, d in st.due.items() if name != FORGET]
+        if not pending or not st.route or at_ms - st.route[-1][0] >= self.config.max_age_ms:
+            return False
+        st.due[FORGET] = min(max(pending) + self.config.max_silence_ms, st.route[-1][0] + self.config.max_age_ms)
+        self._dirty.add(st.waybill)
+        return True
 
     def _forget(self, st: ParcelState, at_ms: int, out: list[Alert]) -> None:
         # close what is still open (sticky facts, silent parcels): every FIRING gets its RESOLVED

@@ -67,6 +67,10 @@ def overdue_tail(k: int, n: int, alpha: float, beta: float) -> float:
     return min(1.0, total)
 
 
+def _finite(value: float, fallback: float) -> float:
+    return fallback if value == float("inf") else value
+
+
 class HubIncidentDetector(DeadlineMixin):
     """Catches hub-wide slowdowns and maps them to the parcels they hold.
 
@@ -226,7 +230,9 @@ class HubIncidentDetector(DeadlineMixin):
             )
         quantiles = self.env.dwell.quantiles
         factor = self.dwell_factor
-        return [int(quantiles(keys)[P95] * factor * 1000) for keys in chains]
+        prior = self.env.dwell.prior[P95]
+        # a p95 the data cannot pin down yet (censored stalls above it) falls back on the prior
+        return [int(_finite(quantiles(keys)[P95], prior) * factor * 1000) for keys in chains]
 
     def _evaluate(self, hub: str, region: str, now: int) -> list[Finding]:
         env = self.env

@@ -32,7 +32,7 @@ class LateDispatchDetector(DeadlineMixin):
 
     name = "late_dispatch"
 
-    def __init__(self, env: Env, *, grace_s: float = 2 * 3600, early_warning: bool = True) -> None:
+    def __init__(self, env: Env, *, grace_s: float = 0.0, early_warning: bool = True) -> None:
         self.env = env
         self.grace_s = grace_s
         self.early_warning = early_warning

@@ -2,17 +2,18 @@
 
 The deadline is ``factor`` times the silence the parcel's stage allows (the
 stall threshold at a node, the leg limit in transit, kept in ``state.note`` by
-those detectors), and at least
-``min_silence_s``, moved past non-working days. The alert is its own type
-(``likely_lost``) and names the open stall alert in its evidence, so the alert
-service can escalate rather than duplicate.
+those detectors), and at least ``min_silence_s``, moved past non-working
+days. While that silence is not learned yet (a cold start) the detector
+raises nothing and looks again every ``recheck_s``; at its deadline it reads
+the stage's silence again (it follows what has been learned since). The alert
+is its own type (``likely_lost``) and names the open stall alert in its
+evidence, so the alert service can escalate rather than duplicate.
 """
 
 from __future__ import annotations
 
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
-    CODES,
     FINAL_CODES,
     PICKED_UP,
     TYPES,
@@ -31,31 +32,52 @@ class LostDetector(DeadlineMixin):
     env: the engine's shared environment.
     factor: multiple of the stall threshold after which a silent parcel is likely lost.
     min_silence_s: never call a parcel lost sooner than this.
+    recheck_s: while the stage's silence is not learned yet, look again this often.
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
+    >>> for i in range(40):  # teach the hub its normal dwell (2 h)
+    ...     _ = sc.parcel(f"N{i}").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H).departed(5 * H)
     >>> _ = sc.parcel("WB1").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H)
-    >>> [a.alert_type.value for a in sc.run(detectors=("stall", "lost"), until=20 * 24 * H)]
+    >>> [a.alert_type.value for a in sc.run(detectors=("stall", "lost"), until=20 * 24 * H) if a.waybill_id == "WB1"]
     ['stall', 'likely_lost']
     """
 
     name = "lost"
 
-    def __init__(self, env: Env, *, factor: float = 6.0, min_silence_s: float = 4 * 86400) -> None:
+    def __init__(
+        self, env: Env, *, factor: float = 3.0, min_silence_s: float = 4 * 86400, recheck_s: float = 86400
+    ) -> None:
+        if factor <= 0 or min_silence_s < 0 or recheck_s <= 0:
+            raise ValueError("lost: factor and recheck_s must be positive, min_silence_s >= 0")
         self.env = env
         self.factor = factor
         self.min_silence_s = min_silence_s
+        self.recheck_s = recheck_s
+
+    def _silence_s(self, state: ParcelState) -> float:
+        return max(state.note.get("silence_ref_s", 0.0) * self.factor, self.min_silence_s)
+
+    def _arm(self, state: ParcelState, t: int, now_ms: int) -> bool:
+        """Set the deadline; True when it is due now (the parcel has been silent long enough)."""
+
+        if state.note.get("silence_cold"):
+            first = t + int(self.min_silence_s * 1000)
+            self.set_due(state, first if now_ms < first else now_ms + int(self.recheck_s * 1000))
+            return False
+        due = t + self.env.calendar.extend(state.carrier, t, int(self._silence_s(state) * 1000))
+        self.set_due(state, max(due, now_ms))
+        return due <= now_ms
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
         if not self.env.latest:
             return []
-        code = CODES[event.event_type]
+        code = self.env.code
         if state.final_at or code < PICKED_UP or code in FINAL_CODES:
             self.set_due(state, None)
             return []
         t = event.event_time
-        silence_s = max(state.note.get("silence_ref_s", 0.0) * self.factor, self.min_silence_s)
-        self.set_due(state, t + self.env.calendar.extend(state.carrier, t, int(silence_s * 1000)))
+        self._arm(state, t, t)
         return []
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
@@ -63,6 +85,9 @@ class LostDetector(DeadlineMixin):
         if last is None or state.final_at:
             return []
         t, code, node, region = last
+        if not self._arm(state, t, now_ms):
+            return []  # not learned yet, or the stage's silence grew since: look again later
+        self.set_due(state, None)
         stall = state.open.get(AnomalyType.STALL.value)
         silent_s = (now_ms - t) / 1000
         return [
@@ -81,7 +106,7 @@ class LostDetector(DeadlineMixin):
                 evidence={
                     "silent_s": silent_s,
                     "stall_threshold_s": round(state.note.get("stall_thr_s", 0.0), 1),
-                    "lost_threshold_s": round(max(state.note.get("silence_ref_s", 0.0) * self.factor, self.min_silence_s), 1),
+                    "lost_threshold_s": round(self._silence_s(state), 1),
                     "stall_alert_id": stall[0] if stall else None,
                 },
             )

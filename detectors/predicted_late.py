@@ -1,24 +1,33 @@
 """Predicted late arrival: warn as soon as the delivery promise is likely broken.
 
-Remaining time to delivery is learned online from delivered, anomaly-free
-parcels, for every scan on their route, keyed by (node, scan type,
-destination), then (scan type, lane), then the scan type; while all are cold
-only the promise itself is a deadline (no model, no early warning). At each scan a fast-end quantile of that distribution (``quantile``, p20
-by default) is added to the scan time; if even that lands after the promise
-plus ``margin_s`` the parcel is predicted late now. Otherwise a deadline is
-set at the latest moment the parcel can still sit here and likely make it
-(promise - the ``silent_quantile`` of the remaining time from the *next* scan): if it is still silent then, the
-warning fires. At the promise itself an undelivered parcel is late by
-definition. The alert carries the predicted lateness from the median.
+The model is the remaining time to delivery from a parcel's latest scan,
+measured in units of the time the promise left at that scan (r = remaining /
+(promise - scan time)): the platform's promise already knows the lane, so one
+distribution of r pools every lane of a carrier, and a parcel is late exactly
+when r > 1. It is learned online from delivered parcels (all of them: a
+forecast must know how often parcels are slow) per (node, scan type,
+destination), then (carrier, scan type, lane) and (carrier, scan type); not
+across carriers, whose feeds and promises differ. While the parcel is silent for e seconds after that scan, with D
+seconds from the scan to the promise, the chance of being late is
+P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. The warning fires when that chance reaches ``late_probability``: at once when
+a scan already makes it likely, else at the silence e* where S(e* / D) = S(1) /
+``late_probability``
+(a deadline, recomputed from what has been learned when it comes). So the
+longer a parcel is silent the likelier it is late, and a feed whose next scan
+is the delivery still warns days ahead. While no key is trusted only the
+broken promise itself is certain; the detector looks again every
+``recheck_s`` until a key is trusted. The alert
+carries the probability, its lead and the key and size that decided it.
 """
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P05, P20, P50, KeyMemo
+from math import isinf
+
+from logiwatch.detectors.baselines import P50, KeyMemo, quantile_at, survival_at
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
-    CODES,
     DELIVERED,
     FINAL_CODES,
     TYPES,
@@ -28,23 +37,27 @@ from logiwatch.detectors.state import (
     ParcelState,
 )
 
-_Q = {"p05": P05, "p20": P20, "p50": P50}
 _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
+#: r = 1 (remaining time equal to the time the promise left) is stored as this many "seconds"
+#: in the duration histograms (their range is 8 s .. 97 days: r from 1e-4 to ~97)
+RATIO_UNIT = 86_400.0
+RemainingKeys = tuple[str, str, str]
+
+_remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
 
 
-_remaining_memo: KeyMemo[tuple[str, int, str, str], tuple[str, str, str]] = KeyMemo()
+def remaining_keys(state: ParcelState, node: str, code: int) -> RemainingKeys:
+    return _remaining_keys(node, code, state.carrier, state.origin, state.dest)
 
 
-def remaining_keys(state: ParcelState, node: str, code: int) -> tuple[str, str, str]:
-    return _remaining_keys(node, code, state.origin, state.dest)
-
-
-def _remaining_keys(node: str, code: int, origin: str, dest: str) -> tuple[str, str, str]:
-    memo = (node, code, origin, dest)
+def _remaining_keys(node: str, code: int, carrier: str, origin: str, dest: str) -> RemainingKeys:
+    memo = (node, code, carrier, origin, dest)
     keys = _remaining_memo.get(memo)
     if keys is None:
         c = CODE_STR[code]
-        keys = _remaining_memo.remember(memo, (f"{node}|{c}|{dest}", f"{c}|{origin}>{dest}", c))
+        keys = _remaining_memo.remember(
+            memo, (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}")
+        )
     return keys
 
 
@@ -54,76 +67,99 @@ class PredictedLateDetector(DeadlineMixin):
     Parameters
     ----------
     env: the engine's shared environment.
-    quantile: which quantile of the remaining time must already miss at a scan ("p05", "p20", "p50").
-    silent_quantile: the quantile of the remaining time from the next scan that sets the silence deadline.
+    late_probability: warn when P(late | what happened, how long it has been silent) reaches this.
     margin_s: tolerance after the promise.
+    recheck_s: while no key is trusted, look again this often.
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
-    >>> _ = sc.parcel("WB1", deliver_within=24 * H).paid(0).dispatched(H).picked_up(2 * H)
-    >>> [a.alert_type.value for a in sc.run(detectors=("predicted_late",))]
-    ['predicted_late']
+    >>> for i in range(40):  # parcels usually take 10-20 h from pickup to delivery
+    ...     _ = sc.parcel(f"N{i}", deliver_within=72 * H).paid(0).dispatched(H).picked_up(2 * H).delivered((12 + i % 10) * H)
+    >>> _ = sc.parcel("WB1", deliver_within=72 * H).paid(0).dispatched(H).picked_up(2 * H)
+    >>> alerts = [a for a in sc.run(detectors=("predicted_late",)) if a.status.value == "firing"]
+    >>> [(a.waybill_id, a.evidence["lead_s"] > 24 * 3600) for a in alerts]
+    [('WB1', True)]
     """
 
     name = "predicted_late"
 
     def __init__(
-        self, env: Env, *, quantile: str = "p20", silent_quantile: str = "p50", margin_s: float = 0.0
+        self, env: Env, *, late_probability: float = 0.5, margin_s: float = 0.0, recheck_s: float = 6 * 3600
     ) -> None:
-        if quantile not in _Q or silent_quantile not in _Q:
-            raise ValueError(f"quantile and silent_quantile must be one of {sorted(_Q)}")
+        if not 0.0 < late_probability < 1.0:
+            raise ValueError("predicted_late: late_probability must be between 0 and 1")
+        if recheck_s <= 0:
+            raise ValueError("predicted_late: recheck_s must be positive")
         self.env = env
-        self.quantile = quantile
-        self.qi = _Q[quantile]
-        self.silent_quantile = silent_quantile
-        self.si = _Q[silent_quantile]
+        self.late_probability = late_probability
         self.margin_s = margin_s
+        self.recheck_s = recheck_s
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
         env = self.env
         if not env.latest:
             return []
-        code = CODES[event.event_type]
+        code = env.code
         t = event.event_time
         if code == DELIVERED:
             self.set_due(state, None)
-            if not state.tainted:
-                self._learn(state, t)
+            self._learn(state, t)
             return []
-        if state.final_at or code in FINAL_CODES:
+        if state.final_at or code in FINAL_CODES or _PREDICTED_LATE in state.open:
             self.set_due(state, None)
             return []
-        if _PREDICTED_LATE in state.open:
-            self.set_due(state, None)
-            return []
-        keys = remaining_keys(state, event.node_id, code)
-        limit = state.deliver_by + int(self.margin_s * 1000)
-        q = env.remaining.warm_quantiles(keys)
-        if q is None:
-            # no learned model for this stage yet: only the broken promise itself is certain
-            self.set_due(state, max(limit, t + 1))
-            return []
-        if t + q[self.qi] * 1000 > limit:
-            return self._finding(state, t, t + int(q[P50] * 1000), keys, "at this scan")
-        qn = env.remaining_next.quantiles(keys)
-        due = min(limit - int(qn[self.si] * 1000), limit)
-        self.set_due(state, max(due, t + 1))
-        return []
+        return self._decide(state, t, event.node_id, code, t)
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
         last = state.last
-        if last is None or state.final_at or AnomalyType.PREDICTED_LATE.value in state.open:
+        if last is None or state.final_at or _PREDICTED_LATE in state.open:
             return []
-        keys = remaining_keys(state, last[2], last[1])
-        qn = self.env.remaining_next.quantiles(keys)
-        return self._finding(state, now_ms, now_ms + int(qn[P50] * 1000), keys, "while silent")
+        return self._decide(state, last[0], last[2], last[1], now_ms)
 
-    def _finding(self, state: ParcelState, at_ms: int, predicted_ms: int, keys: tuple[str, ...], how: str) -> list[Finding]:
+    def _decide(self, state: ParcelState, t: int, node: str, code: int, now_ms: int) -> list[Finding]:
+        """Warn now, or set the deadline at the silence after which a warning is due."""
+
+        limit = state.deliver_by + int(self.margin_s * 1000)
+        keys = remaining_keys(state, node, code)
+        if now_ms >= limit:
+            return self._finding(state, now_ms, keys, None, 1.0, "the promise has passed")
+        q = self.env.remaining.warm_quantiles(keys)
+        if q is None:
+            # no learned model for this stage yet: only the broken promise itself is certain
+            self.set_due(state, min(limit, now_ms + int(self.recheck_s * 1000)))
+            return []
+        d_ms = limit - t
+        e_s = (now_ms - t) / 1000
+        s_d = survival_at(q, RATIO_UNIT)
+        s_e = survival_at(q, RATIO_UNIT * (now_ms - t) / d_ms)
+        p_late = min(1.0, s_d / s_e) if s_e > 0 else 1.0
+        if p_late >= self.late_probability:
+            how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
+            return self._finding(state, now_ms, keys, q, p_late, how)
+        r_star = quantile_at(q, 1.0 - s_d / self.late_probability)
+        due = limit if isinf(r_star) else min(limit, t + int(r_star / RATIO_UNIT * d_ms))
+        self.set_due(state, max(due, now_ms + 1))
+        return []
+
+    def _finding(
+        self, state: ParcelState, at_ms: int, keys: RemainingKeys, q: tuple[float, ...] | None, p_late: float, how: str
+    ) -> list[Finding]:
         last = state.last
         assert last is not None
+        # the median remaining time given the silence so far, as the predicted arrival
+        d_ms = state.deliver_by + int(self.margin_s * 1000) - last[0]
+        if q is not None and d_ms > 0:
+            r_now = RATIO_UNIT * (at_ms - last[0]) / d_ms
+            s_e = survival_at(q, r_now)
+            r_med = quantile_at(q, 1.0 - s_e / 2) if s_e > 0 else r_now
+            r_med = r_now if isinf(r_med) else max(r_med, r_now)
+            predicted_ms = last[0] + int(r_med / RATIO_UNIT * d_ms)
+        else:
+            predicted_ms = at_ms
         predicted_ms = max(predicted_ms, at_ms)
         lateness_s = max(0.0, (predicted_ms - state.deliver_by) / 1000)
         key, n = self.env.remaining.source(keys)
+        self.set_due(state, None)
         return [
             Finding(
                 alert_type=AnomalyType.PREDICTED_LATE,
@@ -132,14 +168,19 @@ class PredictedLateDetector(DeadlineMixin):
                 severity=Severity.WARNING,
                 predicted_lateness_s=lateness_s,
                 summary=(
-                    f"Parcel {state.waybill} will likely miss its delivery promise by {lateness_s / 3600:.1f} h "
-                    f"(predicted {how} after {TYPES[last[1]].value} at {last[2]})"
+                    f"Parcel {state.waybill} will likely miss its delivery promise "
+                    f"(P(late) {p_late:.0%}, {how} after {TYPES[last[1]].value} at {last[2]}; "
+                    f"promise in {(state.deliver_by - at_ms) / 3.6e6:.1f} h)"
                 ),
                 evidence={
+                    "probability_late": round(p_late, 4),
                     "predicted_arrival": predicted_ms,
                     "promised_delivery_by": state.deliver_by,
                     "lead_s": (state.deliver_by - at_ms) / 1000,
-                    "quantile": self.quantile,
+                    "silent_s": (at_ms - last[0]) / 1000,
+                    "expected_remaining_p50_s": None
+                    if q is None or isinf(q[P50]) or d_ms <= 0
+                    else round(q[P50] / RATIO_UNIT * d_ms / 1000, 1),
                     "baseline_key": key,
                     "baseline_n": n,
                 },
@@ -148,14 +189,10 @@ class PredictedLateDetector(DeadlineMixin):
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
         remaining = self.env.remaining.learn
-        remaining_next = self.env.remaining_next.learn
-        route = state.route
-        last = len(route) - 1
-        origin, dest = state.origin, state.dest
-        for i, (t, code, node, _region) in enumerate(route):
-            if code in FINAL_CODES or t > delivered_ms:
+        carrier, origin, dest = state.carrier, state.origin, state.dest
+        limit = state.deliver_by + int(self.margin_s * 1000)
+        for t, code, node, _region in state.route:
+            if code in FINAL_CODES or t > delivered_ms or t >= limit:
                 continue
-            keys = _remaining_keys(node, code, origin, dest)
-            remaining(keys, (delivered_ms - t) / 1000)
-            nxt = route[i + 1][0] if i < last else delivered_ms
-            remaining_next(keys, (delivered_ms - nxt) / 1000)
+            keys = _remaining_keys(node, code, carrier, origin, dest)
+            remaining(keys, RATIO_UNIT * (delivered_ms - t) / (limit - t))

@@ -17,8 +17,9 @@ from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import Alert, ScanEvent, Tick
 from logiwatch.detectors.partitioning import partition_for
 
-#: How far past the last event the final tick goes: every deadline fires by then.
-FINAL_HORIZON_MS = 30 * 86_400_000
+#: How far past the last event the final tick goes: every deadline fires by then (stall and
+#: likely-lost deadlines on slow lanes lie weeks or months after the last scan).
+FINAL_HORIZON_MS = 400 * 86_400_000
 
 
 def interleave_ticks(

@@ -1,24 +1,34 @@
 """Stall: a parcel with no next scan within the dwell expected at its current node.
 
 The expected dwell is learned online per (node, scan type, carrier, six-hour
-bucket of the day), falling back to (node, scan type, bucket), (node, scan
-type), then the scan type, then a prior while keys are cold. The deadline is the larger of ``p99_factor`` x p99
-and ``p95_factor`` x p95 (never below ``min_dwell_s``), stretched in peak
-periods and moved past the carrier's non-working days by the calendar. When it
-fires, the alert gives the observed dwell, the expected quantiles, the baseline
-key and size, and the probability that a normal parcel would still be waiting
-(the survival of the learned dwell distribution). Dwell observations of
-parcels that stalled are not learned, so a stuck parcel cannot stretch the
-hub's normal.
+bucket of the day), falling back to (node, scan type, carrier), (node, scan
+type) and the carrier's scan type (never a carrier-blind global key: what
+follows a scan type depends on what the carrier's feed sends); after PICKED_UP the lane
+(carrier, origin > destination) comes first, since in a feed whose next scan
+after the hand-over is the delivery the "dwell" is the whole transit. The
+deadline is the larger of ``p99_factor`` x p99 and ``p95_factor`` x p95 of
+the first trusted key (quantiles the data cannot pin down are skipped; never
+below ``min_dwell_s``), stretched in peak periods and moved past the carrier's
+non-working days. While no key of the chain is trusted (a cold start) the
+detector raises nothing and looks again every ``recheck_s``; when a deadline
+comes, the threshold is recomputed from what has been learned since, so a
+threshold set on a young, fast-biased estimate does not fire. A parcel that
+stalled is learned as censored at the threshold it crossed ("it waited at
+least that long"), so a stuck parcel cannot stretch the hub's normal, and a
+key whose threshold is too low for its parcels opens its tail instead of
+teaching itself only from the fast ones. The alert gives the observed dwell,
+the expected quantiles, the baseline key and size, and the probability that a
+normal parcel would still be waiting.
 """
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P95, P99, KeyMemo
+from math import isinf
+
+from logiwatch.detectors.baselines import P95, P99, KeyMemo, Quantiles
 from logiwatch.detectors.model import AnomalyType, EventType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
-    CODES,
     EXCEPTION,
     FINAL_CODES,
     HUB_DEPARTED,
@@ -32,20 +42,38 @@ from logiwatch.detectors.state import (
 )
 
 _BUCKET_STR = ("0", "1", "2", "3")
+DwellKeys = tuple[str, ...]
+
+_dwell_memo: KeyMemo[tuple[str, int, str, int, str, str], DwellKeys] = KeyMemo()
 
 
-_dwell_memo: KeyMemo[tuple[str, int, str, int], tuple[str, str, str, str]] = KeyMemo()
-
-
-def dwell_keys(node: str, code: int, carrier: str, t_ms: int) -> tuple[str, str, str, str]:
+def dwell_keys(node: str, code: int, carrier: str, t_ms: int, origin: str = "", dest: str = "") -> DwellKeys:
     bucket = hour_bucket(t_ms)
-    memo = (node, code, carrier, bucket)
+    lane = code == PICKED_UP
+    memo = (node, code, carrier, bucket, origin if lane else "", dest if lane else "")
     keys = _dwell_memo.get(memo)
     if keys is None:
         hb = _BUCKET_STR[bucket]
-        nc = f"{node}|{CODE_STR[code]}"
-        keys = _dwell_memo.remember(memo, (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"*|{CODE_STR[code]}"))
+        c = CODE_STR[code]
+        nc = f"{node}|{c}"
+        if lane:
+            keys = (f"{carrier}|{c}|{origin}>{dest}", f"{nc}|{carrier}|{hb}", f"{nc}|{carrier}", f"{carrier}|{c}")
+        else:
+            # the node's carrier-blind keys stay (hub incidents read them), but no carrier-blind
+            # global key: what follows a scan type depends on what the carrier's feed sends
+            keys = (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"{carrier}|{c}")
+        keys = _dwell_memo.remember(memo, keys)
     return keys
+
+
+def factor_threshold(q: Quantiles, p99_factor: float, p95_factor: float, floor_s: float) -> float | None:
+    """max(p99_factor x p99, p95_factor x p95, floor) over the quantiles the data pins down (None: neither)."""
+
+    best = None
+    for v in (q[P99] * p99_factor, q[P95] * p95_factor):
+        if not isinf(v) and (best is None or v > best):
+            best = v
+    return None if best is None else max(best, floor_s)
 
 
 class StallDetector(DeadlineMixin):
@@ -56,12 +84,15 @@ class StallDetector(DeadlineMixin):
     env: the engine's shared environment (baselines, calendar).
     p99_factor, p95_factor: the deadline is max(p99_factor * p99, p95_factor * p95) of the learned dwell.
     min_dwell_s: never alert on a dwell shorter than this.
+    recheck_s: while the dwell is not learned yet, look again this often (no alert from a guess).
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
-    >>> _ = sc.parcel("WB1").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H)
-    >>> [a.alert_type.value for a in sc.run(detectors=("stall",), until=10 * 24 * H)]
-    ['stall']
+    >>> for i in range(40):  # teach the hub its normal dwell (2 h)
+    ...     _ = sc.parcel(f"N{i}").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H).departed(5 * H)
+    >>> _ = sc.parcel("WB1").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 6 * H)
+    >>> [a.waybill_id for a in sc.run(detectors=("stall",), until=10 * 24 * H)]
+    ['WB1']
     """
 
     name = "stall"
@@ -73,40 +104,67 @@ class StallDetector(DeadlineMixin):
         p99_factor: float = 2.0,
         p95_factor: float = 3.0,
         min_dwell_s: float = 6 * 3600,
+        recheck_s: float = 6 * 3600,
     ) -> None:
+        if min(p99_factor, p95_factor) <= 0 or min_dwell_s < 0 or recheck_s <= 0:
+            raise ValueError("stall: factors and recheck_s must be positive, min_dwell_s >= 0")
         self.env = env
         self.p99_factor = p99_factor
         self.p95_factor = p95_factor
         self.min_dwell_s = min_dwell_s
+        self.recheck_s = recheck_s
 
-    def threshold_s(self, state: ParcelState, node: str, code: int, t_ms: int) -> float:
-        q = self.env.dwell.quantiles(dwell_keys(node, code, state.carrier, t_ms))
-        thr = max(q[P99] * self.p99_factor, q[P95] * self.p95_factor, self.min_dwell_s)
-        return thr * self.env.calendar.peak_factor(t_ms)
+    def keys_for(self, state: ParcelState, node: str, code: int, t_ms: int) -> DwellKeys:
+        return dwell_keys(node, code, state.carrier, t_ms, state.origin, state.dest)
+
+    def threshold_s(self, state: ParcelState, node: str, code: int, t_ms: int) -> float | None:
+        """The stall threshold for a dwell that began at ``t_ms``, or None while no key is trusted."""
+
+        q = self.env.dwell.warm_quantiles(self.keys_for(state, node, code, t_ms))
+        if q is None:
+            return None
+        thr = factor_threshold(q, self.p99_factor, self.p95_factor, self.min_dwell_s)
+        return None if thr is None else thr * self.env.calendar.peak_factor(t_ms)
+
+    def _arm(self, state: ParcelState, t: int, node: str, code: int, now_ms: int) -> float | None:
+        thr_s = self.threshold_s(state, node, code, t)
+        note = state.note
+        if thr_s is None:
+            note["silence_cold"] = 1
+            note["silence_ref_s"] = 0.0
+            self.set_due(state, now_ms + int(self.recheck_s * 1000))
+            return None
+        note.pop("silence_cold", None)
+        note["stall_thr_s"] = thr_s
+        note["silence_ref_s"] = thr_s
+        self.set_due(state, max(t + self.env.calendar.extend(state.carrier, t, int(thr_s * 1000)), now_ms))
+        return thr_s
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
         env = self.env
         if not env.latest:
             return []
         prev = env.prev
-        code = CODES[event.event_type]
+        code = env.code
+        note = state.note
         if code == EXCEPTION and prev is not None and prev[2] == event.node_id and self.name in state.due:
             return []  # an exception scan during a dwell does not restart the dwell clock
-        if state.note.get("teleport_at") == event.event_time:
+        if note.get("teleport_at") == event.event_time:
             return []  # a scan that cannot be true (contradiction) is not where the parcel waits
         if prev is not None and prev[1] >= PICKED_UP and prev[1] not in FINAL_CODES and prev[1] != HUB_DEPARTED:
-            if not state.note.pop("stall_hit", 0):
-                env.dwell.learn(dwell_keys(prev[2], prev[1], state.carrier, prev[0]), (event.event_time - prev[0]) / 1000)
+            keys = self.keys_for(state, prev[2], prev[1], prev[0])
+            if note.pop("stall_hit", 0):
+                # it stalled: all we may say is that it waited at least the threshold it crossed
+                env.dwell.learn_censored(keys, note.get("stall_thr_s", 0.0))
+            else:
+                env.dwell.learn(keys, (event.event_time - prev[0]) / 1000)
         if state.final_at or code < PICKED_UP or code in FINAL_CODES or code == HUB_DEPARTED:
             # silence in transit is the abnormal-segment detector's
             self.set_due(state, None)
             return []
         t = event.event_time
-        thr_s = self.threshold_s(state, event.node_id, code, t)
-        state.note["stall_thr_s"] = thr_s
-        state.note["silence_ref_s"] = thr_s
-        state.note["stall_anchor"] = t
-        self.set_due(state, t + env.calendar.extend(state.carrier, t, int(thr_s * 1000)))
+        note["stall_anchor"] = t
+        self._arm(state, t, event.node_id, code, t)
         return []
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
@@ -116,7 +174,13 @@ class StallDetector(DeadlineMixin):
             return []
         t, code, node, region = last
         env = self.env
-        keys = dwell_keys(node, code, state.carrier, t)
+        # look again with what has been learned since the scan: not trusted yet, or the
+        # threshold moved past now, and the parcel is not (yet) stalled
+        thr_s = self._arm(state, t, node, code, now_ms)
+        if thr_s is None or self.name in state.due and state.due[self.name] > now_ms:
+            return []
+        self.set_due(state, None)
+        keys = self.keys_for(state, node, code, t)
         q = env.dwell.quantiles(keys)
         key, n = env.dwell.source(keys)
         dwell_s = (now_ms - t) / 1000
@@ -139,13 +203,13 @@ class StallDetector(DeadlineMixin):
                 incident_id=str(inc[0]) if inc else None,
                 summary=(
                     f"Parcel {state.waybill} has had no scan for {dwell_s / 3600:.1f} h at {node} "
-                    f"after {TYPES[code].value} (expected p99 {q[P99] / 3600:.1f} h)"
+                    f"after {TYPES[code].value} (usual p99 {q[P99] / 3600:.1f} h, from {n} parcels)"
                 ),
                 evidence={
                     "dwell_s": dwell_s,
                     "expected_dwell_p95_s": round(q[P95], 1),
-                    "expected_dwell_p99_s": round(q[P99], 1),
-                    "threshold_s": round(state.note.get("stall_thr_s", 0.0), 1),
+                    "expected_dwell_p99_s": round(q[P99], 1) if not isinf(q[P99]) else None,
+                    "threshold_s": round(thr_s, 1),
                     "probability_overdue": round(1.0 - env.dwell.survival(keys, dwell_s), 4),
                     "baseline_key": key,
                     "baseline_n": n,
@@ -155,4 +219,4 @@ class StallDetector(DeadlineMixin):
         ]
 
 
-__all__ = ["StallDetector", "dwell_keys", "EventType"]
+__all__ = ["StallDetector", "dwell_keys", "factor_threshold", "EventType"]

@@ -136,9 +136,6 @@ class Env:
         self.remaining = DurationBaseline(
             (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
         )
-        self.remaining_next = DurationBaseline(
-            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
-        )
         self.dispatch = DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
         self.pickup = DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
         #: region -> [n, sum_lat, sum_lon]: learned centroids for "moves away from destination"
@@ -159,6 +156,10 @@ class Env:
         self.next_eval: dict[str, int] = {}
         #: "origin>dest" lane -> {region: hub arrivals seen}: which regions a lane normally visits
         self.lane_regions: dict[str, dict[str, int]] = {}
+        #: carrier -> its feed profile ``[delivered, with OUT_FOR_DELIVERY, with hub scans, with
+        #: DISPATCHED]``: which scan types its feed really sends (a rule that needs one applies only
+        #: where the feed has shown it)
+        self.feeds: dict[str, list[int]] = {}
         # per-event context set by the engine before calling detectors
         self.prev: RouteEntry | None = None
         self.latest = True
@@ -171,16 +172,27 @@ class Env:
             "dwell": self.dwell,
             "segment": self.segment,
             "remaining": self.remaining,
-            "remaining_next": self.remaining_next,
             "dispatch": self.dispatch,
             "pickup": self.pickup,
         }
+
+    def feed_share(self, carrier: str, which: int) -> tuple[float, int]:
+        """(share of the carrier's delivered parcels whose feed showed scan kind ``which``, parcels)."""
+
+        f = self.feeds.get(carrier)
+        if not f or not f[0]:
+            return 0.0, 0
+        return f[which] / f[0], f[0]
 
     def centroid(self, region: str) -> tuple[float, float] | None:
         c = self.centroids.get(region)
         if c is None or c[0] < 3:
             return None
         return c[1] / c[0], c[2] / c[0]
+
+
+#: indexes into a feed profile (``Env.feeds``)
+FEED_DELIVERED, FEED_OFD, FEED_HUB, FEED_DISPATCHED = range(4)
 
 
 def hour_bucket(t_ms: int) -> int:

@@ -62,9 +62,10 @@ class FaustSink:
 def real_engine_factory(settings: Settings) -> EngineFactory:
     """Engines from ``logiwatch.detectors.engine`` configured from the settings."""
 
-    from logiwatch.detectors.engine import Engine, EngineConfig
+    from logiwatch.config import engine_config
+    from logiwatch.detectors.engine import Engine
 
-    config = EngineConfig(allowed_lateness_ms=settings.worker.allowed_lateness_ms)
+    config = engine_config(settings)
 
     def factory(snap: Snapshot) -> PartitionEngine:
         engine: PartitionEngine = Engine.restore(config, snap.parcels, snap.models, snap.baselines)

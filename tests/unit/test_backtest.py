@@ -102,9 +102,11 @@ def test_backtest_json_has_the_issue_shape_and_finds_anomalies(simulated: Path, 
     assert predict == ["predicted_late"]
     for name, m in result["types"].items():
         assert {"labelled", "alerted", "precision", "recall", "f1", "delay_p50_s", "delay_p90_s", "lead_p50_s"} <= set(m)
-        assert 0.0 <= m["precision"] <= 1.0 and 0.0 <= m["recall"] <= 1.0, name
-    # a small log, cold baselines: still most parcel anomalies are found
-    for name in ("late_dispatch", "contradiction", "suspicious_delivery", "stall"):
+        assert m["recall"] is None or 0.0 <= m["recall"] <= 1.0, name
+        assert m["precision"] is None or 0.0 <= m["precision"] <= 1.0, name
+    # a small log, cold baselines: still most parcel anomalies are found (a missing delivery
+    # run is judged only once a carrier's feed has shown it scans them: not in a log this small)
+    for name in ("late_dispatch", "contradiction", "stall"):
         assert result["types"][name]["recall"] >= 0.8, name
 
 

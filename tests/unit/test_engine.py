@@ -229,7 +229,7 @@ def test_interleave_ticks_puts_a_tick_before_the_event_that_crosses_each_multipl
         ("Tick", 10 * H),
     ]
     default_final = list(interleave_ticks(sc.events(), H))[-1]
-    assert isinstance(default_final, Tick) and default_final.tick_time == 3 * H + 5 * M + 30 * DAY
+    assert isinstance(default_final, Tick) and default_final.tick_time == 3 * H + 5 * M + 400 * DAY
 
 
 def test_run_partitioned_equals_one_engine_per_kafka_partition() -> None:
