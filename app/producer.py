@@ -100,6 +100,24 @@ def raw_positions(n_events: int | None, n_raw: int) -> Iterator[int]:
     return iter(min(step * (k + 1), n_events) for k in range(n_raw))
 
 
+def final_tick_for(last_event_ms: int, *, event_time_only: bool, max_future_ms: int, now_ms: int | None = None) -> int:
+    """Where our own tools put the final clock tick so that the worker accepts it.
+
+    Event-time-only workers (replays) take the backtest's: ``FINAL_HORIZON_MS`` past the last
+    event, so every pending deadline fires and the Kafka path gives the backtest's alerts. A
+    live worker dead-letters ticks beyond its clock-skew bound, so there the tick stops a
+    minute inside it (deadlines after it fire as the ticker's clock reaches them).
+    """
+
+    from logiwatch.detectors.runner import FINAL_HORIZON_MS
+
+    end = last_event_ms + FINAL_HORIZON_MS
+    if event_time_only:
+        return end
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return max(last_event_ms, min(end, now + max_future_ms - 60_000))
+
+
 def _records(
     events: Iterable[ScanEvent], tick_every_ms: int | None, final_tick_ms: int | None
 ) -> Iterable[ScanEvent | Tick]:

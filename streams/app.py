@@ -127,6 +127,7 @@ def build_worker(
             max_event_bytes=wconf.max_event_bytes,
             max_past_ms=wconf.max_event_past_ms,
             max_future_ms=wconf.max_event_future_ms,
+            event_time_only=wconf.event_time_only,
         ),
         metrics=metrics,
         checkpoint_interval_s=wconf.commit_interval_s,

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not events:
         raise LogiwatchError(f"{args.file} holds no events")
 
-    from logiwatch.producer import produce_events
+    from logiwatch.producer import final_tick_for, produce_events
 
     bootstrap = args.bootstrap or settings.kafka.bootstrap
     topic = args.topic or settings.kafka.topics.events
@@ -72,6 +72,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         speed=args.speed,
         tick_every_ms=int(args.ticks_every_s * 1000) if args.ticks_every_s else None,
+        final_tick_ms=final_tick_for(
+            max(ev.event_time for ev in events),
+            event_time_only=settings.worker.event_time_only,
+            max_future_ms=settings.worker.max_event_future_ms,
+        ),
         progress=lambda n: print(f"replay: {n}/{len(events)} events produced", flush=True),
     )
     print(

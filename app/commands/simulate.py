@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
 
-    from logiwatch.producer import produce_events
+    from logiwatch.producer import final_tick_for, produce_events
 
     labels_path: Path = args.labels or settings.stack.state_dir / "labels.jsonl"
     try:
@@ -109,6 +109,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         speed=args.speed,
         tick_every_ms=tick_ms,
+        final_tick_ms=final_tick_for(
+            max(ev.event_time for ev in events),
+            event_time_only=settings.worker.event_time_only,
+            max_future_ms=settings.worker.max_event_future_ms,
+        )
+        if events
+        else None,
         extra_raw=raw,
         progress=lambda n: print(f"simulate: {n}/{len(events)} events produced", flush=True),
     )

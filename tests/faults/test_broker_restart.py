@@ -87,7 +87,7 @@ def test_worker_and_alert_service_reconnect_after_the_broker_restarts_on_the_sam
             "session_timeout_ms": 6000,
         },
         # the final flush tick lies far past the simulated events, beyond the default 24 h future bound
-        worker={"batch_max_records": 300, "max_event_future_ms": 90 * 86_400_000},
+        worker={"batch_max_records": 300, "event_time_only": True},
     )
     before, _ = generate("default", seed=5, parcels=200)
     after, _ = generate("default", seed=6, parcels=200)

@@ -127,7 +127,7 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         },
         redis={"url": store.url},
         # the final flush tick lies far past the simulated events, beyond the default 24 h future bound
-        worker={"batch_max_records": 300, "max_event_future_ms": 90 * 86_400_000},
+        worker={"batch_max_records": 300, "event_time_only": True},
     )
     expected = [encode_alert(a) for a in run_partitioned(records, PARTITIONS, EngineConfig(allowed_lateness_ms=cfg.worker.allowed_lateness_ms))]  # type: ignore[arg-type]
     hook = FaultReceiver("cs")

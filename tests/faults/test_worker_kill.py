@@ -136,7 +136,7 @@ def scenario(
         },
         # The final flush tick is FINAL_HORIZON_MS past the last event, which
         # may be ahead of today's clock: let the worker accept it.
-        worker={"batch_max_records": 300, "max_event_future_ms": 90 * 86_400_000},
+        worker={"batch_max_records": 300, "event_time_only": True},
     )
     return Scenario(kafka_bootstrap, cfg, records, int(len(records) * 0.6), _expected(cfg, records), tmp_path)
 
