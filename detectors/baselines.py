@@ -43,6 +43,10 @@ P01, P05, P10, P20, P30, P40, P50, P60, P70, P80, P90, P95, P98, P99, P995, P999
 #: nodes, not by parcels, but a cap keeps a huge network from growing it without end)
 KEY_MEMO_MAX = 50_000
 Quantiles = tuple[float, ...]
+#: beyond the highest grid quantile the survival falls as value**-TAIL_POWER: steep enough that a
+#: duration past everything seen is not read as "half of them take twice as long" (a 1/value
+#: tail made a young key predict P(late) = 0.5 at half the promise)
+TAIL_POWER = 3.0
 #: where the six-value priors sit on the grid
 _PRIOR_P = (0.05, 0.2, 0.5, 0.9, 0.95, 0.99)
 
@@ -107,9 +111,9 @@ def expand_prior(six: Sequence[float]) -> Quantiles:
 def survival_at(q: Quantiles, value_s: float) -> float:
     """P(duration > value_s) read off a quantile tuple (log-linear between grid points).
 
-    Below the first grid point the share falls linearly to 0; beyond the last finite one the
-    tail decays as 1/value (an ``inf`` quantile means the data has not seen that far: the
-    survival stays at the last known level).
+    Below the first grid point the share falls linearly to 0; beyond the last grid point the
+    tail decays as value**-TAIL_POWER (an ``inf`` quantile means the data has not seen that
+    far: the survival stays at the last known level).
 
     >>> q = expand_prior((10.0, 20.0, 40.0, 80.0, 100.0, 150.0))
     >>> survival_at(q, 40.0)
@@ -134,7 +138,7 @@ def survival_at(q: Quantiles, value_s: float) -> float:
                 return 1.0 - GRID[i]
             frac = (lv - log(lo)) / (log(hi) - log(lo))
             return 1.0 - (GRID[i - 1] + frac * (GRID[i] - GRID[i - 1]))
-    return (1.0 - GRID[-1]) * q[-1] / value_s
+    return (1.0 - GRID[-1]) * (q[-1] / value_s) ** TAIL_POWER
 
 
 def quantile_at(q: Quantiles, p: float) -> float:
@@ -149,7 +153,7 @@ def quantile_at(q: Quantiles, p: float) -> float:
         return q[0] * max(p, 0.0) / GRID[0]
     i = bisect_left(GRID, p)
     if i >= len(GRID):
-        return inf if isinf(q[-1]) else q[-1] * (1.0 - GRID[-1]) / max(1.0 - p, 1e-12)
+        return inf if isinf(q[-1]) else q[-1] * ((1.0 - GRID[-1]) / max(1.0 - p, 1e-12)) ** (1.0 / TAIL_POWER)
     if GRID[i] == p:
         return q[i]
     lo, hi = q[i - 1], q[i]

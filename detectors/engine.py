@@ -447,6 +447,10 @@ class Engine:
     def _on_event(self, ev: ScanEvent, out: list[Alert]) -> None:
         t = ev.event_time
         wb = ev.waybill_id
+        # Deadlines the watermark passes fire before the event teaches the models anything:
+        # detectors re-check with the models when their deadline fires, so the models a
+        # deadline sees are those of the records before it, whatever the tick cadence.
+        self._on_time(t, out)
         st = self._load(wb)
         if st is None:
             st = self._hot[wb] = new_state(ev)
@@ -457,7 +461,6 @@ class Engine:
         while at > 0 and at & 3:  # only a match on a 4-byte boundary is a hash
             at = seen.find(h, at + 1)
         if at >= 0:
-            self._on_time(t, out)
             return
         seen += h
         st.seen = seen if len(seen) <= self._max_seen_bytes else seen[4:]
@@ -503,7 +506,6 @@ class Engine:
                 self._emit(st, findings, out)
         self._requeue(wb, due)
         self._dirty.add(wb)
-        self._on_time(t, out)
 
     def _requeue(self, wb: str, due: dict[str, int]) -> None:
         if due:

@@ -9,7 +9,16 @@ forecast must know how often parcels are slow) per (node, scan type,
 destination), then (carrier, scan type, lane) and (carrier, scan type); not
 across carriers, whose feeds and promises differ. While the parcel is silent for e seconds after that scan, with D
 seconds from the scan to the promise, the chance of being late is
-P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. The warning fires when that chance reaches ``late_probability``: at once when
+P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. Where the
+feed scans every step that alone says little about a parcel stuck at an early
+stage (its next scan may come any moment), so a second model learns the
+remaining time after the *next* scan and a third the time until that next
+scan (both in the same unit), which says how much longer the parcel will
+likely stay where it is, given the e seconds it has already waited (five
+conditional quantiles of the rest; past everything seen, as long again): the
+parcel is late with probability mean_w S_next((promise - now) / D - w). The chance
+of being late is the larger of the two; in a feed whose next scan is the
+delivery (its median is nil) the second is not used and the first decides. The warning fires when that chance reaches ``late_probability``: at once when
 a scan already makes it likely, else at the silence e* where S(e* / D) = S(1) /
 ``late_probability``
 (a deadline, recomputed from what has been learned when it comes). So the
@@ -22,9 +31,9 @@ carries the probability, its lead and the key and size that decided it.
 
 from __future__ import annotations
 
-from math import isinf
+from math import inf, isinf
 
-from logiwatch.detectors.baselines import P50, KeyMemo, quantile_at, survival_at
+from logiwatch.detectors.baselines import P50, KeyMemo, Quantiles, quantile_at, survival_at
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -41,6 +50,8 @@ _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 #: r = 1 (remaining time equal to the time the promise left) is stored as this many "seconds"
 #: in the duration histograms (their range is 8 s .. 97 days: r from 1e-4 to ~97)
 RATIO_UNIT = 86_400.0
+#: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
+_WAIT_POINTS = (0.1, 0.3, 0.5, 0.7, 0.9)
 RemainingKeys = tuple[str, str, str]
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
@@ -73,18 +84,19 @@ class PredictedLateDetector(DeadlineMixin):
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
-    >>> for i in range(40):  # parcels usually take 10-20 h from pickup to delivery
-    ...     _ = sc.parcel(f"N{i}", deliver_within=72 * H).paid(0).dispatched(H).picked_up(2 * H).delivered((12 + i % 10) * H)
-    >>> _ = sc.parcel("WB1", deliver_within=72 * H).paid(0).dispatched(H).picked_up(2 * H)
+    >>> for i in range(40):  # parcels usually leave the hub in 2 h and arrive 7-16 h later
+    ...     _ = sc.parcel(f"N{i}", deliver_within=72 * H).paid(0).dispatched(H).picked_up(2 * H) \\
+    ...         .arrived("HUB-A", 3 * H).departed(5 * H).delivered((12 + i % 10) * H)
+    >>> _ = sc.parcel("WB1", deliver_within=72 * H).paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H)
     >>> alerts = [a for a in sc.run(detectors=("predicted_late",)) if a.status.value == "firing"]
-    >>> [(a.waybill_id, a.evidence["lead_s"] > 24 * 3600) for a in alerts]
-    [('WB1', True)]
+    >>> [(a.waybill_id, a.evidence["lead_s"] > 12 * 3600, a.evidence["probability_late"]) for a in alerts]
+    [('WB1', True, 0.7)]
     """
 
     name = "predicted_late"
 
     def __init__(
-        self, env: Env, *, late_probability: float = 0.5, margin_s: float = 0.0, recheck_s: float = 6 * 3600
+        self, env: Env, *, late_probability: float = 0.7, margin_s: float = 0.0, recheck_s: float = 6 * 3600
     ) -> None:
         if not 0.0 < late_probability < 1.0:
             raise ValueError("predicted_late: late_probability must be between 0 and 1")
@@ -133,13 +145,52 @@ class PredictedLateDetector(DeadlineMixin):
         s_d = survival_at(q, RATIO_UNIT)
         s_e = survival_at(q, RATIO_UNIT * (now_ms - t) / d_ms)
         p_late = min(1.0, s_d / s_e) if s_e > 0 else 1.0
+        qn = self.env.remaining_next.warm_quantiles(keys)
+        if qn is not None and qn[P50] < 0.01 * RATIO_UNIT:
+            qn = None  # the next scan is usually the delivery: the first model says it all
+        stage = self.env.remaining_stage.warm_quantiles(keys)
+        if qn is not None:
+            p_late = max(p_late, self._p_next(qn, stage, t, limit, d_ms, now_ms))
         if p_late >= self.late_probability:
             how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
             return self._finding(state, now_ms, keys, q, p_late, how)
-        r_star = quantile_at(q, 1.0 - s_d / self.late_probability)
-        due = limit if isinf(r_star) else min(limit, t + int(r_star / RATIO_UNIT * d_ms))
+        theta = self.late_probability
+        r_star = quantile_at(q, 1.0 - s_d / theta)
+        due = limit if isinf(r_star) else t + int(r_star / RATIO_UNIT * d_ms)
+        if qn is not None and due > now_ms + 1:
+            # the first moment the next-scan chance reaches theta (it does by the promise at the
+            # latest): bisection, deterministic to the millisecond
+            lo, hi = now_ms, min(due, limit)
+            if self._p_next(qn, stage, t, limit, d_ms, hi) >= theta:
+                while hi - lo > 1000:
+                    mid = (lo + hi) // 2
+                    if self._p_next(qn, stage, t, limit, d_ms, mid) >= theta:
+                        hi = mid
+                    else:
+                        lo = mid
+                due = hi
+        due = min(due, limit)
         self.set_due(state, max(due, now_ms + 1))
         return []
+
+    @staticmethod
+    def _p_next(qn: Quantiles, stage: Quantiles | None, t: int, limit: int, d_ms: int, now_ms: int) -> float:
+        """P(late) if the parcel leaves its stage after the likely rest of its wait, given silence until now."""
+
+        budget = RATIO_UNIT * (limit - now_ms) / d_ms
+        if stage is None:
+            return survival_at(qn, budget)
+        # average over the rest of the wait at this stage (its conditional quantiles, given the
+        # silence so far): P(rest + remaining after the next scan > what the promise leaves)
+        r_e = RATIO_UNIT * (now_ms - t) / d_ms
+        s_e = survival_at(stage, r_e)
+        total = 0.0
+        for u in _WAIT_POINTS:
+            at = quantile_at(stage, 1.0 - s_e * (1.0 - u)) if s_e > 0 else inf
+            # past everything the stage has seen end: assume it waits as long again
+            rest = r_e if isinf(at) else max(0.0, at - r_e)
+            total += survival_at(qn, budget - rest)
+        return total / len(_WAIT_POINTS)
 
     def _finding(
         self, state: ParcelState, at_ms: int, keys: RemainingKeys, q: tuple[float, ...] | None, p_late: float, how: str
@@ -189,10 +240,17 @@ class PredictedLateDetector(DeadlineMixin):
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
         remaining = self.env.remaining.learn
+        remaining_next = self.env.remaining_next.learn
+        remaining_stage = self.env.remaining_stage.learn
         carrier, origin, dest = state.carrier, state.origin, state.dest
         limit = state.deliver_by + int(self.margin_s * 1000)
-        for t, code, node, _region in state.route:
+        route = state.route
+        for i, (t, code, node, _region) in enumerate(route):
             if code in FINAL_CODES or t > delivered_ms or t >= limit:
                 continue
             keys = _remaining_keys(node, code, carrier, origin, dest)
-            remaining(keys, RATIO_UNIT * (delivered_ms - t) / (limit - t))
+            span = limit - t
+            remaining(keys, RATIO_UNIT * (delivered_ms - t) / span)
+            nxt = min(route[i + 1][0], delivered_ms) if i + 1 < len(route) else delivered_ms
+            remaining_next(keys, RATIO_UNIT * max(0, delivered_ms - nxt) / span)
+            remaining_stage(keys, RATIO_UNIT * max(0, nxt - t) / span)

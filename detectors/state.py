@@ -133,7 +133,16 @@ class Env:
         self.segment = DurationBaseline(
             (1800, 3600, 6 * 3600, 18 * 3600, 24 * 3600, 36 * 3600), min_count=min_count
         )
+        # predicted-late's remaining time to delivery after a scan and after the scan that
+        # followed it, both in units of the time the promise left at the scan (never a prior)
         self.remaining = DurationBaseline(
+            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
+        )
+        self.remaining_next = DurationBaseline(
+            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
+        )
+        #: ... and the time from a scan to the next one, in the same unit
+        self.remaining_stage = DurationBaseline(
             (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
         )
         self.dispatch = DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
@@ -172,6 +181,8 @@ class Env:
             "dwell": self.dwell,
             "segment": self.segment,
             "remaining": self.remaining,
+            "remaining_next": self.remaining_next,
+            "remaining_stage": self.remaining_stage,
             "dispatch": self.dispatch,
             "pickup": self.pickup,
         }
