@@ -2,8 +2,9 @@
 
 The deadline is ``factor`` times the silence the parcel's stage allows (the
 stall threshold at a node, the leg limit in transit, kept in ``state.note`` by
-those detectors), and at least ``min_silence_s``, moved past non-working
-days. While that silence is not learned yet (a cold start) the detector
+those detectors), but no more than ``max_extra_s`` beyond that silence (on a
+lane of weeks, six times the stall threshold would be half a year), and at
+least ``min_silence_s``, moved past non-working days. While that silence is not learned yet (a cold start) the detector
 raises nothing and looks again every ``recheck_s``; at its deadline it reads
 the stage's silence again (it follows what has been learned since). The alert
 is its own type (``likely_lost``) and names the open stall alert in its
@@ -32,6 +33,7 @@ class LostDetector(DeadlineMixin):
     env: the engine's shared environment.
     factor: multiple of the stall threshold after which a silent parcel is likely lost.
     min_silence_s: never call a parcel lost sooner than this.
+    max_extra_s: never wait more than this beyond the stage's own silence limit.
     recheck_s: while the stage's silence is not learned yet, look again this often.
 
     >>> from logiwatch.detectors.testing import Scenario, H
@@ -46,17 +48,25 @@ class LostDetector(DeadlineMixin):
     name = "lost"
 
     def __init__(
-        self, env: Env, *, factor: float = 3.0, min_silence_s: float = 4 * 86400, recheck_s: float = 86400
+        self,
+        env: Env,
+        *,
+        factor: float = 6.0,
+        min_silence_s: float = 4 * 86400,
+        max_extra_s: float = 30 * 86400,
+        recheck_s: float = 86400,
     ) -> None:
-        if factor <= 0 or min_silence_s < 0 or recheck_s <= 0:
-            raise ValueError("lost: factor and recheck_s must be positive, min_silence_s >= 0")
+        if factor <= 1 or min_silence_s < 0 or max_extra_s <= 0 or recheck_s <= 0:
+            raise ValueError("lost: factor must be > 1, max_extra_s and recheck_s positive, min_silence_s >= 0")
         self.env = env
         self.factor = factor
         self.min_silence_s = min_silence_s
+        self.max_extra_s = max_extra_s
         self.recheck_s = recheck_s
 
     def _silence_s(self, state: ParcelState) -> float:
-        return max(state.note.get("silence_ref_s", 0.0) * self.factor, self.min_silence_s)
+        ref = state.note.get("silence_ref_s", 0.0)
+        return max(min(ref * self.factor, ref + self.max_extra_s), self.min_silence_s)
 
     def _arm(self, state: ParcelState, t: int, now_ms: int) -> bool:
         """Set the deadline; True when it is due now (the parcel has been silent long enough)."""

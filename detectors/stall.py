@@ -2,10 +2,10 @@
 
 The expected dwell is learned online per (node, scan type, carrier, six-hour
 bucket of the day), falling back to (node, scan type, carrier), (node, scan
-type) and the carrier's scan type (never a carrier-blind global key: what
-follows a scan type depends on what the carrier's feed sends); after PICKED_UP the lane
+type), the carrier's scan type and the scan type; after PICKED_UP the lane
 (carrier, origin > destination) comes first, since in a feed whose next scan
-after the hand-over is the delivery the "dwell" is the whole transit. The
+after the hand-over is the delivery the "dwell" is the whole transit (and the
+chain stops at the carrier: what follows PICKED_UP depends on its feed). The
 deadline is the larger of ``p99_factor`` x p99 and ``p95_factor`` x p95 of
 the first trusted key (quantiles the data cannot pin down are skipped; never
 below ``min_dwell_s``), stretched in peak periods and moved past the carrier's
@@ -59,9 +59,10 @@ def dwell_keys(node: str, code: int, carrier: str, t_ms: int, origin: str = "", 
         if lane:
             keys = (f"{carrier}|{c}|{origin}>{dest}", f"{nc}|{carrier}|{hb}", f"{nc}|{carrier}", f"{carrier}|{c}")
         else:
-            # the node's carrier-blind keys stay (hub incidents read them), but no carrier-blind
-            # global key: what follows a scan type depends on what the carrier's feed sends
-            keys = (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"{carrier}|{c}")
+            # at a node every feed that scans it means the same wait (hub incidents read the
+            # carrier-blind keys); after the hand-over it does not: there the chain stops at
+            # the carrier, since what follows PICKED_UP depends on what the carrier's feed sends
+            keys = (f"{nc}|{carrier}|{hb}", f"{nc}|*|{hb}", nc, f"{carrier}|{c}", f"*|{c}")
         keys = _dwell_memo.remember(memo, keys)
     return keys
 
@@ -153,7 +154,10 @@ class StallDetector(DeadlineMixin):
             return []  # a scan that cannot be true (contradiction) is not where the parcel waits
         if prev is not None and prev[1] >= PICKED_UP and prev[1] not in FINAL_CODES and prev[1] != HUB_DEPARTED:
             keys = self.keys_for(state, prev[2], prev[1], prev[0])
-            if note.pop("stall_hit", 0):
+            hit = note.pop("stall_hit", 0)
+            if hit == 2:
+                pass  # stalled in a hub incident: it says nothing about the hub's normal dwell
+            elif hit:
                 # it stalled: all we may say is that it waited at least the threshold it crossed
                 env.dwell.learn_censored(keys, note.get("stall_thr_s", 0.0))
             else:
@@ -184,13 +188,13 @@ class StallDetector(DeadlineMixin):
         q = env.dwell.quantiles(keys)
         key, n = env.dwell.source(keys)
         dwell_s = (now_ms - t) / 1000
-        state.note["stall_hit"] = 1
         inc = env.incidents.get(node)
         if inc is None:
             recent = env.recent_incidents.get(node)
             # a dwell that began before a recent incident at this hub ended is explained by it
             if recent is not None and t <= int(recent[2]) and now_ms - int(recent[2]) < 86_400_000:
                 inc = recent
+        state.note["stall_hit"] = 2 if inc else 1
         return [
             Finding(
                 alert_type=AnomalyType.STALL,
