@@ -130,8 +130,10 @@ class Env:
         self.dwell = DurationBaseline(
             (900, 1800, 3 * 3600, 12 * 3600, 18 * 3600, 30 * 3600), min_count=min_count, clip_factor=1.5
         )
+        # legs are scheduled trucks: a third of min_count pins one down (and a partition sees
+        # only its share of a lane, so a full min_count left most lanes cold at 4 partitions)
         self.segment = DurationBaseline(
-            (1800, 3600, 6 * 3600, 18 * 3600, 24 * 3600, 36 * 3600), min_count=min_count
+            (1800, 3600, 6 * 3600, 18 * 3600, 24 * 3600, 36 * 3600), min_count=max(1, min_count // 3)
         )
         # predicted-late's remaining time to delivery after a scan and after the scan that
         # followed it, both in units of the time the promise left at the scan (never a prior)
