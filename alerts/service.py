@@ -27,7 +27,7 @@ from aiohttp import web
 from kafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
-from logiwatch.alerts.api import ApiContext, build_app
+from logiwatch.alerts.api import ApiContext, ApiRunner, build_app
 from logiwatch.alerts.delivery import Deliverer
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet, load_rules
@@ -120,7 +120,7 @@ class AlertService:
             token=self.settings.alerts.api_token.get_secret_value(),
             status=self.status,
         )
-        runner = web.AppRunner(build_app(ctx), access_log=None)
+        runner = ApiRunner(build_app(ctx), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.alerts.api_host, self.settings.alerts.api_port)
         await site.start()
@@ -236,6 +236,9 @@ class AlertService:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.redis.ping()
+        indexed = await self.store.ensure_queue_index()  # stores written before the CS queue existed
+        if indexed:
+            log.info("queue index built for %d open alerts", indexed)
         runner = await self.start_api()
         self.deliverer.start()
         log.info("alert service up: board at %s/", self.api_url)
