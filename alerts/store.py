@@ -214,34 +214,69 @@ class AlertStore:
         zkey = self.key("q", sort)
         sets = [self.key("qf", f, v) for f, v in sorted((filters or {}).items())]
         lo, hi = first_seen_range
-        stop = offset + limit - 1
-        if not sets and lo is None and hi is None and not search:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.zcard(zkey)
-            pipe.zrange(zkey, offset, stop, desc=descending)
-            total, ids = await pipe.execute()
-        else:
-            tmp = self.key("tmp", uuid.uuid4().hex)
+        aged = lo is not None or hi is not None
+        bands = age_bands(sort, lo, hi) if aged else None
+        tmp = self.key("tmp", uuid.uuid4().hex)
+        source = zkey
+        if sets or search:
             tx = self.r.pipeline(transaction=True)
             if search:
                 tx.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)])
                 sets.append(tmp + ":s")
-            if lo is not None or hi is not None:
-                # bound by first-seen time on the age set, then take the chosen sort's scores
-                tx.zinterstore(tmp, {self.key("q", "age"): 1, **dict.fromkeys(sets, 0)})
-                if lo is not None:
-                    tx.zremrangebyscore(tmp, "-inf", f"({lo}")
-                if hi is not None:
-                    tx.zremrangebyscore(tmp, f"({hi}", "+inf")
+            tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
+            tx.expire(tmp, 60)  # a crashed request leaves nothing behind for long
+            tx.delete(tmp + ":s")
+            await tx.execute()
+            source = tmp
+        try:
+            if aged and bands is None:
+                # lateness/amount scores say nothing of age: bound by the age set, then re-score
+                tx = self.r.pipeline(transaction=True)
+                tx.zinterstore(tmp, {self.key("q", "age"): 1, source: 0})
+                tx.zremrangebyscore(tmp, "-inf", f"({lo}" if lo is not None else "-inf")
+                tx.zremrangebyscore(tmp, f"({hi}" if hi is not None else "+inf", "+inf")
                 tx.zinterstore(tmp, {tmp: 0, zkey: 1})
+                tx.expire(tmp, 60)
+                await tx.execute()
+                source, bands = tmp, None
+            ids, total = await self._page(source, bands, descending, offset, limit)
+        finally:
+            if source == tmp:
+                await self.r.delete(tmp)
+        return await self.get_many(ids), total
+
+    async def _page(
+        self, key: str, bands: list[tuple[float, float]] | None, descending: bool, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        """``limit`` ids from ``offset`` of a sorted set, optionally only within score bands
+        (walked in sort order: the severity sort's age filter is one band per severity)."""
+
+        if bands is None:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zcard(key)
+            pipe.zrange(key, offset, offset + limit - 1, desc=descending)
+            total, got = await pipe.execute()
+            return [_s(i) for i in got], int(total)
+        bands = sorted(bands, reverse=descending)
+        pipe = self.r.pipeline(transaction=False)
+        for lo, hi in bands:
+            pipe.zcount(key, lo, hi)
+        counts = [int(c) for c in await pipe.execute()]
+        ids: list[str] = []
+        skip = offset
+        for (lo, hi), n in zip(bands, counts, strict=True):
+            if len(ids) >= limit:
+                break
+            if skip >= n:
+                skip -= n
+                continue
+            if descending:
+                got = await self.r.zrevrangebyscore(key, hi, lo, start=skip, num=limit - len(ids))
             else:
-                tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
-            tx.zcard(tmp)
-            tx.zrange(tmp, offset, stop, desc=descending)
-            tx.delete(tmp, tmp + ":s")
-            got = await tx.execute()
-            total, ids = got[-3], got[-2]
-        return await self.get_many(_s(i) for i in ids), int(total)
+                got = await self.r.zrangebyscore(key, lo, hi, start=skip, num=limit - len(ids))
+            ids += [_s(i) for i in got]
+            skip = 0
+        return ids, sum(counts)
 
     async def queue_counts(self) -> dict[str, dict[str, int]]:
         """Queue size per alert type, severity and state (SCARDs, one round trip)."""
@@ -294,7 +329,7 @@ class AlertStore:
             pipe = self.r.pipeline(transaction=False)
             for rec in await self.get_many(ids[i : i + 1000]):
                 self._queue_index(pipe, rec, None)
-                n += 1
+                n += in_queue(rec)
             await pipe.execute()
         await self.r.set(self.key("q", "version"), QUEUE_INDEX_VERSION)
         return n
@@ -464,6 +499,27 @@ QUEUE_SORTS = ("severity", "lateness", "amount", "age")
 QUEUE_FILTERS = ("type", "severity", "state", "merchant", "carrier", "region", "hub")
 QUEUE_INDEX_VERSION = "1"
 _SEV_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def age_bands(sort: str, lo: int | None, hi: int | None) -> list[tuple[float, float]] | None:
+    """Score ranges of ``q:<sort>`` holding the alerts first seen within ``[lo, hi]`` (ms),
+    or None when the sort's scores do not encode the age (lateness, amount).
+
+    >>> age_bands("age", 10, None)
+    [(10, inf)]
+    >>> len(age_bands("severity", 0, 5))
+    3
+    """
+
+    if sort == "age":
+        return [(lo if lo is not None else float("-inf"), hi if hi is not None else float("inf"))]
+    if sort != "severity":
+        return None
+    out = []
+    for rank in sorted(set(_SEV_RANK.values())):
+        base = rank * 1e13 + 1e13
+        out.append((base - hi if hi is not None else rank * 1e13, base - lo if lo is not None else base))
+    return out
 
 
 def in_queue(record: AlertRecord) -> bool:
