@@ -27,6 +27,7 @@ from aiohttp import web
 from kafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
+from logiwatch.alerts.alertmanager import AlertmanagerForwarder
 from logiwatch.alerts.api import ApiContext, ApiRunner, build_app
 from logiwatch.alerts.delivery import Deliverer
 from logiwatch.alerts.ledger import Ledger
@@ -68,6 +69,10 @@ class AlertService:
         self.pipeline = Pipeline(self.store, routing)
         self.ledger = Ledger(self.redis, settings.redis.key_prefix, rules)
         self.deliverer = Deliverer(self.store, routing, self.metrics, settings.alerts.public_url)
+        am = settings.alerts.alertmanager_url
+        self.alertmanager = (
+            AlertmanagerForwarder(self.store, am, settings.alerts.public_url, settings.alerts.alertmanager_resend_s) if am else None
+        )
         self.status: dict[str, Any] = {"consumer": "starting", "consumed": 0}
         self.api_url = ""
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
@@ -250,6 +255,8 @@ class AlertService:
             asyncio.create_task(self._publish_liability(stop), name="liability"),
             asyncio.create_task(self._escalate(stop), name="escalate"),
         ]
+        if self.alertmanager is not None:
+            tasks.append(asyncio.create_task(self.alertmanager.run(stop, now_ms), name="alertmanager"))
         try:
             done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
