@@ -20,8 +20,8 @@ import pytest
 
 from logiwatch.detectors.model import AnomalyType
 from tests.helpers import wait_until
-from tests.integration.test_alert_service_harness import TOKEN, ServiceThread, produce, routes, stall
 from tests.integration.test_alert_service import call
+from tests.integration.test_alert_service_harness import TOKEN, ServiceThread, produce, routes, stall
 
 ENSURE = Path(__file__).parents[2] / "scripts" / "ensure-alertmanager.sh"
 RESEND_S = 1.0  # endsAt = now + 4 s: a missed re-post would let an alert lapse within the test
