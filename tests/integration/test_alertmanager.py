@@ -113,3 +113,9 @@ def test_open_alerts_reach_alertmanager_stay_firing_resolve_there_and_its_silenc
         assert status == 200
         wait_until(lambda: "stall-1" not in am_alerts(alertmanager), 4 * RESEND_S + 5, what="resolved in Alertmanager")
         assert set(am_alerts(alertmanager)) == {"stall-2", "inc-am"}
+
+
+def test_the_compose_alertmanager_config_is_valid_for_amtool() -> None:
+    cfg = Path(__file__).parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
+    done = subprocess.run(["amtool", "check-config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
