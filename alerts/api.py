@@ -473,7 +473,7 @@ async def parcel(request: web.Request) -> web.Response:
             "liability_lines": console.running_balance(entries),
             "liability_net_yuan": {p: round(sum(e.amount_fen for e in entries if e.party == p) / 100, 2) for p in {e.party for e in entries}},
             "deliveries": [to_builtins(n) for n in notifs],
-            "timeline": console.timeline(recs, notifs, entries),
+            "timeline": console.timeline(recs, notifs, entries, await ctx.store.revisions(r.alert.alert_id for r in recs)),
             "promise": {
                 "promised_delivery_by": promise,
                 "promised": console.iso(promise),

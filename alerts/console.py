@@ -19,6 +19,7 @@ from typing import Any
 
 from logiwatch.alerts.liability import Entry
 from logiwatch.alerts.model import AlertRecord, Notification
+from logiwatch.detectors.model import Alert
 
 
 def hours(seconds: float) -> str:
@@ -39,7 +40,7 @@ def iso(ms: int | None) -> str:
     return "" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def evidence_words(rec: AlertRecord) -> str:
+def evidence_words(rec: AlertRecord | Alert) -> str:
     """One sentence a CS agent can read to a buyer, from the alert's evidence.
 
     >>> from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
@@ -50,7 +51,7 @@ def evidence_words(rec: AlertRecord) -> str:
     'no scan for 18.7 h at HUB-SH-1, usual p99 6.4 h, from 1,240 parcels'
     """
 
-    a = rec.alert
+    a = rec.alert if isinstance(rec, AlertRecord) else rec
     ev = a.evidence
     at = a.node_id or "its last node"
     n = ev.get("baseline_n")
@@ -122,23 +123,30 @@ def running_balance(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     return out
 
 
-def timeline(recs: Iterable[AlertRecord], notifs: Iterable[Notification], entries: Sequence[Entry]) -> list[dict[str, Any]]:
-    """One parcel's story, oldest first: alert revisions, state changes, deliveries, ledger lines."""
+def timeline(
+    recs: Iterable[AlertRecord],
+    notifs: Iterable[Notification],
+    entries: Sequence[Entry],
+    revisions: dict[str, list[Alert]] | None = None,
+) -> list[dict[str, Any]]:
+    """One parcel's story, oldest first: every alert revision recorded (the latest record when
+    none was), state changes, deliveries, ledger lines."""
 
     items: list[dict[str, Any]] = []
     for rec in recs:
         a = rec.alert
-        items.append(
-            {
-                "at_ms": a.onset_at or a.detected_at,
-                "kind": "alert",
-                "what": f"{a.alert_type.value} ({a.severity.value}, revision {a.revision}, {a.status.value})",
-                "detail": evidence_words(rec),
-                "alert_id": a.alert_id,
-                "node_id": a.node_id,
-                "region": a.region,
-            }
-        )
+        for i, rev in enumerate((revisions or {}).get(a.alert_id) or [a]):
+            items.append(
+                {
+                    "at_ms": (rev.onset_at or rev.detected_at) if i == 0 else rev.detected_at,
+                    "kind": "alert",
+                    "what": f"{rev.alert_type.value} ({rev.severity.value}, revision {rev.revision}, {rev.status.value})",
+                    "detail": evidence_words(rev),
+                    "alert_id": rev.alert_id,
+                    "node_id": rev.node_id,
+                    "region": rev.region,
+                }
+            )
         if rec.acknowledged_by:
             items.append({"at_ms": rec.updated_ms, "kind": "state", "what": f"acknowledged by {rec.acknowledged_by}", "detail": "", "alert_id": a.alert_id})
         if rec.resolved_by or rec.state.value == "resolved":
@@ -167,8 +175,8 @@ def timeline(recs: Iterable[AlertRecord], notifs: Iterable[Notification], entrie
             }
         )
     items.sort(key=lambda i: (i["at_ms"] or 0, i["kind"]))
-    for i in items:
-        i["at"] = iso(i["at_ms"])
+    for item in items:
+        item["at"] = iso(item["at_ms"])
     return items
 
 

@@ -13,6 +13,7 @@ suppression sets:
 * ``P queue:<receiver>``: sorted set of webhook-ids by due time (ms);
   ``P dead:<receiver>``: the dead-letter list; ``P disabled``: receivers
   switched off by a 410;
+* ``P revisions:<alert id>``: the alert's revisions as they arrived (last 50);
 * ``P notifs:<alert id>``: the webhook-ids an alert caused (the parcel page's deliveries);
 * the CS queue (open and acknowledged parcel alerts, no incidents, see :data:`QUEUE_SORTS`):
   sorted sets ``P q:<sort>`` (one score per sort order) and filter sets
@@ -41,10 +42,14 @@ import msgspec
 import redis.asyncio as aioredis
 
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence
+from logiwatch.detectors.model import Alert
 
 _rec_dec = msgspec.json.Decoder(AlertRecord)
 _notif_dec = msgspec.json.Decoder(Notification)
 _sil_dec = msgspec.json.Decoder(Silence)
+_alert_dec = msgspec.json.Decoder(Alert)
+#: revisions kept per alert for the parcel timeline
+MAX_REVISIONS = 50
 _enc = msgspec.json.Encoder()
 
 # Adds the notification to the log and the receiver's queue only if its id
@@ -171,6 +176,10 @@ class AlertStore:
             point.update({k: v for k, v in a.evidence.items() if isinstance(v, int | float) and not isinstance(v, bool)})
             pipe.zadd(self.key("incident-series", aid), {_enc.encode(point): a.detected_at})
         self._queue_index(pipe, record, previous)
+        if previous is None or (previous.alert.revision, previous.alert.status, previous.alert.severity) != (a.revision, a.status, a.severity):
+            # the parcel page's timeline shows every revision, not only the latest record
+            pipe.rpush(self.key("revisions", aid), _enc.encode(a))
+            pipe.ltrim(self.key("revisions", aid), -MAX_REVISIONS, -1)
         if record.state == AlertState.RESOLVED or record.state == AlertState.ACKNOWLEDGED:
             pipe.zrem(self.key("escalation"), aid)
         elif escalate_at_ms is not None:
@@ -308,6 +317,15 @@ class AlertStore:
             return []
         raws = await self.r.hmget(self.key("nlog"), nids)
         return sorted((_notif_dec.decode(r) for r in raws if r), key=lambda n: (n.created_ms, n.nid))
+
+    async def revisions(self, alert_ids: Iterable[str]) -> dict[str, list[Alert]]:
+        """Each alert's recorded revisions, oldest first (the last :data:`MAX_REVISIONS`)."""
+
+        ids = list(alert_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for aid in ids:
+            pipe.lrange(self.key("revisions", aid), 0, -1)
+        return {aid: [_alert_dec.decode(x) for x in got] for aid, got in zip(ids, await pipe.execute(), strict=True) if got}
 
     async def incident_series(self, incident_id: str) -> list[dict[str, Any]]:
         got: Any = await self.r.zrange(self.key("incident-series", incident_id), 0, -1)

@@ -128,3 +128,26 @@ async def scenario(url: str, prefix: str) -> None:
 @pytest.mark.integration
 def test_queue_pages_match_a_full_sort_for_every_filter_and_follow_state_changes(redis_url: str, redis_prefix: str) -> None:
     asyncio.run(scenario(redis_url, redis_prefix))
+
+
+async def revisions(url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    store = AlertStore(client, prefix)
+    rnd = random.Random(1)
+    try:
+        r0 = make(1, rnd)
+        r0 = msgspec.structs.replace(r0, state=AlertState.OPEN)
+        await store.commit(r0, None)
+        r1 = msgspec.structs.replace(r0, alert=msgspec.structs.replace(r0.alert, revision=1, detected_at=r0.alert.detected_at + 5))
+        await store.commit(r1, r0)
+        r2 = msgspec.structs.replace(r1, state=AlertState.ACKNOWLEDGED)  # a person's change: no new revision
+        await store.commit(r2, r1)
+        got = (await store.revisions(["a1", "nope"]))
+        assert list(got) == ["a1"] and [a.revision for a in got["a1"]] == [0, 1]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
+def test_every_detector_revision_is_kept_for_the_timeline_and_state_changes_add_none(redis_url: str, redis_prefix: str) -> None:
+    asyncio.run(revisions(redis_url, redis_prefix))
