@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DURATION ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-integration test-faults test-ops lint bench clean audit
+.PHONY: install demo test test-unit test-integration test-faults test-ops lint bench bench-queue screenshots clean audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ audit: install
 
 bench: install
 	$(BIN)/logiwatch bench
+	$(BIN)/python bench/queue_bench.py
+
+# CS queue latency with 100,000 open alerts in Redis (docs/console.md)
+bench-queue: install
+	$(BIN)/python bench/queue_bench.py
+
+# screenshots of the CS console pages (README, docs/console.md) from the browser test
+screenshots: install
+	sh scripts/ensure-chromium.sh >/dev/null
+	LOGIWATCH_SCREENSHOTS=docs/images $(BIN)/python -m pytest tests/integration/test_board.py -q
 
 clean:
 	rm -rf $(VENV) .logiwatch .pytest_cache .mypy_cache

@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate
+from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate, false_alarm_reversals
 from logiwatch.detectors.model import Alert, AnomalyType
 
 _entry_dec = msgspec.json.Decoder(Entry)
@@ -157,6 +157,32 @@ class Ledger:
             tx.hset(self.key("incident-of"), mapping=new_incident_of)
         results = await tx.execute()
         return [e for e, ok in zip(entries, results[: len(entries)], strict=True) if ok]
+
+    async def reverse_false_alarm(self, alert: Alert, note: str, at_ms: int) -> list[Entry]:
+        """Append the reversals of what ``alert`` charged (CS marked it a false alarm).
+
+        Idempotent: the entries' keys name the charge and the mark, and the closed
+        charge is skipped next time. Returns the entries actually appended.
+        """
+
+        if not alert.waybill_id:
+            return []
+        wb = alert.waybill_id
+        standing = {c.charge_key: c for c in (await self.charges([wb])).values()}
+        found, updated = false_alarm_reversals(alert.alert_id, standing, await self.entries(waybill=wb), note, at_ms)
+        if not found and not updated:
+            return []
+        tx = self.r.pipeline(transaction=True)
+        for e in found:
+            await self._append(  # on a pipeline this only queues the EVALSHA
+                keys=[self.key("keys"), self.key("ledger"), self.key("totals")],
+                args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
+                client=tx,
+            )
+        for c in updated:
+            tx.hset(self.key(f"parcel:{wb}"), c.charge_key, _enc.encode(c))
+        results = await tx.execute()
+        return [e for e, ok in zip(found, results[: len(found)], strict=True) if ok]
 
     async def entries(self, since_ms: int | None = None, until_ms: int | None = None, waybill: str | None = None) -> list[Entry]:
         out: list[Entry] = []

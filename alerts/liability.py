@@ -377,3 +377,59 @@ def _reattribute(
         entries += _split(charge, exemption, evidence, alert.detected_at, base, currency, late=True)
         updated.append(msgspec.structs.replace(charge, exempted_by=exemption.id))
     return entries, updated
+
+
+def false_alarm_reversals(
+    alert_id: str, charges: dict[str, Charge], entries: list[Entry], note: str, at_ms: int
+) -> tuple[list[Entry], list[Charge]]:
+    """Entries that undo what a false alarm charged, and the charges as they stand afterwards.
+
+    A charge belongs to the alert that caused it (the first id of its evidence). For each such
+    charge the net booked per (party, rule) over the parcel's ``entries`` is reversed (a
+    re-attribution to the platform is undone too), with the mark as evidence. The keys name the
+    charge and the mark, so marking twice, or replaying, appends nothing new; the charge is then
+    closed (``exempted_by``) so a later incident does not re-attribute it.
+
+    >>> c = Charge(charge_key="WB1|r", party="carrier", amount_fen=500, rule_id="r", rule_version="v1", evidence=("a1",))
+    >>> e = _entry("charge|WB1|r", kind="charge", waybill_id="WB1", party="carrier", amount_fen=500, currency="CNY",
+    ...            rule_id="r", rule_version="v1", evidence=("a1",), reason="", at_ms=1, charge_key="WB1|r")
+    >>> [(x.party, x.amount_fen) for x in false_alarm_reversals("a1", {c.charge_key: c}, [e], "scanner", 9)[0]]
+    [('carrier', -500)]
+    """
+
+    mark = f"false-alarm:{alert_id}"
+    out: list[Entry] = []
+    updated: list[Charge] = []
+    for charge in sorted(charges.values(), key=lambda c: c.charge_key):
+        if not charge.evidence or charge.evidence[0] != alert_id or charge.exempted_by == mark:
+            continue
+        net: dict[tuple[str, str], list[Entry]] = {}
+        for e in entries:
+            if e.charge_key == charge.charge_key:
+                net.setdefault((e.party, e.rule_id), []).append(e)
+        for (party, rule_id), booked in sorted(net.items()):
+            amount = sum(e.amount_fen for e in booked)
+            if amount == 0:
+                continue
+            first = booked[0]
+            out.append(
+                _entry(
+                    f"false-alarm|{charge.charge_key}|{party}|{rule_id}",
+                    kind="reversal",
+                    waybill_id=first.waybill_id,
+                    party=party,
+                    amount_fen=-amount,
+                    currency=first.currency,
+                    rule_id=rule_id,
+                    rule_version=first.rule_version,
+                    evidence=(alert_id, mark),
+                    reason=f"false alarm: {note}"[:200] if note else "false alarm",
+                    at_ms=at_ms,
+                    charge_key=charge.charge_key,
+                    order_id=first.order_id,
+                    merchant_id=first.merchant_id,
+                    carrier_id=first.carrier_id,
+                )
+            )
+        updated.append(msgspec.structs.replace(charge, exempted_by=mark))
+    return out, updated

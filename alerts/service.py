@@ -27,7 +27,8 @@ from aiohttp import web
 from kafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
-from logiwatch.alerts.api import ApiContext, build_app
+from logiwatch.alerts.alertmanager import AlertmanagerForwarder
+from logiwatch.alerts.api import ApiContext, ApiRunner, build_app
 from logiwatch.alerts.delivery import Deliverer
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet, load_rules
@@ -68,6 +69,10 @@ class AlertService:
         self.pipeline = Pipeline(self.store, routing)
         self.ledger = Ledger(self.redis, settings.redis.key_prefix, rules)
         self.deliverer = Deliverer(self.store, routing, self.metrics, settings.alerts.public_url)
+        am = settings.alerts.alertmanager_url
+        self.alertmanager = (
+            AlertmanagerForwarder(self.store, am, settings.alerts.public_url, settings.alerts.alertmanager_resend_s) if am else None
+        )
         self.status: dict[str, Any] = {"consumer": "starting", "consumed": 0}
         self.api_url = ""
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
@@ -120,7 +125,7 @@ class AlertService:
             token=self.settings.alerts.api_token.get_secret_value(),
             status=self.status,
         )
-        runner = web.AppRunner(build_app(ctx), access_log=None)
+        runner = ApiRunner(build_app(ctx), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.alerts.api_host, self.settings.alerts.api_port)
         await site.start()
@@ -236,6 +241,9 @@ class AlertService:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.redis.ping()
+        indexed = await self.store.ensure_queue_index()  # stores written before the CS queue existed
+        if indexed:
+            log.info("queue index built for %d open alerts", indexed)
         runner = await self.start_api()
         self.deliverer.start()
         log.info("alert service up: board at %s/", self.api_url)
@@ -247,6 +255,8 @@ class AlertService:
             asyncio.create_task(self._publish_liability(stop), name="liability"),
             asyncio.create_task(self._escalate(stop), name="escalate"),
         ]
+        if self.alertmanager is not None:
+            tasks.append(asyncio.create_task(self.alertmanager.run(stop, now_ms), name="alertmanager"))
         try:
             done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
             for t in done:

@@ -13,6 +13,14 @@ suppression sets:
 * ``P queue:<receiver>``: sorted set of webhook-ids by due time (ms);
   ``P dead:<receiver>``: the dead-letter list; ``P disabled``: receivers
   switched off by a 410;
+* ``P revisions:<alert id>``: the alert's revisions as they arrived (last 50);
+* ``P notifs:<alert id>``: the webhook-ids an alert caused (the parcel page's deliveries);
+* the CS queue (open and acknowledged parcel alerts, no incidents, see :data:`QUEUE_SORTS`):
+  sorted sets ``P q:<sort>`` (one score per sort order) and filter sets
+  ``P qf:<field>:<value>`` holding only queue members, so a page is a ZRANGE
+  or one ZINTERSTORE and the counts are SCARDs; ``P order:<order id>``
+  (all alerts of an order, for search); ``P incident-series:<id>`` (an
+  incident's revisions over time, for its chart);
 * ``P silences``, ``P escalation`` (alert id by due time), ``P feedback``
   (stream of false-alarm reports), ``P false-alarms`` (count per type);
 * ``<redis.key_prefix>suppress:<alert_type>``: set of subjects (waybill, or
@@ -26,6 +34,7 @@ the consumer may commit its offset as soon as :meth:`commit` returns.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,10 +42,14 @@ import msgspec
 import redis.asyncio as aioredis
 
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence
+from logiwatch.detectors.model import Alert
 
 _rec_dec = msgspec.json.Decoder(AlertRecord)
 _notif_dec = msgspec.json.Decoder(Notification)
 _sil_dec = msgspec.json.Decoder(Silence)
+_alert_dec = msgspec.json.Decoder(Alert)
+#: revisions kept per alert for the parcel timeline
+MAX_REVISIONS = 50
 _enc = msgspec.json.Encoder()
 
 # Adds the notification to the log and the receiver's queue only if its id
@@ -44,6 +57,7 @@ _enc = msgspec.json.Encoder()
 _ENQUEUE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('SADD', KEYS[3], ARGV[1])
   return 1
 end
 return 0
@@ -117,7 +131,7 @@ class AlertStore:
             n = self._queue_commit(pipe, record, previous, escalate_at_ms)
             for notif, due_ms in notifications:
                 await self._enqueue(  # on a pipeline this only queues the EVALSHA; execute() runs it
-                    keys=[self.key("nlog"), self.key("queue", notif.receiver)],
+                    keys=[self.key("nlog"), self.key("queue", notif.receiver), self.key("notifs", notif.alert_id)],
                     args=[notif.nid, _enc.encode(notif), due_ms],
                     client=pipe,
                 )
@@ -155,11 +169,196 @@ class AlertStore:
                 pipe.srem(self.key("incidents:open"), aid)
             else:
                 pipe.sadd(self.key("incidents:open"), aid)
+        if a.order_id:
+            pipe.sadd(self.key("order", a.order_id), aid)
+        if a.alert_type.value == "hub_incident":
+            point: dict[str, Any] = {"t": a.detected_at, "revision": a.revision, "parcels": len(a.affected_waybills), "severity": a.severity.value}
+            point.update({k: v for k, v in a.evidence.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+            pipe.zadd(self.key("incident-series", aid), {_enc.encode(point): a.detected_at})
+        self._queue_index(pipe, record, previous)
+        if previous is None or (previous.alert.revision, previous.alert.status, previous.alert.severity) != (a.revision, a.status, a.severity):
+            # the parcel page's timeline shows every revision, not only the latest record
+            pipe.rpush(self.key("revisions", aid), _enc.encode(a))
+            pipe.ltrim(self.key("revisions", aid), -MAX_REVISIONS, -1)
         if record.state == AlertState.RESOLVED or record.state == AlertState.ACKNOWLEDGED:
             pipe.zrem(self.key("escalation"), aid)
         elif escalate_at_ms is not None:
             pipe.zadd(self.key("escalation"), {aid: escalate_at_ms}, nx=True)
         return len(pipe.command_stack) - before
+
+    def _queue_index(self, pipe: Any, record: AlertRecord, previous: AlertRecord | None) -> None:
+        """Keep the queue's sorted sets and filter sets in step with the record (same transaction)."""
+
+        aid = record.alert.alert_id
+        old = queue_tags(previous) if previous is not None and in_queue(previous) else set()
+        new = queue_tags(record) if in_queue(record) else set()
+        for tag in old - new:
+            pipe.srem(self.key("qf", *tag), aid)
+        for tag in new - old:
+            pipe.sadd(self.key("qf", *tag), aid)
+        if new:
+            for sort, score in queue_scores(record).items():
+                pipe.zadd(self.key("q", sort), {aid: score})
+        elif old:
+            for sort in QUEUE_SORTS:
+                pipe.zrem(self.key("q", sort), aid)
+
+    async def queue_page(
+        self,
+        *,
+        sort: str = "severity",
+        descending: bool = True,
+        filters: dict[str, str] | None = None,
+        first_seen_range: tuple[int | None, int | None] = (None, None),
+        search: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[AlertRecord], int]:
+        """One page of the CS queue and how many match; a ZRANGE, or one ZINTERSTORE when filtered.
+
+        ``filters`` maps a :data:`QUEUE_FILTERS` field to one value; ``first_seen_range``
+        bounds when the service first saw the alert (ms); ``search`` is a waybill or order id.
+        """
+
+        zkey = self.key("q", sort)
+        sets = [self.key("qf", f, v) for f, v in sorted((filters or {}).items())]
+        lo, hi = first_seen_range
+        aged = lo is not None or hi is not None
+        bands = age_bands(sort, lo, hi) if aged else None
+        tmp = self.key("tmp", uuid.uuid4().hex)
+        source = zkey
+        if sets or search:
+            tx = self.r.pipeline(transaction=True)
+            if search:
+                tx.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)])
+                sets.append(tmp + ":s")
+            tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
+            tx.expire(tmp, 60)  # a crashed request leaves nothing behind for long
+            tx.delete(tmp + ":s")
+            await tx.execute()
+            source = tmp
+        try:
+            if aged and bands is None:
+                # lateness/amount scores say nothing of age: bound by the age set, then re-score
+                tx = self.r.pipeline(transaction=True)
+                tx.zinterstore(tmp, {self.key("q", "age"): 1, source: 0})
+                tx.zremrangebyscore(tmp, "-inf", f"({lo}" if lo is not None else "-inf")
+                tx.zremrangebyscore(tmp, f"({hi}" if hi is not None else "+inf", "+inf")
+                tx.zinterstore(tmp, {tmp: 0, zkey: 1})
+                tx.expire(tmp, 60)
+                await tx.execute()
+                source, bands = tmp, None
+            ids, total = await self._page(source, bands, descending, offset, limit)
+        finally:
+            if source == tmp:
+                await self.r.delete(tmp)
+        return await self.get_many(ids), total
+
+    async def _page(
+        self, key: str, bands: list[tuple[float, float]] | None, descending: bool, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        """``limit`` ids from ``offset`` of a sorted set, optionally only within score bands
+        (walked in sort order: the severity sort's age filter is one band per severity)."""
+
+        if bands is None:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zcard(key)
+            pipe.zrange(key, offset, offset + limit - 1, desc=descending)
+            total, got = await pipe.execute()
+            return [_s(i) for i in got], int(total)
+        bands = sorted(bands, reverse=descending)
+        pipe = self.r.pipeline(transaction=False)
+        for lo, hi in bands:
+            pipe.zcount(key, lo, hi)
+        counts = [int(c) for c in await pipe.execute()]
+        ids: list[str] = []
+        skip = offset
+        for (lo, hi), n in zip(bands, counts, strict=True):
+            if len(ids) >= limit:
+                break
+            if skip >= n:
+                skip -= n
+                continue
+            if descending:
+                got = await self.r.zrevrangebyscore(key, hi, lo, start=skip, num=limit - len(ids))
+            else:
+                got = await self.r.zrangebyscore(key, lo, hi, start=skip, num=limit - len(ids))
+            ids += [_s(i) for i in got]
+            skip = 0
+        return ids, sum(counts)
+
+    async def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Queue size per alert type, severity and state (SCARDs, one round trip)."""
+
+        from logiwatch.detectors.model import AnomalyType, Severity
+
+        fields = [("type", t.value) for t in AnomalyType if t != AnomalyType.HUB_INCIDENT]
+        fields += [("severity", s.value) for s in Severity]
+        fields += [("state", s) for s in ("open", "acknowledged")]
+        pipe = self.r.pipeline(transaction=False)
+        for f, v in fields:
+            pipe.scard(self.key("qf", f, v))
+        out: dict[str, dict[str, int]] = {"type": {}, "severity": {}, "state": {}}
+        for (f, v), n in zip(fields, await pipe.execute(), strict=True):
+            out[f][v] = int(n)
+        return out
+
+    async def notifications_of(self, alert_ids: Iterable[str]) -> list[Notification]:
+        """Every notification the alerts caused (the parcel page's delivery attempts)."""
+
+        ids = list(alert_ids)
+        if not ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for aid in ids:
+            pipe.smembers(self.key("notifs", aid))
+        nids = sorted({_s(n) for got in await pipe.execute() for n in got})
+        if not nids:
+            return []
+        raws = await self.r.hmget(self.key("nlog"), nids)
+        return sorted((_notif_dec.decode(r) for r in raws if r), key=lambda n: (n.created_ms, n.nid))
+
+    async def revisions(self, alert_ids: Iterable[str]) -> dict[str, list[Alert]]:
+        """Each alert's recorded revisions, oldest first (the last :data:`MAX_REVISIONS`)."""
+
+        ids = list(alert_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for aid in ids:
+            pipe.lrange(self.key("revisions", aid), 0, -1)
+        return {aid: [_alert_dec.decode(x) for x in got] for aid, got in zip(ids, await pipe.execute(), strict=True) if got}
+
+    async def incident_series(self, incident_id: str) -> list[dict[str, Any]]:
+        got: Any = await self.r.zrange(self.key("incident-series", incident_id), 0, -1)
+        return [msgspec.json.decode(g) for g in got]
+
+    async def incident_parcels(self, incident_id: str, offset: int, limit: int) -> tuple[list[str], int]:
+        """A page of an incident's affected waybills (sorted), and how many there are."""
+
+        members = sorted(_s(m) for m in await self.r.smembers(self.key("incident-parcels", incident_id)))
+        return members[offset : offset + limit], len(members)
+
+    async def reindex_queue(self) -> int:
+        """Build the queue indexes from the open and acknowledged alerts (for stores written
+        before the queue existed); idempotent, returns how many alerts were indexed."""
+
+        ids = sorted((await self.ids_in("state", "open")) | (await self.ids_in("state", "acknowledged")))
+        n = 0
+        for i in range(0, len(ids), 1000):
+            pipe = self.r.pipeline(transaction=False)
+            for rec in await self.get_many(ids[i : i + 1000]):
+                self._queue_index(pipe, rec, None)
+                n += in_queue(rec)
+            await pipe.execute()
+        await self.r.set(self.key("q", "version"), QUEUE_INDEX_VERSION)
+        return n
+
+    async def ensure_queue_index(self) -> int:
+        """Reindex once per store (a marker key records the index version)."""
+
+        got = await self.r.get(self.key("q", "version"))
+        if got is not None and _s(got) == QUEUE_INDEX_VERSION:
+            return 0
+        return await self.reindex_queue()
 
     async def ids_in(self, index: str, value: str) -> set[str]:
         members = await self.r.smembers(self.key(index, value))
@@ -309,6 +508,63 @@ class AlertStore:
             k = (rec.alert.alert_type.value, rec.alert.severity.value)
             per[k] = per.get(k, 0) + 1
         return {"open": per, "incidents_open": int(await self.r.scard(self.key("incidents:open")))}
+
+
+#: Queue sort orders; each has a sorted set ``P q:<sort>`` whose descending order is
+#: "most urgent first" except ``age`` (first-seen time: ascending is oldest first).
+QUEUE_SORTS = ("severity", "lateness", "amount", "age")
+#: Queue filter fields (``P qf:<field>:<value>``); ``hub`` is the alert's node.
+QUEUE_FILTERS = ("type", "severity", "state", "merchant", "carrier", "region", "hub")
+QUEUE_INDEX_VERSION = "1"
+_SEV_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def age_bands(sort: str, lo: int | None, hi: int | None) -> list[tuple[float, float]] | None:
+    """Score ranges of ``q:<sort>`` holding the alerts first seen within ``[lo, hi]`` (ms),
+    or None when the sort's scores do not encode the age (lateness, amount).
+
+    >>> age_bands("age", 10, None)
+    [(10, inf)]
+    >>> len(age_bands("severity", 0, 5))
+    3
+    """
+
+    if sort == "age":
+        return [(lo if lo is not None else float("-inf"), hi if hi is not None else float("inf"))]
+    if sort != "severity":
+        return None
+    out = []
+    for rank in sorted(set(_SEV_RANK.values())):
+        base = rank * 1e13 + 1e13
+        out.append((base - hi if hi is not None else rank * 1e13, base - lo if lo is not None else base))
+    return out
+
+
+def in_queue(record: AlertRecord) -> bool:
+    """The CS queue holds parcel alerts nobody resolved (incidents have their own page)."""
+
+    return record.state != AlertState.RESOLVED and record.alert.alert_type.value != "hub_incident"
+
+
+def queue_tags(record: AlertRecord) -> set[tuple[str, str]]:
+    a = record.alert
+    tags = {("type", a.alert_type.value), ("severity", a.severity.value), ("state", record.state.value)}
+    for name, value in (("merchant", a.merchant_id), ("carrier", a.carrier_id), ("region", a.region), ("hub", a.node_id)):
+        if value:
+            tags.add((name, value))
+    return tags
+
+
+def queue_scores(record: AlertRecord) -> dict[str, float]:
+    """Scores per sort: severity first then the oldest (first seen) within a severity."""
+
+    a = record.alert
+    return {
+        "severity": _SEV_RANK.get(a.severity.value, 0) * 1e13 + (1e13 - record.first_seen_ms),
+        "lateness": float(a.predicted_lateness_s or 0.0),
+        "amount": float(a.order_amount or 0.0),
+        "age": float(record.first_seen_ms),
+    }
 
 
 def _s(x: Any) -> str:

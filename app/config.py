@@ -144,6 +144,9 @@ class AlertsConfig(_Section):
     public_url: str = "http://127.0.0.1:8088"
     #: versioned liability rules (default: the packaged alerts/rules/liability-v1.toml)
     liability_rules_file: Path | None = None
+    #: post open alerts to this Prometheus Alertmanager (API v2), e.g. http://127.0.0.1:9093
+    alertmanager_url: str | None = None
+    alertmanager_resend_s: float = Field(default=60.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _no_default_token_beyond_loopback(self) -> AlertsConfig:

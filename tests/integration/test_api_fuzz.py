@@ -210,3 +210,43 @@ def test_service_is_healthy_and_seeded_alerts_intact_after_the_fuzzing(
     for alert in SEEDED:
         status, body, _ = send(service.url, "GET", f"/api/alerts/{alert.alert_id}")
         assert status == 200 and json.loads(body)["alert"]["alert_id"] == alert.alert_id
+
+
+@pytest.mark.parametrize("template", MUTATIONS)
+def test_a_non_ascii_bearer_token_is_a_401_not_a_crash(service: ServiceThread, template: str) -> None:
+    # http.client sends header text as Latin-1: the server sees bytes that are not UTF-8.
+    headers = {"Authorization": "Bearer tökén", "Content-Type": "application/json"}
+    status, raw, ctype = send(service.url, "POST", fill(template, SEEDED[0].alert_id), b"{}", headers)
+    assert (status, json.loads(raw)) == (401, {"error": "invalid bearer token"})
+    assert ctype.startswith("application/json")
+
+
+def test_a_deeply_nested_body_is_a_400_naming_the_depth(service: ServiceThread) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    for body in (b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000, b"[" * 5000 + b"]" * 5000):
+        status, raw, ctype = send(service.url, "POST", fill(MUTATIONS[0], SEEDED[0].alert_id), body, headers)
+        assert status == 400 and "nested deeper than" in json.loads(raw)["error"], (status, raw[:200])
+
+
+@pytest.mark.parametrize(
+    "ends_at", [10**30, "1" * 31, "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00", 1e30]
+)
+def test_a_silence_ending_past_2100_or_lasting_over_5_years_is_refused(service: ServiceThread, ends_at: Any) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    body = json.dumps({"matchers": ["carrier_id=C1"], "ends_at": ends_at}).encode()
+    status, raw, _ = send(service.url, "POST", "/api/silences", body, headers)
+    assert status == 400, (status, raw[:200])
+    assert "starts_at/ends_at" in json.loads(raw)["error"]
+    body = json.dumps({"matchers": ["carrier_id=C1"], "ends_at": "2099-01-01T00:00:00Z"}).encode()
+    status, raw, _ = send(service.url, "POST", "/api/silences", body, headers)
+    assert status == 400 and "at most 5 years" in json.loads(raw)["error"]
+
+
+def test_over_long_header_lines_are_answered_in_json(service: ServiceThread) -> None:
+    for headers in ({"X-Long": "a" * 20_000}, {"Authorization": "Bearer " + "b" * 20_000}, {"X-" + "n" * 9000: "v"}):
+        status, raw, ctype = send(service.url, "GET", "/api/alerts", None, headers)
+        assert status == 400 and ctype.startswith("application/json"), (status, ctype, raw[:200])
+        err = json.loads(raw)["error"]
+        assert isinstance(err, str) and "\n" not in err and len(err) <= 200
+    status, raw, ctype = send(service.url, "GET", "/api/alerts?" + "q=" + "x" * 20_000)
+    assert status in (400, 414) and ctype.startswith("application/json"), (status, raw[:200])
