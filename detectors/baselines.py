@@ -127,17 +127,16 @@ def survival_at(q: Quantiles, value_s: float) -> float:
     first = q[0]
     if value_s <= first:
         return 1.0 - GRID[0] * value_s / first if first > 0 else 1.0 - GRID[0]
-    lv = log(value_s)
-    for i in range(1, len(q)):
+    i = bisect_left(q, value_s)  # q ascends (inf last): the first grid point >= value_s
+    if i < len(q):
         hi = q[i]
         if isinf(hi):
             return 1.0 - GRID[i - 1]
-        if value_s <= hi:
-            lo = q[i - 1]
-            if hi <= lo:
-                return 1.0 - GRID[i]
-            frac = (lv - log(lo)) / (log(hi) - log(lo))
-            return 1.0 - (GRID[i - 1] + frac * (GRID[i] - GRID[i - 1]))
+        lo = q[i - 1]
+        if hi <= lo:
+            return 1.0 - GRID[i]
+        frac = (log(value_s) - log(lo)) / (log(hi) - log(lo))
+        return 1.0 - (GRID[i - 1] + frac * (GRID[i] - GRID[i - 1]))
     return (1.0 - GRID[-1]) * (q[-1] / value_s) ** TAIL_POWER
 
 

@@ -14,7 +14,7 @@ feed scans every step that alone says little about a parcel stuck at an early
 stage (its next scan may come any moment), so a second model learns the
 remaining time after the *next* scan and a third the time until that next
 scan (both in the same unit), which says how much longer the parcel will
-likely stay where it is, given the e seconds it has already waited (five
+likely stay where it is, given the e seconds it has already waited (three
 conditional quantiles of the rest; past everything seen, as long again): the
 parcel is late with probability mean_w S_next((promise - now) / D - w). The chance
 of being late is the larger of the two; in a feed whose next scan is the
@@ -51,7 +51,7 @@ _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 #: in the duration histograms (their range is 8 s .. 97 days: r from 1e-4 to ~97)
 RATIO_UNIT = 86_400.0
 #: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
-_WAIT_POINTS = (0.1, 0.3, 0.5, 0.7, 0.9)
+_WAIT_POINTS = (1 / 6, 0.5, 5 / 6)
 RemainingKeys = tuple[str, str, str]
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
@@ -159,10 +159,11 @@ class PredictedLateDetector(DeadlineMixin):
         due = limit if isinf(r_star) else t + int(r_star / RATIO_UNIT * d_ms)
         if qn is not None and due > now_ms + 1:
             # the first moment the next-scan chance reaches theta (it does by the promise at the
-            # latest): bisection, deterministic to the millisecond
+            # latest): bisection to 1/128 of the promise's span (at least a minute); deterministic
             lo, hi = now_ms, min(due, limit)
+            step = max(60_000, d_ms // 128)
             if self._p_next(qn, stage, t, limit, d_ms, hi) >= theta:
-                while hi - lo > 1000:
+                while hi - lo > step:
                     mid = (lo + hi) // 2
                     if self._p_next(qn, stage, t, limit, d_ms, mid) >= theta:
                         hi = mid
