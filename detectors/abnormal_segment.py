@@ -44,7 +44,8 @@ class AbnormalSegmentDetector(DeadlineMixin):
     env: the engine's shared environment.
     p99_factor, p95_factor: a leg is abnormal above max(p99_factor * p99, p95_factor * p95).
     min_excess_s: and at least this much above the median.
-    recheck_s: while the lane is not learned yet, the in-transit check looks again this often.
+    recheck_s: while the lane is not learned yet, the in-transit check looks again after this, then
+        after as long as the parcel has been in transit (backing off).
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
@@ -95,7 +96,7 @@ class AbnormalSegmentDetector(DeadlineMixin):
         if limit_ms is None:
             state.note["silence_cold"] = 1
             state.note["silence_ref_s"] = 0.0
-            self.set_due(state, now_ms + int(self.recheck_s * 1000))
+            self.set_due(state, now_ms + max(int(self.recheck_s * 1000), now_ms - t))  # backing off
             return None
         state.note.pop("silence_cold", None)
         state.note["silence_ref_s"] = limit_ms / 1000

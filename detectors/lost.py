@@ -34,7 +34,8 @@ class LostDetector(DeadlineMixin):
     factor: multiple of the stall threshold after which a silent parcel is likely lost.
     min_silence_s: never call a parcel lost sooner than this.
     max_extra_s: never wait more than this beyond the stage's own silence limit.
-    recheck_s: while the stage's silence is not learned yet, look again this often.
+    recheck_s: while the stage's silence is not learned yet, look again after this, then after as
+        long as the parcel has been silent (backing off).
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
@@ -73,7 +74,7 @@ class LostDetector(DeadlineMixin):
 
         if state.note.get("silence_cold"):
             first = t + int(self.min_silence_s * 1000)
-            self.set_due(state, first if now_ms < first else now_ms + int(self.recheck_s * 1000))
+            self.set_due(state, first if now_ms < first else now_ms + max(int(self.recheck_s * 1000), now_ms - t))
             return False
         due = t + self.env.calendar.extend(state.carrier, t, int(self._silence_s(state) * 1000))
         self.set_due(state, max(due, now_ms))

@@ -80,7 +80,8 @@ class PredictedLateDetector(DeadlineMixin):
     env: the engine's shared environment.
     late_probability: warn when P(late | what happened, how long it has been silent) reaches this.
     margin_s: tolerance after the promise.
-    recheck_s: while no key is trusted, look again this often.
+    recheck_s: while no key is trusted, look again after this, then after as long as the parcel
+        has been silent (backing off).
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
@@ -138,7 +139,7 @@ class PredictedLateDetector(DeadlineMixin):
         q = self.env.remaining.warm_quantiles(keys)
         if q is None:
             # no learned model for this stage yet: only the broken promise itself is certain
-            self.set_due(state, min(limit, now_ms + int(self.recheck_s * 1000)))
+            self.set_due(state, min(limit, now_ms + max(int(self.recheck_s * 1000), now_ms - t)))
             return []
         d_ms = limit - t
         e_s = (now_ms - t) / 1000

@@ -85,7 +85,8 @@ class StallDetector(DeadlineMixin):
     env: the engine's shared environment (baselines, calendar).
     p99_factor, p95_factor: the deadline is max(p99_factor * p99, p95_factor * p95) of the learned dwell.
     min_dwell_s: never alert on a dwell shorter than this.
-    recheck_s: while the dwell is not learned yet, look again this often (no alert from a guess).
+    recheck_s: while the dwell is not learned yet, look again after this, then after as long as
+        the parcel has waited (backing off; no alert from a guess).
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
@@ -133,7 +134,9 @@ class StallDetector(DeadlineMixin):
         if thr_s is None:
             note["silence_cold"] = 1
             note["silence_ref_s"] = 0.0
-            self.set_due(state, now_ms + int(self.recheck_s * 1000))
+            # back off: look again after as long as the parcel has waited (a few looks, not one
+            # every recheck_s for as long as a cold key stays cold)
+            self.set_due(state, now_ms + max(int(self.recheck_s * 1000), now_ms - t))
             return None
         note.pop("silence_cold", None)
         note["stall_thr_s"] = thr_s
