@@ -32,7 +32,7 @@ from logiwatch.alerts.delivery import Deliverer
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet, load_rules
 from logiwatch.alerts.metrics import AlertMetrics, RedisCollector
-from logiwatch.alerts.pipeline import Pipeline
+from logiwatch.alerts.pipeline import DecisionOutcome, Pipeline
 from logiwatch.alerts.routing import EMPTY, RoutingConfig, load_routes
 from logiwatch.alerts.store import AlertStore, now_ms
 from logiwatch.config import Settings
@@ -85,7 +85,7 @@ class AlertService:
         for alert, (decision, notifs) in zip(alerts, results, strict=True):
             self.metrics.received.labels(alert.alert_type.value, alert.status.value).inc()
             self.metrics.decisions.labels(decision.outcome).inc()
-            if decision.suppressed and decision.outcome == "new":
+            if decision.suppressed and decision.outcome == DecisionOutcome.NEW:
                 self.metrics.decisions.labels(decision.suppressed).inc()
             woken.update(n.receiver for n in notifs)
         for e in await self.ledger.apply_batch(alerts):

@@ -287,7 +287,7 @@ def test_unacknowledged_alert_escalates_once_per_step_and_acknowledged_one_does_
             await pipe.set_state("stall-2", AlertState.ACKNOWLEDGED, "alice", now + 1)
             steps = []
             for t in (now + 59_000, now + 60_000, now + 61_000, now + 120_000, now + 500_000):
-                steps.append([n.kind + ":" + n.alert_id for n in await pipe.escalate_due(t)])
+                steps.append([n.kind.key + ":" + n.alert_id for n in await pipe.escalate_due(t)])
             return steps
         finally:
             await client.aclose()
