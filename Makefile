@@ -40,6 +40,7 @@ lint: install
 	$(BIN)/ruff check app detectors streams alerts tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy app detectors streams alerts
+	$(BIN)/vulture
 
 audit: install
 	@# pip-audit asks PyPI's JSON API about each installed version; --strict fails when it
