@@ -39,7 +39,7 @@ test-ops: install
 lint: install
 	$(BIN)/ruff check app detectors streams alerts tests bench
 	$(BIN)/lint-imports
-	$(BIN)/mypy app detectors streams alerts
+	$(BIN)/mypy app detectors streams alerts bench
 	$(BIN)/vulture
 
 audit: install

@@ -5,7 +5,7 @@ Starts (or reuses) the embedded stack, gives this run its own topics
 repeated demos on one stack never see each other's data, and then runs the
 real pieces side by side: ``logiwatch worker`` as a subprocess (the Faust
 stream processor), the alert service in this process with a local webhook
-receiver that verifies every signature (:func:`logiwatch.alerts.demo.run_alerts_demo`),
+receiver that verifies every signature (:func:`logiwatch.demo.run_alerts_demo`),
 and a kafka-python producer that plays the simulator's default scenario
 compressed so that about twelve simulated days pass during the run, with
 clock ticks in every partition (silent parcels' stalls fire without new
@@ -481,7 +481,7 @@ async def _read_alerts(settings: Settings, live: Live, done: asyncio.Event) -> N
 async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker: Worker, live: Live) -> None:
     import aiohttp
 
-    from logiwatch.alerts.demo import run_alerts_demo
+    from logiwatch.demo import run_alerts_demo
     from logiwatch.producer import produce_events
     from logiwatch.simulator import generate, malformed_lines
 

@@ -298,7 +298,7 @@ def test_unacknowledged_alert_escalates_once_per_step_and_acknowledged_one_does_
 def test_demo_runner_prints_verified_notifications_and_liability_summary(
     kafka_bootstrap: str, topic_factory: Callable[..., str], settings_factory: Any
 ) -> None:
-    from logiwatch.alerts.demo import run_alerts_demo
+    from logiwatch.demo import run_alerts_demo
 
     topic, ltopic = topic_factory("alerts"), topic_factory("liability", 1)
     settings = service_settings(settings_factory, topic, ltopic, f"g-{uuid4().hex}")
