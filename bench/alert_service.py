@@ -16,7 +16,7 @@ from typing import Any
 
 from logiwatch import stack
 from logiwatch.bench.figures import PROGRESS_TIMEOUT_S, rate
-from logiwatch.bench.workload import _produce_batches
+from logiwatch.bench.workload import produce_batches
 from logiwatch.config import Settings
 from logiwatch.detectors.model import Alert
 from logiwatch.detectors.partitioning import partition_for
@@ -55,7 +55,7 @@ def alert_service_run(
     by_partition: list[list[tuple[bytes, bytes]]] = [[] for _ in range(partitions)]
     for alert in alerts:
         by_partition[partition_for(alert.alert_id, partitions)].append((alert.alert_id.encode(), encode_alert(alert)))
-    asyncio.run(_produce_batches(bootstrap, topic, by_partition))
+    asyncio.run(produce_batches(bootstrap, topic, by_partition))
     data = settings.model_dump()
     data["kafka"].update(bootstrap=bootstrap, alerts_group=f"bench-svc-{tag}")
     data["kafka"]["topics"]["alerts"] = topic

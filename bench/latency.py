@@ -24,7 +24,7 @@ from logiwatch.bench.figures import (
     percentile,
 )
 from logiwatch.bench.workers import BenchContext, CommittedReader, WorkerSet
-from logiwatch.bench.workload import Workload, _produce_batches
+from logiwatch.bench.workload import Workload, produce_batches
 from logiwatch.detectors.codec import decode_alert, encode_event
 from logiwatch.detectors.model import ScanEvent
 from logiwatch.detectors.partitioning import partition_for
@@ -132,7 +132,7 @@ def latency_phase(ctx: BenchContext, workload: Workload, rate_eps: float, second
         warm[p].append((key, value))
         warmup_max[p] = max(warmup_max[p] or 0, ev.event_time)
     index = TriggerIndex(partitions, ctx.lateness_ms, warmup_max)
-    asyncio.run(_produce_batches(bootstrap, topic, warm))
+    asyncio.run(produce_batches(bootstrap, topic, warm))
     workers = ctx.workers(1, "lat", topic=topic)
     reader = CommittedReader(bootstrap, workers.group, topic, partitions)
     try:

@@ -107,7 +107,7 @@ def build_workload(n_events: int, partitions: int, seed: int, log: Callable[[str
     )
 
 
-async def _produce_batches(
+async def produce_batches(
     bootstrap: str, topic: str, by_partition: Sequence[Sequence[tuple[bytes, bytes]]]
 ) -> None:
     from aiokafka import AIOKafkaProducer
@@ -142,5 +142,5 @@ def produce_workload(bootstrap: str, topic: str, workload: Workload) -> float:
     """Produce every event with explicit partitions; return events/s."""
 
     t0 = time.perf_counter()
-    asyncio.run(_produce_batches(bootstrap, topic, workload.by_partition))
+    asyncio.run(produce_batches(bootstrap, topic, workload.by_partition))
     return rate(workload.total, time.perf_counter() - t0)

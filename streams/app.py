@@ -141,7 +141,7 @@ def build_worker(
     # Raw bytes in, no Faust (de)serialisation: the handler decodes.
     app.topics.add(app.topic(kafka.topics.events, key_serializer="raw", value_serializer="raw"))
 
-    async def on_revoked(_sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The consumer has already waited for the in-flight batch and
         # committed; the snapshot in Redis is the state, so drop the engines.
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
