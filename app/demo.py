@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from logiwatch import stack
 from logiwatch.config import Settings
-from logiwatch.detectors.model import ScanEvent
+from logiwatch.detectors.model import AnomalyType, ScanEvent
 from logiwatch.errors import ConfigError, LogiwatchError
 from logiwatch.streams.metrics import WorkerCounters, parse_worker_metrics, sum_samples
 
@@ -327,7 +327,7 @@ async def run_alerts_demo(settings: Settings, stop: asyncio.Event, report: Calla
                     "rate_per_s": 200,
                 }
             ],
-            "routes": [{"receiver": "demo-cs", "types": list(_NOTIFY_TYPES)}],
+            "routes": [{"receiver": "demo-cs", "types": list(NOTIFY_TYPES)}],
         }
     )
     service = AlertService(settings, routing, load_rules(settings.alerts.liability_rules_file))
@@ -341,23 +341,9 @@ async def run_alerts_demo(settings: Settings, stop: asyncio.Event, report: Calla
     return {"notifications": receiver.received, "bad_signatures": receiver.bad_signatures, **totals}
 
 
-_NOTIFY_TYPES = (
-    "late_dispatch",
-    "pickup_timeout",
-    "stall",
-    "abnormal_segment",
-    "misroute",
-    "contradiction",
-    "likely_lost",
-    "suspicious_delivery",
-    "hub_incident",
-)
-
-
-def notify_types() -> tuple[str, ...]:
-    """The alert types the demo routes to its receiver."""
-
-    return _NOTIFY_TYPES
+#: The alert types the demo routes to its receiver: all but the early warning
+#: ``predicted_late``, which stays on the board.
+NOTIFY_TYPES = tuple(t.value for t in AnomalyType if t != AnomalyType.PREDICTED_LATE)
 
 
 async def _totals(settings: Settings) -> dict[str, Any]:

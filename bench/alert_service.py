@@ -75,7 +75,7 @@ async def _clock(svc_settings: Settings, n: int, max_seconds: float) -> dict[str
     from logiwatch.alerts.liability import load_rules
     from logiwatch.alerts.routing import parse_routes
     from logiwatch.alerts.service import AlertService
-    from logiwatch.demo import DemoReceiver, notify_types
+    from logiwatch.demo import NOTIFY_TYPES, DemoReceiver
 
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     receiver = DemoReceiver(secret, report=lambda _line: None)
@@ -85,7 +85,7 @@ async def _clock(svc_settings: Settings, n: int, max_seconds: float) -> dict[str
             "receivers": [
                 {"name": "bench-cs", "url": receiver.url, "secret": secret, "allow_private_networks": True}
             ],
-            "routes": [{"receiver": "bench-cs", "types": list(notify_types())}],
+            "routes": [{"receiver": "bench-cs", "types": list(NOTIFY_TYPES)}],
         }
     )
     service = AlertService(svc_settings, routing, load_rules(svc_settings.alerts.liability_rules_file))
