@@ -143,7 +143,14 @@ def load_routes(path: str | Path) -> RoutingConfig:
     """Read and validate a routes file; raise ``ConfigError`` (one line) on any problem."""
 
     p = Path(path)
-    return parse_routes(read_toml(p, "routes file"), p)
+    if p.is_dir():
+        raise ConfigError(f"routes file {p} is a directory: point alerts.routes_file at a .toml file")
+    try:
+        return parse_routes(read_toml(p, "routes file"), p)
+    except UnicodeDecodeError:
+        raise ConfigError(f"routes file {p} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"routes file {p} cannot be read: {exc.strerror or exc}") from None
 
 
 def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> RoutingConfig:

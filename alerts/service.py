@@ -39,7 +39,7 @@ from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import Alert
-from logiwatch.errors import ConfigError
+from logiwatch.errors import ConfigError, LogiwatchError
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,15 @@ class AlertService:
         )
         runner = web.AppRunner(build_app(ctx), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.alerts.api_host, self.settings.alerts.api_port)
-        await site.start()
+        host, port = self.settings.alerts.api_host, self.settings.alerts.api_port
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise LogiwatchError(
+                f"cannot serve the API on {host}:{port}: {exc.strerror or exc} (set alerts.api_port to a free port)"
+            ) from None
         server: Any = site._server  # aiohttp exposes the bound port only here (needed for port 0)
         port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else self.settings.alerts.api_port
         self.api_url = f"http://{self.settings.alerts.api_host}:{port}"
@@ -280,6 +287,26 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+def _check_broker(bootstrap: str, timeout_s: float = 3.0) -> None:
+    """``LogiwatchError`` (one line) unless one bootstrap address accepts a connection.
+
+    Without it an unreachable broker surfaces only as kafka-python's timeout,
+    half a minute later, as a traceback from the consumer thread.
+    """
+
+    import socket
+
+    errors = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+            return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address.strip()}: {getattr(exc, 'strerror', None) or exc}")
+    raise LogiwatchError(f"cannot reach Kafka at {bootstrap} ({'; '.join(errors)}); start it with 'logiwatch stack up'")
+
+
 def serve(settings: Settings) -> int:
     """Blocking entry point of ``logiwatch alerts serve``."""
 
@@ -290,6 +317,7 @@ def serve(settings: Settings) -> int:
         redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3).ping()
     except redis.exceptions.RedisError as exc:
         raise ConfigError(f"cannot reach Redis at {settings.redis.url}: {exc} (start it with 'logiwatch stack up')") from None
+    _check_broker(settings.kafka.bootstrap)
 
     async def main() -> None:
         stop = asyncio.Event()
