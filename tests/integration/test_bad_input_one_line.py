@@ -14,12 +14,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from logiwatch import stack
 
 DATA = Path(__file__).parents[1] / "data"
+#: one valid scan event (from `logiwatch simulate --seed 3`)
+ONE_EVENT = (
+    '{"event_id":"WB3-0000047-00","waybill_id":"WB3-0000047","order_id":"OD3-0000047","merchant_id":"M0278",'
+    '"carrier_id":"YTO","event_type":"ORDER_PAID","node_id":"WH-M0278","node_type":"MERCHANT","region":"guangdong",'
+    '"origin_region":"guangdong","dest_region":"zhejiang","event_time":1793583459962,'
+    '"promised_dispatch_by":1793756259962,"promised_delivery_by":1794095940000,"category":"apparel",'
+    '"order_amount":94.51,"schema_version":1,"lat":23.2397,"lon":113.0395,"detail":null}'
+)
 
 
 @pytest.fixture
@@ -65,6 +74,22 @@ def test_simulate_refuses_a_parcel_count_it_cannot_hold_in_memory(tmp_path: Path
     done = _run(["simulate", "--parcels", "1000000000", "--out", "sim"], {}, tmp_path)
     _assert_one_line(done, "--parcels", "at most")
     assert not (tmp_path / "sim").exists()
+
+
+def test_replay_to_a_topic_that_does_not_exist_refuses_and_creates_nothing(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    (tmp_path / "events.jsonl").write_text(ONE_EVENT + "\n")
+    misspelt = f"logistics.evnets-{uuid4().hex[:8]}"
+    done = _run(["replay", "events.jsonl", "--bootstrap", kafka_bootstrap, "--topic", misspelt], {}, tmp_path)
+    _assert_one_line(done, misspelt, "does not exist")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert misspelt not in set(admin.list_topics())
+    finally:
+        admin.close()
 
 
 @pytest.mark.parametrize("kind", ["directory", "not-utf8"])
