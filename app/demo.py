@@ -498,7 +498,7 @@ class LiveRun:
     async def run(self) -> None:
         import aiohttp
 
-        from logiwatch.simulator import generate, malformed_lines
+        from logiwatch.sim.traffic import generate, malformed_lines
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -79,7 +79,7 @@ class Workload:
 def build_workload(n_events: int, partitions: int, seed: int, log: Callable[[str], None]) -> Workload:
     """Simulate enough parcels for ``n_events`` scans (truncated to exactly that) and pre-encode them."""
 
-    from logiwatch.simulator import generate
+    from logiwatch.sim.traffic import generate
 
     # Start 30 days ago at midnight UTC, so the journeys are over before now
     # and inside the worker's event-time sanity window whatever the date.

@@ -17,7 +17,7 @@ from pathlib import Path
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import write_jsonl
 from logiwatch.errors import LogiwatchError
-from logiwatch.simulator import SCENARIOS, generate, malformed_lines
+from logiwatch.sim.traffic import SCENARIOS, generate, malformed_lines
 
 
 def _int_at_least(text: str, minimum: int, wording: str) -> int:

@@ -27,7 +27,7 @@ import msgspec
 from logiwatch.detectors.codec import encode_event
 from logiwatch.detectors.model import AnomalyType, EventType, Label, ScanEvent
 from logiwatch.errors import ConfigError
-from logiwatch.sim_network import (
+from logiwatch.sim.network import (
     CARRIER_BY_ID,
     CARRIERS,
     CATEGORIES,
