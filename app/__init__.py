@@ -20,6 +20,8 @@ folder             import                  what
                                            ledger; the HTTP API and CS board
 ``app/``           ``logiwatch``            the glue (below)
 ``bench/``         ``logiwatch.bench``      the benchmark harness, one module per phase
+``sim/``           ``logiwatch.sim``        the simulator: ``network`` (the seeded world),
+                                           ``traffic`` (labelled traffic through it)
 ``tests/``         (not installed)          ``unit/`` (no I/O), ``integration/`` (real Tansu,
                                            Redis, receivers), ``faults/``, ``ops/``
 ``docs/``                                  contracts, operations, figures
@@ -36,9 +38,8 @@ The glue, top layer first:
   every piece side by side with a verifying webhook receiver;
 * ``stack`` runs the embedded Tansu + Redis; ``backtest`` scores the engine
   on a labelled log; ``producer`` plays events (and clock ticks) to Kafka;
-  ``simulator`` makes realistic labelled traffic on the network of
-  ``sim_network``; these sit beside ``alerts`` and ``streams`` and do not
-  import them or each other;
+  ``sim`` (folder ``sim/``) makes realistic labelled traffic; these sit
+  beside ``alerts`` and ``streams`` and do not import them or each other;
 * ``config`` builds the one settings object (only the CLI builds it, then
   passes it down); ``logging`` sets up log output; ``errors`` is the error tree.
 """
