@@ -41,11 +41,10 @@ baselines.P01, baselines.P05, baselines.P10, baselines.P30, baselines.P40, basel
 baselines.P70, baselines.P80, baselines.P98, baselines.P995, baselines.P999, baselines.P90
 state.FEED_DELIVERED
 
-# Dead code in detectors/ and app/config.py, which the detection-core work (issues 12/14) is
+# Dead code in detectors/, which the detection-core work (issues 12/14) is
 # rewriting: listed so lint passes meanwhile; delete each line together with the code.
 codec.encode_label
 engine.Engine.state_of  # used by a doctest only
 model.FINAL_EVENT_TYPES
 state.Env.event_region
 testing.Clock
-_.event_time_only  # app/config.py WorkerConfig: a setting nothing reads yet
