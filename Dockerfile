@@ -9,6 +9,8 @@ COPY app ./app
 COPY detectors ./detectors
 COPY streams ./streams
 COPY alerts ./alerts
+COPY bench ./bench
+COPY sim ./sim
 # Wheels for the project and all its dependencies, so the runtime stage
 # installs offline and without compilers.
 RUN pip wheel --wheel-dir /wheels .

@@ -37,9 +37,10 @@ test-ops: install
 	$(BIN)/python -m pytest tests/ops $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app detectors streams alerts tests bench
+	$(BIN)/ruff check app detectors streams alerts tests bench sim
 	$(BIN)/lint-imports
-	$(BIN)/mypy app detectors streams alerts
+	$(BIN)/mypy app detectors streams alerts bench sim
+	$(BIN)/vulture
 
 audit: install
 	@# pip-audit asks PyPI's JSON API about each installed version; --strict fails when it

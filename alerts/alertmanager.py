@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from logiwatch.alerts.model import AlertRecord, AlertState
+from logiwatch.alerts.model import AlertRecord, AlertState, NotificationEvent
 from logiwatch.alerts.store import AlertStore
 from logiwatch.alerts.webhooks import Rendering, alertmanager_payload
 
@@ -41,7 +41,15 @@ def am_alert(rec: AlertRecord, public_url: str, now_ms: int, ttl_ms: int) -> dic
 
     a = rec.alert
     resolved = rec.state == AlertState.RESOLVED
-    v4 = alertmanager_payload(rec, Rendering(webhook_id="", receiver="alertmanager", kind="resolved" if resolved else "firing", public_url=public_url))
+    v4 = alertmanager_payload(
+        rec,
+        Rendering(
+            webhook_id="",
+            receiver="alertmanager",
+            event=NotificationEvent.RESOLVED if resolved else NotificationEvent.FIRING,
+            public_url=public_url,
+        ),
+    )
     labels = {**v4["alerts"][0]["labels"], "alert_id": a.alert_id, "source": "logiwatch"}
     annotations = {**v4["alerts"][0]["annotations"], "detected_at": _iso(a.detected_at), "state": rec.state.value}
     page = f"{public_url}/#/parcel/{quote(a.waybill_id, safe='')}" if a.waybill_id else f"{public_url}/#/incident/{quote(a.alert_id, safe='')}"
@@ -60,7 +68,6 @@ class AlertmanagerForwarder:
         self.resend_s = resend_s
         self.ttl_ms = int((ttl_s if ttl_s is not None else 4 * resend_s) * 1000)
         self._firing: set[str] = set()
-        self.rounds = 0
 
     async def sync_once(self, session: aiohttp.ClientSession, now_ms: int) -> tuple[int, int]:
         """Post every open alert and resolve those gone since last time; (firing, resolved) posted."""
@@ -83,7 +90,6 @@ class AlertmanagerForwarder:
                 else:
                     sent_firing += 1
         self._firing = open_ids
-        self.rounds += 1
         return sent_firing, sent_resolved
 
     async def run(self, stop: asyncio.Event, now_ms: Any) -> None:

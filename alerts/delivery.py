@@ -27,7 +27,16 @@ from logiwatch.alerts.metrics import AlertMetrics
 from logiwatch.alerts.model import Notification, Receiver
 from logiwatch.alerts.routing import RoutingConfig
 from logiwatch.alerts.store import AlertStore, now_ms
-from logiwatch.alerts.webhooks import Outcome, Rendering, make_session, next_delay_s, post, render
+from logiwatch.alerts.webhooks import (
+    DeliveryAction,
+    Outcome,
+    Rendering,
+    make_session,
+    next_delay_s,
+    post,
+    render,
+)
+from logiwatch.detectors.model import AnomalyType
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +150,7 @@ class Deliverer:
     async def _attempt(self, session: aiohttp.ClientSession, receiver: Receiver, nid: str) -> None:
         notif = await self.store.notification(nid)
         if notif is None or notif.delivered_ms is not None:
-            await self.store.r.zrem(self.store.key("queue", receiver.name), nid)
+            await self.store.unqueue(receiver.name, nid)
             return
         rec = await self.store.get(notif.alert_id)
         if rec is None:
@@ -151,9 +160,9 @@ class Deliverer:
             return
         count: int = 0
         sample: list[str] = []
-        if rec.alert.alert_type.value == "hub_incident":
+        if rec.alert.alert_type == AnomalyType.HUB_INCIDENT:
             count, sample = await self.store.incident_parcel_count(rec.alert.alert_id)
-        rendering = Rendering(nid, receiver.name, notif.kind.split("-")[0], self.public_url, count, tuple(sample))
+        rendering = Rendering(nid, receiver.name, notif.kind.event, self.public_url, count, tuple(sample))
         body = render(receiver.format, rec, rendering)
         t0 = time.perf_counter()
         outcome = await post(session, receiver, nid, body)
@@ -164,20 +173,20 @@ class Deliverer:
     async def _book(self, receiver: Receiver, notif: Notification, outcome: Outcome) -> None:
         notif.attempts += 1
         now = now_ms()
-        if outcome.action == "ok":
+        if outcome.action == DeliveryAction.OK:
             notif.delivered_ms = now
             notif.last_error = None
             await self.store.delivered(notif)
             return
         notif.last_error = outcome.error
-        if outcome.action == "retry":
+        if outcome.action == DeliveryAction.RETRY:
             delay = next_delay_s(notif.attempts, receiver.retry_schedule_s, outcome.retry_after_s, self.rng)
             if delay is not None:
                 self.metrics.retries.labels(receiver.name).inc()
                 await self.store.reschedule(notif, now + int(delay * 1000))
                 return
             notif.last_error = f"gave up after {notif.attempts} attempts: {outcome.error}"
-        if outcome.action == "disable":
+        if outcome.action == DeliveryAction.DISABLE:
             await self.store.disable(receiver.name, outcome.error or "HTTP 410")
             log.warning("receiver %s answered 410 Gone: disabled until redriven", receiver.name)
         log.warning("notification %s to %s dead-lettered: %s", notif.nid, receiver.name, notif.last_error)

@@ -13,14 +13,14 @@ Keys under ``<redis.key_prefix>liability:``:
 * ``incident-of``: waybill -> declared incident covering it;
 * ``published``: the last stream id produced to ``logistics.liability``.
 
-The stream is also the outbox: :meth:`Ledger.publish_pending` produces
-every entry after the ``published`` cursor and advances it once the broker
-acknowledged, so a crash re-publishes (same ``entry_id``) but never skips.
+The stream is also the outbox: the service reads :meth:`Ledger.pending`
+(every entry after the ``published`` cursor), produces it and calls
+:meth:`Ledger.advance` once the broker acknowledged, so a crash re-publishes (same ``entry_id``) but never skips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,14 +227,6 @@ class Ledger:
 
         await self.r.set(self.key("published"), last_id)
 
-    async def publish_pending(self, send: Callable[[list[tuple[bytes, bytes]]], None], batch: int = 500) -> int:
-        """Produce entries after the cursor with blocking ``send``, then advance it."""
-
-        records, last = await self.pending(batch)
-        if records:
-            send(records)
-            await self.advance(last)
-        return len(records)
 
 def _raw(fields: Any) -> bytes:
     raw = fields.get(b"entry", fields.get("entry"))

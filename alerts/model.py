@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from logiwatch.detectors.model import Alert
+from logiwatch.detectors.model import Alert, AnomalyType, Severity
 
 
 class AlertState(str, enum.Enum):
@@ -25,6 +25,52 @@ class AlertState(str, enum.Enum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+
+
+class Suppression(enum.StrEnum):
+    """Why an alert was recorded but not notified."""
+
+    INHIBITED = "inhibited"  # an inhibition rule's source (a hub incident) explains it
+    GROUPED = "grouped"  # it joined an incident, whose one notification speaks for it
+    SILENCED = "silenced"  # a matching silence was active
+
+
+class NotificationEvent(enum.StrEnum):
+    """What a notification says about its alert (the payload's ``alert.<event>``)."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+
+
+class NotificationKind(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The event of one notification, with what tells two of the same event apart.
+
+    ``revision`` marks a firing again after a resolution (a new episode, so a
+    new webhook-id); ``severity`` is the level an escalation raised the alert
+    to. :attr:`key` is the stable text the webhook-id is derived from.
+
+    >>> NotificationKind(NotificationEvent.ESCALATED, severity=Severity.CRITICAL).key
+    'escalated-critical'
+    >>> NotificationKind(NotificationEvent.FIRING, revision=3).key
+    'firing-r3'
+    """
+
+    event: NotificationEvent
+    revision: int | None = None
+    severity: Severity | None = None
+
+    @property
+    def key(self) -> str:
+        if self.severity is not None:
+            return f"{self.event.value}-{self.severity.value}"
+        if self.revision is not None:
+            return f"{self.event.value}-r{self.revision}"
+        return self.event.value
+
+
+FIRING = NotificationKind(NotificationEvent.FIRING)
+RESOLVED = NotificationKind(NotificationEvent.RESOLVED)
 
 
 class PayloadFormat(str, enum.Enum):
@@ -143,8 +189,8 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True):
 class InhibitRule(msgspec.Struct, frozen=True, kw_only=True):
     """A firing ``source_type`` alert mutes ``target_types`` alerts sharing the ``equal`` label."""
 
-    source_type: str = "hub_incident"
-    target_types: tuple[str, ...] = ("stall",)
+    source_type: AnomalyType = AnomalyType.HUB_INCIDENT
+    target_types: tuple[AnomalyType, ...] = (AnomalyType.STALL,)
     equal: str = "incident_id"
 
 
@@ -159,7 +205,7 @@ class AlertRecord(msgspec.Struct, kw_only=True):
     resolved_by: str | None = None
     escalations: int = 0
     false_alarm: bool = False
-    suppressed: str | None = None  # why it was not notified: inhibited, grouped, silenced
+    suppressed: Suppression | None = None  # why it was not notified
 
 
 class Notification(msgspec.Struct, kw_only=True):
@@ -168,7 +214,7 @@ class Notification(msgspec.Struct, kw_only=True):
     nid: str
     receiver: str
     alert_id: str
-    kind: str  # firing | resolved | escalated
+    kind: NotificationKind
     created_ms: int
     attempts: int = 0
     last_error: str | None = None
@@ -193,12 +239,12 @@ def alert_labels(alert: Alert) -> dict[str, str]:
     }
 
 
-def notification_id(receiver: str, alert_id: str, kind: str) -> str:
+def notification_id(receiver: str, alert_id: str, kind: NotificationKind) -> str:
     """Stable webhook-id: same receiver, alert and event give the same id in every process.
 
-    >>> notification_id("cs", "a1", "firing") == notification_id("cs", "a1", "firing")
+    >>> notification_id("cs", "a1", FIRING) == notification_id("cs", "a1", FIRING)
     True
     """
 
-    raw = f"{receiver}|{alert_id}|{kind}".encode()
+    raw = f"{receiver}|{alert_id}|{kind.key}".encode()
     return "msg_" + hashlib.blake2b(raw, digest_size=12).hexdigest()

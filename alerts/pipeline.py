@@ -26,11 +26,23 @@ Stages, in order (Alertmanager's, adapted to parcels):
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import msgspec
 
-from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence, notification_id
+from logiwatch.alerts.model import (
+    FIRING,
+    RESOLVED,
+    AlertRecord,
+    AlertState,
+    Notification,
+    NotificationEvent,
+    NotificationKind,
+    Silence,
+    Suppression,
+    notification_id,
+)
 from logiwatch.alerts.routing import RoutingConfig
 from logiwatch.alerts.store import AlertStore, Commit
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
@@ -38,14 +50,22 @@ from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
+class DecisionOutcome(enum.StrEnum):
+    """How an alert relates to the service's copy of it."""
+
+    NEW = "new"
+    UPDATE = "update"
+    DUPLICATE = "duplicate"  # not newer than the stored copy: changes nothing
+
+
 @dataclass
 class Decision:
     """What the pipeline does with one alert."""
 
-    outcome: str  # new | update | duplicate
+    outcome: DecisionOutcome
     record: AlertRecord | None
-    notify: list[tuple[str, str]] = field(default_factory=list)  # (receiver, kind)
-    suppressed: str | None = None
+    notify: list[tuple[str, NotificationKind]] = field(default_factory=list)  # (receiver, kind)
+    suppressed: Suppression | None = None
 
 
 def _version(alert: Alert) -> tuple[int, int]:
@@ -55,7 +75,7 @@ def _version(alert: Alert) -> tuple[int, int]:
 def decide(alert: Alert, previous: AlertRecord | None, routing: RoutingConfig, now: int, silences: tuple[Silence, ...] = ()) -> Decision:
     # 1. dedup against what is stored
     if previous is not None and _version(alert) <= _version(previous.alert):
-        return Decision("duplicate", None)
+        return Decision(DecisionOutcome.DUPLICATE, None)
     resolved = alert.status == AlertStatus.RESOLVED
     # 2. lifecycle
     if previous is None:
@@ -74,16 +94,16 @@ def decide(alert: Alert, previous: AlertRecord | None, routing: RoutingConfig, n
             updated_ms=now,
             resolved_by=("detector" if resolved and previous.state != AlertState.RESOLVED else previous.resolved_by),
         )
-    outcome = "new" if previous is None else "update"
+    outcome = DecisionOutcome.NEW if previous is None else DecisionOutcome.UPDATE
     # 3. what is there to say
-    kind: str | None
+    kind: NotificationKind | None
     if resolved:
         was_sent = previous is not None and previous.suppressed is None and previous.alert.status == AlertStatus.FIRING
-        kind = "resolved" if was_sent else None
+        kind = RESOLVED if was_sent else None
     elif previous is None or previous.alert.status == AlertStatus.RESOLVED:
-        kind = "firing" if previous is None else f"firing-r{alert.revision}"
+        kind = FIRING if previous is None else NotificationKind(NotificationEvent.FIRING, revision=alert.revision)
     elif _SEVERITY_RANK[alert.severity] > _SEVERITY_RANK[previous.alert.severity]:
-        kind = f"escalated-{alert.severity.value}"
+        kind = NotificationKind(NotificationEvent.ESCALATED, severity=alert.severity)
     else:
         kind = None
     if resolved or previous is not None:
@@ -91,12 +111,12 @@ def decide(alert: Alert, previous: AlertRecord | None, routing: RoutingConfig, n
         if kind is None or record.suppressed:
             return Decision(outcome, record, [], record.suppressed)
     # 4. group under an incident / inhibit
-    suppressed: str | None = None
+    suppressed: Suppression | None = None
     if alert.incident_id and alert.alert_type != AnomalyType.HUB_INCIDENT:
-        suppressed = "inhibited" if routing.inhibits(alert) else "grouped"
+        suppressed = Suppression.INHIBITED if routing.inhibits(alert) else Suppression.GROUPED
     # 5. silence
     if suppressed is None and routing.silenced_by(alert, now, silences) is not None:
-        suppressed = "silenced"
+        suppressed = Suppression.SILENCED
     record.suppressed = suppressed
     if suppressed or kind is None:
         return Decision(outcome, record, [], suppressed)
@@ -169,7 +189,7 @@ class Pipeline:
             for rcv, kind in decision.notify
         ]
         escalate_at = None
-        if decision.outcome == "new" and alert.status == AlertStatus.FIRING and alert.severity != Severity.CRITICAL:
+        if decision.outcome == DecisionOutcome.NEW and alert.status == AlertStatus.FIRING and alert.severity != Severity.CRITICAL:
             escalate_at = now + int(self.routing.escalate_after_s * 1000)
         return decision, notifs, (decision.record, previous, [(n, due) for n in notifs], escalate_at)
 
@@ -189,7 +209,7 @@ class Pipeline:
             new = msgspec.structs.replace(rec, alert=msgspec.structs.replace(rec.alert, severity=new_sev), escalations=rec.escalations + 1, updated_ms=now)
             notifs: list[Notification] = []
             if rec.suppressed is None:
-                kind = f"escalated-{new_sev.value}"
+                kind = NotificationKind(NotificationEvent.ESCALATED, severity=new_sev)
                 notifs = [
                     Notification(nid=notification_id(r, aid, kind), receiver=r, alert_id=aid, kind=kind, created_ms=now)
                     for r in self.routing.receivers_for(new.alert)

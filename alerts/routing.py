@@ -32,6 +32,7 @@ from logiwatch.alerts.model import (
     Silence,
     alert_labels,
 )
+from logiwatch.alerts.webhooks import secret_bytes
 from logiwatch.config import read_toml
 from logiwatch.detectors.model import Alert, AnomalyType, Severity
 from logiwatch.errors import ConfigError
@@ -109,7 +110,7 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
 
         labels = alert_labels(alert)
         for rule in self.inhibit_rules:
-            if alert.alert_type.value in rule.target_types and labels.get(rule.equal):
+            if alert.alert_type in rule.target_types and labels.get(rule.equal):
                 return rule
         return None
 
@@ -142,7 +143,14 @@ def load_routes(path: str | Path) -> RoutingConfig:
     """Read and validate a routes file; raise ``ConfigError`` (one line) on any problem."""
 
     p = Path(path)
-    return parse_routes(read_toml(p, "routes file"), p)
+    if p.is_dir():
+        raise ConfigError(f"routes file {p} is a directory: point alerts.routes_file at a .toml file")
+    try:
+        return parse_routes(read_toml(p, "routes file"), p)
+    except UnicodeDecodeError:
+        raise ConfigError(f"routes file {p} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"routes file {p} cannot be read: {exc.strerror or exc}") from None
 
 
 def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> RoutingConfig:
@@ -186,7 +194,11 @@ def parse_routes(data: dict[str, Any], source: Path | str = "<routes>") -> Routi
             _check_values(source, where, "source_type", (ir.source_type,), _TYPES)
             _check_values(source, where, "target_types", ir.target_types, _TYPES)
             rules.append(
-                InhibitRule(source_type=ir.source_type, target_types=ir.target_types, equal=ir.equal)
+                InhibitRule(
+                    source_type=AnomalyType(ir.source_type),
+                    target_types=tuple(AnomalyType(t) for t in ir.target_types),
+                    equal=ir.equal,
+                )
             )
         inhibit = tuple(rules)
     if raw.escalate_after_s <= 0 or raw.group_wait_s < 0:
@@ -214,7 +226,11 @@ def _check_receiver(source: Path | str, where: str, entry: _ReceiverEntry) -> Re
             raise _fail(source, where, f"secret_env {entry.secret_env} is not set")
     if not secret:
         raise _fail(source, where, "a secret (or secret_env) is required to sign webhooks")
-    if len(_secret_bytes(secret)) < MIN_SECRET_BYTES:
+    try:
+        key = secret_bytes(secret)
+    except ValueError as exc:
+        raise _fail(source, where, str(exc)) from None
+    if len(key) < MIN_SECRET_BYTES:
         raise _fail(source, where, f"secret is shorter than {MIN_SECRET_BYTES} bytes")
     if not 0 < entry.timeout_s <= 60 or not 0 < entry.connect_timeout_s <= entry.timeout_s:
         raise _fail(source, where, "timeouts must satisfy 0 < connect_timeout_s <= timeout_s <= 60")
@@ -227,26 +243,6 @@ def _check_receiver(source: Path | str, where: str, entry: _ReceiverEntry) -> Re
     fields = msgspec.structs.asdict(entry)
     del fields["secret_env"]
     return Receiver(**{**fields, "secret": secret})
-
-
-def _secret_bytes(secret: str) -> bytes:
-    """Key bytes of a secret: ``whsec_`` + base64 as in Standard Webhooks, else the UTF-8 text."""
-
-    import base64
-    import binascii
-
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret[6:], validate=True)
-        except binascii.Error:
-            raise ConfigError("a whsec_ secret must be base64 after the prefix") from None
-    return secret.encode()
-
-
-def secret_key(secret: str) -> bytes:
-    """Public name of the key-derivation used for signing (see ``webhooks.sign``)."""
-
-    return _secret_bytes(secret)
 
 
 def _check_values(

@@ -33,14 +33,14 @@ from logiwatch.alerts.delivery import Deliverer
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet, load_rules
 from logiwatch.alerts.metrics import AlertMetrics, RedisCollector
-from logiwatch.alerts.pipeline import Pipeline
+from logiwatch.alerts.pipeline import DecisionOutcome, Pipeline
 from logiwatch.alerts.routing import EMPTY, RoutingConfig, load_routes
 from logiwatch.alerts.store import AlertStore, now_ms
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import Alert
-from logiwatch.errors import ConfigError
+from logiwatch.errors import ConfigError, LogiwatchError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class AlertService:
         for alert, (decision, notifs) in zip(alerts, results, strict=True):
             self.metrics.received.labels(alert.alert_type.value, alert.status.value).inc()
             self.metrics.decisions.labels(decision.outcome).inc()
-            if decision.suppressed and decision.outcome == "new":
+            if decision.suppressed and decision.outcome == DecisionOutcome.NEW:
                 self.metrics.decisions.labels(decision.suppressed).inc()
             woken.update(n.receiver for n in notifs)
         for e in await self.ledger.apply_batch(alerts):
@@ -127,8 +127,15 @@ class AlertService:
         )
         runner = ApiRunner(build_app(ctx), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.alerts.api_host, self.settings.alerts.api_port)
-        await site.start()
+        host, port = self.settings.alerts.api_host, self.settings.alerts.api_port
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise LogiwatchError(
+                f"cannot serve the API on {host}:{port}: {exc.strerror or exc} (set alerts.api_port to a free port)"
+            ) from None
         server: Any = site._server  # aiohttp exposes the bound port only here (needed for port 0)
         port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else self.settings.alerts.api_port
         self.api_url = f"http://{self.settings.alerts.api_host}:{port}"
@@ -290,6 +297,26 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+def _check_broker(bootstrap: str, timeout_s: float = 3.0) -> None:
+    """``LogiwatchError`` (one line) unless one bootstrap address accepts a connection.
+
+    Without it an unreachable broker surfaces only as kafka-python's timeout,
+    half a minute later, as a traceback from the consumer thread.
+    """
+
+    import socket
+
+    errors = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+            return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address.strip()}: {getattr(exc, 'strerror', None) or exc}")
+    raise LogiwatchError(f"cannot reach Kafka at {bootstrap} ({'; '.join(errors)}); start it with 'logiwatch stack up'")
+
+
 def serve(settings: Settings) -> int:
     """Blocking entry point of ``logiwatch alerts serve``."""
 
@@ -300,6 +327,7 @@ def serve(settings: Settings) -> int:
         redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3).ping()
     except redis.exceptions.RedisError as exc:
         raise ConfigError(f"cannot reach Redis at {settings.redis.url}: {exc} (start it with 'logiwatch stack up')") from None
+    _check_broker(settings.kafka.bootstrap)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -42,7 +42,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence
-from logiwatch.detectors.model import Alert
+from logiwatch.detectors.model import Alert, AnomalyType
 
 _rec_dec = msgspec.json.Decoder(AlertRecord)
 _notif_dec = msgspec.json.Decoder(Notification)
@@ -158,11 +158,11 @@ class AlertStore:
         pipe.sadd(self.key("type", a.alert_type.value), aid)
         if a.waybill_id:
             pipe.sadd(self.key("waybill", a.waybill_id), aid)
-        if a.incident_id and a.alert_type.value != "hub_incident":
+        if a.incident_id and a.alert_type != AnomalyType.HUB_INCIDENT:
             pipe.sadd(self.key("incident", a.incident_id), aid)
             if a.waybill_id:
                 pipe.sadd(self.key("incident-parcels", a.incident_id), a.waybill_id)
-        if a.alert_type.value == "hub_incident":
+        if a.alert_type == AnomalyType.HUB_INCIDENT:
             if a.affected_waybills:
                 pipe.sadd(self.key("incident-parcels", aid), *a.affected_waybills)
             if record.state == AlertState.RESOLVED:
@@ -404,9 +404,6 @@ class AlertStore:
         raw = await self.r.hget(self.key("nlog"), nid)
         return _notif_dec.decode(raw) if raw else None
 
-    async def save_notification(self, notif: Notification) -> None:
-        await self.r.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
-
     async def due(self, receiver: str, now: int, limit: int = 16) -> list[str]:
         got = await self.r.zrangebyscore(self.key("queue", receiver), "-inf", now, start=0, num=limit)
         return [_s(g) for g in got]
@@ -414,6 +411,11 @@ class AlertStore:
     async def next_due_ms(self, receiver: str) -> int | None:
         got = await self.r.zrange(self.key("queue", receiver), 0, 0, withscores=True)
         return int(got[0][1]) if got else None
+
+    async def unqueue(self, receiver: str, nid: str) -> None:
+        """Drop a webhook-id from the receiver's queue (its notification is gone or already delivered)."""
+
+        await self.r.zrem(self.key("queue", receiver), nid)
 
     async def reschedule(self, notif: Notification, due_ms: int) -> None:
         pipe = self.r.pipeline(transaction=True)

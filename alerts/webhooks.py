@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import ipaddress
@@ -32,8 +33,9 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from logiwatch.alerts.model import AlertRecord, PayloadFormat, Receiver
+from logiwatch.alerts.model import AlertRecord, NotificationEvent, PayloadFormat, Receiver
 from logiwatch.detectors.codec import to_builtins
+from logiwatch.detectors.model import AnomalyType
 
 #: Receivers reject signatures whose timestamp is further than this from their clock.
 REPLAY_WINDOW_S = 300
@@ -45,13 +47,24 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended"
 
 
 def secret_bytes(secret: str) -> bytes:
-    """Key bytes: ``whsec_<base64>`` as in Standard Webhooks, else the UTF-8 text."""
+    """Key bytes: ``whsec_<base64>`` as in Standard Webhooks, else the UTF-8 text.
+
+    The one decoder of secrets: the routes file is checked with it at load
+    time, so a bad ``whsec_`` value is a start-up error, never a silent
+    fallback to signing with the text.
+
+    >>> len(secret_bytes("whsec_" + "A" * 32))
+    24
+    >>> secret_bytes("whsec_not base64!")
+    Traceback (most recent call last):
+    ValueError: a whsec_ secret must be base64 after the prefix
+    """
 
     if secret.startswith("whsec_"):
         try:
             return base64.b64decode(secret[6:], validate=True)
         except binascii.Error:
-            return secret.encode()
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
     return secret.encode()
 
 
@@ -98,7 +111,7 @@ class Rendering:
 
     webhook_id: str
     receiver: str
-    kind: str  # firing | resolved | escalated
+    event: NotificationEvent
     public_url: str
     parcel_count: int = 0
     sample_waybills: tuple[str, ...] = ()
@@ -112,7 +125,7 @@ def _iso(ms: int | None) -> str | None:
 
 def _incident(rec: AlertRecord, r: Rendering) -> dict[str, Any] | None:
     a = rec.alert
-    if a.alert_type.value != "hub_incident":
+    if a.alert_type != AnomalyType.HUB_INCIDENT:
         return None
     return {
         "incident_id": a.alert_id,
@@ -134,7 +147,7 @@ def generic_payload(rec: AlertRecord, r: Rendering) -> dict[str, Any]:
     return {
         "schema": SCHEMA_ID,
         "webhook_id": r.webhook_id,
-        "event": f"alert.{r.kind}",
+        "event": f"alert.{r.event.value}",
         "receiver": r.receiver,
         "alert": alert,
         "incident": _incident(rec, r),
@@ -146,7 +159,7 @@ def alertmanager_payload(rec: AlertRecord, r: Rendering) -> dict[str, Any]:
     """Alertmanager webhook payload version 4 with one alert (the group is the alert or incident)."""
 
     a = rec.alert
-    status = "resolved" if r.kind == "resolved" else "firing"
+    status = "resolved" if r.event == NotificationEvent.RESOLVED else "firing"
     labels = {
         "alertname": a.alert_type.value,
         "severity": a.severity.value,
@@ -163,7 +176,7 @@ def alertmanager_payload(rec: AlertRecord, r: Rendering) -> dict[str, Any]:
             if v
         },
     }
-    annotations = {"summary": a.summary, "description": f"logiwatch {r.kind}: {a.summary}"}
+    annotations = {"summary": a.summary, "description": f"logiwatch {r.event.value}: {a.summary}"}
     inc = _incident(rec, r)
     if inc:
         annotations["parcel_count"] = str(inc["parcel_count"])
@@ -193,12 +206,15 @@ def alertmanager_payload(rec: AlertRecord, r: Rendering) -> dict[str, Any]:
     }
 
 
+_HEADS = {NotificationEvent.FIRING: "🔴", NotificationEvent.RESOLVED: "✅", NotificationEvent.ESCALATED: "🚨"}
+
+
 def dingtalk_payload(rec: AlertRecord, r: Rendering) -> dict[str, Any]:
     """A chat-robot markdown message (DingTalk shape; Feishu/WeCom robots accept the same idea)."""
 
     a = rec.alert
-    head = {"firing": "🔴", "resolved": "✅", "escalated": "🚨"}.get(r.kind, "•")
-    lines = [f"### {head} {a.alert_type.value} ({a.severity.value}) {r.kind}", "", a.summary, ""]
+    head = _HEADS[r.event]
+    lines = [f"### {head} {a.alert_type.value} ({a.severity.value}) {r.event.value}", "", a.summary, ""]
     for label, value in (
         ("waybill", a.waybill_id),
         ("merchant", a.merchant_id),
@@ -212,7 +228,7 @@ def dingtalk_payload(rec: AlertRecord, r: Rendering) -> dict[str, Any]:
     if inc:
         lines.append(f"- **parcels affected**: {inc['parcel_count']} ([list]({inc['parcels_url']}))")
     lines.append(f"\n[open the board]({r.public_url}/)")
-    return {"msgtype": "markdown", "markdown": {"title": f"{a.alert_type.value} {r.kind}", "text": "\n".join(lines)}}
+    return {"msgtype": "markdown", "markdown": {"title": f"{a.alert_type.value} {r.event.value}", "text": "\n".join(lines)}}
 
 
 _RENDERERS = {
@@ -229,11 +245,20 @@ def render(fmt: PayloadFormat, rec: AlertRecord, r: Rendering) -> bytes:
 # --------------------------------------------------------------------------- responses and retries
 
 
+class DeliveryAction(enum.StrEnum):
+    """What to do after one attempt (also the ``outcome`` label of the attempts metric)."""
+
+    OK = "ok"
+    RETRY = "retry"  # 408, 429, 5xx, network trouble: again after the backoff
+    DISABLE = "disable"  # 410 Gone: stop sending to this receiver until redriven
+    GIVE_UP = "give_up"  # other answers: dead-letter this notification
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What to do after one attempt: ``ok``, ``retry``, ``disable`` or ``give_up``."""
+    """The classified result of one attempt."""
 
-    action: str
+    action: DeliveryAction
     status: int | None = None
     retry_after_s: float | None = None
     error: str | None = None
@@ -260,14 +285,14 @@ def classify(status: int, retry_after: str | None = None, now_s: float | None = 
     410 disable the endpoint; anything else (3xx, other 4xx) give up and record."""
 
     if 200 <= status < 300:
-        return Outcome("ok", status)
+        return Outcome(DeliveryAction.OK, status)
     if status in (408, 429) or 500 <= status < 600:
-        return Outcome("retry", status, parse_retry_after(retry_after, now_s), f"HTTP {status}")
+        return Outcome(DeliveryAction.RETRY, status, parse_retry_after(retry_after, now_s), f"HTTP {status}")
     if status == 410:
-        return Outcome("disable", status, None, "HTTP 410 Gone: endpoint disabled")
+        return Outcome(DeliveryAction.DISABLE, status, None, "HTTP 410 Gone: endpoint disabled")
     if 300 <= status < 400:
-        return Outcome("give_up", status, None, f"HTTP {status}: redirects are not followed")
-    return Outcome("give_up", status, None, f"HTTP {status}")
+        return Outcome(DeliveryAction.GIVE_UP, status, None, f"HTTP {status}: redirects are not followed")
+    return Outcome(DeliveryAction.GIVE_UP, status, None, f"HTTP {status}")
 
 
 #: Upper bound on a receiver's Retry-After, so one header cannot park an alert for weeks.
@@ -417,7 +442,7 @@ async def post(session: aiohttp.ClientSession, receiver: Receiver, webhook_id: s
     """One signed attempt; never raises for network trouble (it becomes an Outcome)."""
 
     if len(body) > receiver.max_payload_bytes:
-        return Outcome("give_up", None, None, f"payload of {len(body)} bytes exceeds max_payload_bytes")
+        return Outcome(DeliveryAction.GIVE_UP, None, None, f"payload of {len(body)} bytes exceeds max_payload_bytes")
     host = urlsplit(receiver.url).hostname or ""
     if not receiver.allow_private_networks:
         try:
@@ -427,7 +452,7 @@ async def post(session: aiohttp.ClientSession, receiver: Receiver, webhook_id: s
         else:
             reason = blocked_reason(host.strip("[]"))
             if reason:  # aiohttp skips the resolver for IP literals
-                return Outcome("give_up", None, None, f"blocked target: {reason}")
+                return Outcome(DeliveryAction.GIVE_UP, None, None, f"blocked target: {reason}")
     headers = signed_headers(receiver.secret, webhook_id, body)
     timeout = aiohttp.ClientTimeout(total=receiver.timeout_s, sock_connect=receiver.connect_timeout_s)
     try:
@@ -439,6 +464,6 @@ async def post(session: aiohttp.ClientSession, receiver: Receiver, webhook_id: s
     except Exception as exc:  # every network failure is a retryable outcome, never a crash
         blocked = _find_blocked(exc)
         if blocked is not None:
-            return Outcome("give_up", None, None, redact(f"blocked target: {blocked}", receiver))
+            return Outcome(DeliveryAction.GIVE_UP, None, None, redact(f"blocked target: {blocked}", receiver))
         kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-        return Outcome("retry", None, None, redact(f"{kind}: {exc}", receiver))
+        return Outcome(DeliveryAction.RETRY, None, None, redact(f"{kind}: {exc}", receiver))

@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -588,3 +588,57 @@ def stack_down(settings: Settings, log: Any = print) -> int:
         pid_file.unlink(missing_ok=True)
     _state_path(settings).unlink(missing_ok=True)
     return stopped
+
+
+# --------------------------------------------------------------------------- reuse or start
+
+
+@dataclass
+class Services:
+    """The broker and Redis this run uses, and what it must stop afterwards."""
+
+    bootstrap: str
+    redis_url: str
+    started_stack: bool = False
+    own_redis: RunningProcess | None = None
+
+    def close(self, settings: Settings, log: Callable[[str], None] = print) -> None:
+        if self.own_redis is not None:
+            self.own_redis.stop(timeout=5.0)
+            log(f"stopped the redis-server it started ({self.own_redis.url})")
+        if self.started_stack:
+            stack_down(settings, log=log)
+
+
+def _redis_for(
+    settings: Settings, recorded: str | None, log: Callable[[str], None]
+) -> tuple[str, RunningProcess | None]:
+    if recorded and redis_reachable(recorded):
+        return recorded, None
+    url, proc = ensure_redis(preferred_redis_url(settings), free_port(), Path(settings.stack.state_dir))
+    if proc is not None:
+        log(f"started redis-server at {url} for this run")
+    return url, proc
+
+
+def find_services(settings: Settings, log: Callable[[str], None] = print) -> Services:
+    """Reuse a running stack or broker, else start the embedded stack (``Services.close`` undoes it)."""
+
+    status = {s.name: s for s in stack_status(settings)}
+    kafka = status.get("kafka")
+    if kafka is not None and kafka.running:
+        log(f"reusing the running stack (kafka {kafka.url})")
+        redis = status.get("redis")
+        url, proc = _redis_for(settings, redis.url if redis and redis.running else None, log)
+        return Services(kafka.url, url, own_redis=proc)
+    host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
+    try:
+        # A cheap connect first: probing a dead address with a Kafka client takes seconds.
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
+        wait_for_kafka(settings.kafka.bootstrap, timeout=5.0)
+    except (OSError, ValueError, LogiwatchError):
+        urls = stack_up(settings, log=log)
+        return Services(urls["kafka"], urls["redis"], started_stack=True)
+    log(f"using the broker at {settings.kafka.bootstrap}")
+    url, proc = _redis_for(settings, None, log)
+    return Services(settings.kafka.bootstrap, url, own_redis=proc)

@@ -31,7 +31,7 @@ import msgspec
 from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import ScanEvent, Tick
 from logiwatch.detectors.runner import interleave_ticks
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_PACKAGE = "_engine_ab_old"

@@ -27,7 +27,7 @@ import msgspec
 from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import ScanEvent, Tick
 from logiwatch.detectors.runner import interleave_ticks
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 
 
 def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:

@@ -19,7 +19,7 @@ from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import ScanEvent
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 
 #: (baseline, key): the milestone carrier ZTO's transit after the hand-over, its promise-relative
 #: remaining time, and a full-feed carrier's dwell at its hubs

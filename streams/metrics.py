@@ -10,11 +10,57 @@ and from ``Engine.stats()``.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class WorkerCounters:
+    """The worker's own counters, summed over partitions and reasons."""
+
+    consumed: int = 0
+    dlq: Tally[str] = field(default_factory=Tally)
+    alerts: Tally[tuple[str, str]] = field(default_factory=Tally)  # (type, status) -> n
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(self.dlq.values())
+
+    @property
+    def alerts_total(self) -> int:
+        return sum(self.alerts.values())
+
+
+def parse_worker_metrics(text: str) -> WorkerCounters:
+    """The worker's counters from its Prometheus text exposition (what ``logiwatch demo`` shows)."""
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = WorkerCounters()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "logiwatch_worker_events_consumed_total":
+                out.consumed += int(s.value)
+            elif s.name == "logiwatch_worker_dlq_total":
+                out.dlq[s.labels.get("reason", "?")] += int(s.value)
+            elif s.name == "logiwatch_worker_alerts_emitted_total":
+                out.alerts[(s.labels.get("type", "?"), s.labels.get("status", "?"))] += int(s.value)
+    return out
+
+
+def sum_samples(text: str, name: str) -> int:
+    """The sum of one metric's samples in a Prometheus text exposition."""
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return int(
+        sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+    )
 
 
 class WorkerMetrics:

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 
 from logiwatch.config import Settings
-from logiwatch.errors import ConfigError
+from logiwatch.errors import ConfigError, LogiwatchError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +44,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _redrive(settings: Settings, names: list[str]) -> int:
     import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 
     from logiwatch.alerts.store import AlertStore, now_ms
 
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = aioredis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
     try:
         store = AlertStore(client, settings.redis.key_prefix)
         for name in names:
             n = await store.redrive(name, now_ms())
             print(f"{name}: {n} notifications re-queued")
+    except RedisError as exc:
+        raise LogiwatchError(
+            f"cannot reach Redis at {settings.redis.url}: {exc} (nothing was re-queued after the lines above)"
+        ) from None
     finally:
         await client.aclose()
     return 0

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from logiwatch.backtest import backtest, render_table
+from logiwatch.commands.simulate import positive_float
 from logiwatch.config import Settings, engine_config
 from logiwatch.errors import ConfigError
 
@@ -25,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default=None, help="JSONL labels matching the events (optional)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--partitions", type=int, default=None, help="partitions (default: the events topic's)")
-    parser.add_argument("--ticks-every-s", type=float, default=60.0, help="clock tick cadence in event time")
+    parser.add_argument("--ticks-every-s", type=positive_float, default=60.0, help="clock tick cadence in event time")
     parser.add_argument("--scenario", default=None, help="name to report (default: the events file's folder)")
     parser.add_argument(
         "--order",

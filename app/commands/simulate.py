@@ -17,7 +17,7 @@ from pathlib import Path
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import write_jsonl
 from logiwatch.errors import LogiwatchError
-from logiwatch.simulator import SCENARIOS, generate, malformed_lines
+from logiwatch.sim.traffic import SCENARIOS, generate, malformed_lines
 
 
 def _int_at_least(text: str, minimum: int, wording: str) -> int:
@@ -38,6 +38,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "0 or more")
 
 
+#: Base parcels at most: the events are generated in memory (about 10 per parcel, x3 in peak).
+MAX_PARCELS = 1_000_000
+
+
+def parcel_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_PARCELS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_PARCELS} (the events are built in memory), got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -52,7 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="default", help="season (default: default)")
     parser.add_argument("--seed", type=int, default=1, help="random seed: same seed and options, same bytes (default 1)")
     parser.add_argument(
-        "--parcels", type=positive_int, default=20_000, help="base parcel count; peak multiplies it by 3 (default 20000)"
+        "--parcels", type=parcel_count, default=20_000, help="base parcel count; peak multiplies it by 3 (default 20000)"
     )
     parser.add_argument("--start", default=None, help="ISO 8601 start of the order window (default: per scenario)")
     parser.add_argument("--out", type=Path, default=None, help="write events.jsonl and labels.jsonl into DIR")

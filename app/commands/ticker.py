@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         stop = threading.Event()
 
-        def _stop(signum: int, frame: Any) -> None:
+        def _stop(_signum: int, _frame: Any) -> None:
             stop.set()
 
         signal.signal(signal.SIGTERM, _stop)

@@ -12,11 +12,11 @@ it after the batch in hand is checkpointed and committed.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 
 from logiwatch.config import Settings
 from logiwatch.errors import ConfigError, LogiwatchError
+from logiwatch.streams.tuning import tune_gc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,23 +35,6 @@ def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
             raise ConfigError(f"--metrics-port must be 0..65535, got {args.metrics_port}")
         worker = worker.model_copy(update={"metrics_port": args.metrics_port})
     return settings.model_copy(update={"kafka": kafka, "worker": worker})
-
-
-def tune_gc(gen0_threshold: int) -> None:
-    """Collect less often, and never walk the start-up objects again.
-
-    Everything imported so far lives as long as the process: ``gc.freeze``
-    moves it out of the collector's sight. The engine's parcel state is a
-    large, long-lived heap that each collection of the oldest generation
-    walks, and the per-event allocations of decoding trigger those
-    collections; a higher generation-0 threshold makes them rarer.
-    """
-
-    gc.collect()
-    gc.freeze()
-    if gen0_threshold:
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

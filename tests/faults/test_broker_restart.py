@@ -30,7 +30,7 @@ from logiwatch import stack
 from logiwatch.config import Settings
 from logiwatch.detectors.model import AnomalyType
 from logiwatch.detectors.runner import interleave_ticks
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 from tests.faults.test_alerts_faults import AlertsServe, FaultReceiver, figures, receiver_toml
 from tests.helpers import wait_until
 from tests.integration.test_alert_service_harness import produce, stall

@@ -30,7 +30,7 @@ from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert, encode_alert
 from logiwatch.detectors.engine import EngineConfig
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 from tests.faults.test_alerts_faults import AlertsServe, FaultReceiver, figures, receiver_toml
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import (

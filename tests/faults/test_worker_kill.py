@@ -26,7 +26,7 @@ from logiwatch.detectors.engine import EngineConfig
 from logiwatch.detectors.model import AlertStatus, AnomalyType
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import (
     TopicReader,

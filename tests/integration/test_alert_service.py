@@ -287,7 +287,7 @@ def test_unacknowledged_alert_escalates_once_per_step_and_acknowledged_one_does_
             await pipe.set_state("stall-2", AlertState.ACKNOWLEDGED, "alice", now + 1)
             steps = []
             for t in (now + 59_000, now + 60_000, now + 61_000, now + 120_000, now + 500_000):
-                steps.append([n.kind + ":" + n.alert_id for n in await pipe.escalate_due(t)])
+                steps.append([n.kind.key + ":" + n.alert_id for n in await pipe.escalate_due(t)])
             return steps
         finally:
             await client.aclose()
@@ -298,7 +298,7 @@ def test_unacknowledged_alert_escalates_once_per_step_and_acknowledged_one_does_
 def test_demo_runner_prints_verified_notifications_and_liability_summary(
     kafka_bootstrap: str, topic_factory: Callable[..., str], settings_factory: Any
 ) -> None:
-    from logiwatch.alerts.demo import run_alerts_demo
+    from logiwatch.demo import run_alerts_demo
 
     topic, ltopic = topic_factory("alerts"), topic_factory("liability", 1)
     settings = service_settings(settings_factory, topic, ltopic, f"g-{uuid4().hex}")

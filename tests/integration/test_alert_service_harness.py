@@ -2,7 +2,9 @@
 
 * :class:`HookReceiver`: a real aiohttp webhook receiver on 127.0.0.1 in its
   own thread, recording every request; it can be told to fail (status,
-  Retry-After) or to answer slowly, and it verifies signatures with its own
+  Retry-After; or a scripted answer per request) or to answer slowly, and
+  it stamps each arrival with the alert service's own clock
+  (:func:`logiwatch.alerts.store.now_ms`), so timelines compare like with like; it verifies signatures with its own
   implementation of the Standard Webhooks check.
 * :class:`ServiceThread`: the real :class:`AlertService` on its own loop.
 * :func:`stall` / :func:`produce`: alert records onto a real topic.
@@ -28,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from logiwatch.alerts.liability import load_rules
 from logiwatch.alerts.routing import RoutingConfig, parse_routes
 from logiwatch.alerts.service import AlertService
+from logiwatch.alerts.store import now_ms
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import encode_alert
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
@@ -57,6 +60,7 @@ class Hit:
     headers: dict[str, str]
     verified: bool
     arrived: float  # monotonic time the request reached the receiver
+    arrived_ms: int = 0  # the same moment on the alert service's clock (epoch ms)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -70,6 +74,8 @@ class HookReceiver:
         self.fail_with: int | None = None
         self.retry_after: str | None = None
         self.delay_s = 0.0
+        #: answers for the next requests, first first: (status, Retry-After or None)
+        self.script: list[tuple[int, str | None]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.port = 0
@@ -98,16 +104,17 @@ class HookReceiver:
         self._stop = asyncio.Event()
 
         async def hook(request: web.Request) -> web.Response:
-            arrived = time.monotonic()
+            arrived, arrived_ms = time.monotonic(), now_ms()
             body = await request.read()
             headers = {k.lower(): v for k, v in request.headers.items()}
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
-            status = self.fail_with or 200
-            hit = Hit(headers.get("webhook-id", ""), status, body, headers, independent_verify(SECRET, headers, body), arrived)
+            with self._lock:
+                status, retry_after = self.script.pop(0) if self.script else (self.fail_with or 200, self.retry_after)
+            hit = Hit(headers.get("webhook-id", ""), status, body, headers, independent_verify(SECRET, headers, body), arrived, arrived_ms)
             with self._lock:
                 self.hits.append(hit)
-            extra = {"Retry-After": self.retry_after} if self.fail_with and self.retry_after else {}
+            extra = {"Retry-After": retry_after} if status != 200 and retry_after else {}
             return web.json_response({"ok": status == 200}, status=status, headers=extra)
 
         app = web.Application()

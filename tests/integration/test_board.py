@@ -27,11 +27,11 @@ from uuid import uuid4
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from logiwatch import simulator
 from logiwatch.backtest import run_engine
 from logiwatch.commands.liability import _report
 from logiwatch.detectors.engine import EngineConfig
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType
+from logiwatch.sim import traffic as simulator
 from tests.helpers import wait_until
 from tests.integration.test_alert_service_harness import (
     TOKEN,

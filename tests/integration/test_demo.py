@@ -179,7 +179,7 @@ def test_demo_rejects_a_parcel_count_outside_its_range_with_one_line(tmp_path: P
 def test_demo_sizing_and_sampling_examples_hold() -> None:
     import doctest
 
-    from logiwatch.commands import demo
+    from logiwatch import demo
 
     result = doctest.testmod(demo)
     assert result.attempted >= 5 and result.failed == 0

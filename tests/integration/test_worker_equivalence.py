@@ -25,7 +25,7 @@ from logiwatch.detectors.codec import decode_alert, encode_alert, write_jsonl
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
 from logiwatch.producer import produce_events
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import TopicReader, WorkerProcess, committed_offsets
 

@@ -6,11 +6,22 @@ import asyncio
 
 import msgspec
 
-from logiwatch.alerts.model import AlertState, Receiver, Route, Silence
+from logiwatch.alerts.model import (
+    FIRING,
+    RESOLVED,
+    AlertState,
+    NotificationEvent,
+    NotificationKind,
+    Receiver,
+    Route,
+    Silence,
+)
 from logiwatch.alerts.pipeline import decide
 from logiwatch.alerts.routing import RoutingConfig
 from logiwatch.alerts.webhooks import post
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
+
+TO_CRITICAL = NotificationKind(NotificationEvent.ESCALATED, severity=Severity.CRITICAL)
 
 T0 = 1_790_000_000_000
 SECRET = "s" * 32
@@ -38,7 +49,7 @@ def alert(**over: object) -> Alert:
 def test_new_firing_alert_opens_and_notifies_each_matching_receiver() -> None:
     d = decide(alert(), None, ROUTING, T0)
     assert d.outcome == "new" and d.record is not None and d.record.state == AlertState.OPEN
-    assert d.notify == [("cs", "firing")]
+    assert d.notify == [("cs", FIRING)]
 
 
 def test_redelivered_alert_is_a_duplicate_and_notifies_nobody() -> None:
@@ -61,13 +72,13 @@ def test_revision_update_without_severity_change_says_nothing_new() -> None:
 def test_severity_rise_is_an_escalation_notification() -> None:
     rec = decide(alert(), None, ROUTING, T0).record
     d = decide(alert(revision=1, severity=Severity.CRITICAL), rec, ROUTING, T0 + 1)
-    assert d.notify == [("cs", "escalated-critical"), ("am", "escalated-critical")]
+    assert d.notify == [("cs", TO_CRITICAL), ("am", TO_CRITICAL)]
 
 
 def test_detector_resolution_resolves_and_notifies_only_if_firing_was_sent() -> None:
     rec = decide(alert(), None, ROUTING, T0).record
     d = decide(alert(status=AlertStatus.RESOLVED), rec, ROUTING, T0 + 1)
-    assert d.record is not None and d.record.state == AlertState.RESOLVED and d.notify == [("cs", "resolved")]
+    assert d.record is not None and d.record.state == AlertState.RESOLVED and d.notify == [("cs", RESOLVED)]
     grouped = decide(alert(incident_id="inc1"), None, ROUTING, T0).record
     assert decide(alert(incident_id="inc1", status=AlertStatus.RESOLVED), grouped, ROUTING, T0 + 1).notify == []
 
@@ -86,7 +97,7 @@ def test_stall_explained_by_incident_is_inhibited_and_other_parcel_alerts_are_gr
     lost = decide(alert(alert_id="a2", alert_type=AnomalyType.LIKELY_LOST, incident_id="inc1"), None, ROUTING, T0)
     assert lost.notify == [] and lost.suppressed == "grouped"
     incident = decide(alert(alert_id="inc1", alert_type=AnomalyType.HUB_INCIDENT, waybill_id=None, node_id="HUB-1"), None, ROUTING, T0)
-    assert incident.notify == [("cs", "firing")]
+    assert incident.notify == [("cs", FIRING)]
 
 
 def test_incident_gaining_parcels_is_not_renotified() -> None:
@@ -99,7 +110,7 @@ def test_incident_gaining_parcels_is_not_renotified() -> None:
 def test_active_silence_mutes_and_expired_silence_does_not() -> None:
     s = Silence(silence_id="s1", matchers=("carrier_id=C1",), starts_at=T0 - 10, ends_at=T0 + 10)
     assert decide(alert(), None, ROUTING, T0, (s,)).suppressed == "silenced"
-    assert decide(alert(), None, ROUTING, T0 + 10, (s,)).notify == [("cs", "firing")]
+    assert decide(alert(), None, ROUTING, T0 + 10, (s,)).notify == [("cs", FIRING)]
 
 
 def test_post_refuses_blocked_targets_without_connecting() -> None:

@@ -12,7 +12,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from logiwatch.alerts.model import AlertRecord, AlertState, PayloadFormat, Receiver, notification_id
+from logiwatch.alerts.model import (
+    FIRING,
+    RESOLVED,
+    AlertRecord,
+    AlertState,
+    NotificationEvent,
+    PayloadFormat,
+    Receiver,
+    notification_id,
+)
 from logiwatch.alerts.webhooks import (
     Rendering,
     blocked_reason,
@@ -88,21 +97,21 @@ def test_verification_rejects_tampered_body_wrong_secret_and_stale_timestamp() -
 
 
 def test_signature_changes_with_timestamp_but_webhook_id_stays_stable() -> None:
-    nid = notification_id("cs", "a1", "firing")
-    assert nid == notification_id("cs", "a1", "firing") != notification_id("cs2", "a1", "firing")
+    nid = notification_id("cs", "a1", FIRING)
+    assert nid == notification_id("cs", "a1", FIRING) != notification_id("cs2", "a1", FIRING)
     assert sign("s" * 24, nid, 1, b"x") != sign("s" * 24, nid, 2, b"x")
 
 
 def test_generic_payload_validates_against_the_published_schema() -> None:
-    for rec, kind in ((record(), "firing"), (record(status=AlertStatus.RESOLVED), "resolved"), (incident_record(), "firing")):
-        body = render(PayloadFormat.GENERIC, rec, Rendering(notification_id("cs", "a", kind), "cs", kind, "http://board", 500, ("WB1",)))
+    for rec, kind in ((record(), FIRING), (record(status=AlertStatus.RESOLVED), RESOLVED), (incident_record(), FIRING)):
+        body = render(PayloadFormat.GENERIC, rec, Rendering(notification_id("cs", "a", kind), "cs", kind.event, "http://board", 500, ("WB1",)))
         payload = json.loads(body)
         jsonschema.validate(payload, SCHEMA)
-        assert payload["event"] == f"alert.{kind}"
+        assert payload["event"] == f"alert.{kind.key}"
 
 
 def test_schema_rejects_a_payload_missing_the_alert() -> None:
-    body = render(PayloadFormat.GENERIC, record(), Rendering("msg_" + "0" * 24, "cs", "firing", "http://b"))
+    body = render(PayloadFormat.GENERIC, record(), Rendering("msg_" + "0" * 24, "cs", NotificationEvent.FIRING, "http://b"))
     payload = json.loads(body)
     del payload["alert"]
     with pytest.raises(jsonschema.ValidationError):
@@ -110,7 +119,7 @@ def test_schema_rejects_a_payload_missing_the_alert() -> None:
 
 
 def test_incident_payload_carries_count_and_link_not_every_parcel() -> None:
-    body = render(PayloadFormat.GENERIC, incident_record(), Rendering("msg_" + "1" * 24, "cs", "firing", "http://b", 500, ()))
+    body = render(PayloadFormat.GENERIC, incident_record(), Rendering("msg_" + "1" * 24, "cs", NotificationEvent.FIRING, "http://b", 500, ()))
     payload = json.loads(body)
     assert payload["incident"]["parcel_count"] == 500
     assert len(payload["incident"]["sample_waybills"]) == 20
@@ -119,18 +128,18 @@ def test_incident_payload_carries_count_and_link_not_every_parcel() -> None:
 
 
 def test_alertmanager_payload_has_the_v4_shape() -> None:
-    p = json.loads(render(PayloadFormat.ALERTMANAGER, record(), Rendering("m", "am", "firing", "http://b")))
+    p = json.loads(render(PayloadFormat.ALERTMANAGER, record(), Rendering("m", "am", NotificationEvent.FIRING, "http://b")))
     assert p["version"] == "4"
     assert {"receiver", "status", "alerts", "groupLabels", "commonLabels", "commonAnnotations", "externalURL", "groupKey", "truncatedAlerts"} <= set(p)
     a = p["alerts"][0]
     assert {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"} <= set(a)
     assert a["labels"]["alertname"] == "stall" and a["endsAt"] == "0001-01-01T00:00:00Z"
-    r = json.loads(render(PayloadFormat.ALERTMANAGER, record(status=AlertStatus.RESOLVED), Rendering("m", "am", "resolved", "http://b")))
+    r = json.loads(render(PayloadFormat.ALERTMANAGER, record(status=AlertStatus.RESOLVED), Rendering("m", "am", NotificationEvent.RESOLVED, "http://b")))
     assert r["status"] == "resolved" and r["alerts"][0]["endsAt"].endswith("Z") and not r["alerts"][0]["endsAt"].startswith("0001")
 
 
 def test_chat_robot_payload_is_markdown() -> None:
-    p = json.loads(render(PayloadFormat.DINGTALK, incident_record(), Rendering("m", "robot", "firing", "http://b", 500)))
+    p = json.loads(render(PayloadFormat.DINGTALK, incident_record(), Rendering("m", "robot", NotificationEvent.FIRING, "http://b", 500)))
     assert p["msgtype"] == "markdown"
     assert "parcels affected**: 500" in p["markdown"]["text"]
 

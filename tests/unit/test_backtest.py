@@ -12,7 +12,7 @@ from logiwatch.cli import main
 from logiwatch.detectors.codec import write_jsonl
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Label, Severity
 from logiwatch.detectors.testing import H, Scenario
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 
 
 def _alert(kind: AnomalyType, wb: str | None, at: int, **kw: object) -> Alert:

@@ -108,22 +108,28 @@ def test_a_failed_phase_leaves_its_figures_and_ratios_null_never_zero() -> None:
     assert partial["raw_aiokafka_eps"] is None and partial["worker_vs_raw_ratio"] is None
 
 
-def test_results_json_carries_every_key_the_issue_requires() -> None:
-    wanted = {
-        "raw_aiokafka_eps",
-        "raw_kafka_python_eps",
-        "faust_bare_eps",
-        "worker_eps",
-        "engine_eps",
-        "latency_p50_ms",
-        "latency_p99_ms",
-        "bytes_per_parcel",
-        "two_worker_speedup",
-        "worker_vs_raw_ratio",
-        "worker_vs_faust_ratio",
-    }
-    assert wanted <= set(REQUIRED_KEYS)
-    assert wanted <= set(json.loads(json.dumps(_results())))
+#: The figures the benchmark issue asked for, written here rather than read from the harness.
+ISSUE_FIGURES = (
+    "raw_aiokafka_eps",
+    "raw_kafka_python_eps",
+    "faust_bare_eps",
+    "worker_eps",
+    "engine_eps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "bytes_per_parcel",
+    "two_worker_speedup",
+    "worker_vs_raw_ratio",
+    "worker_vs_faust_ratio",
+)
+
+
+def test_the_committed_results_of_a_real_bench_run_carry_every_figure_the_issue_asked_for() -> None:
+    # bench/results.json is what `make bench` wrote on a full run (its command is inside).
+    results = json.loads((Path(__file__).parents[2] / "bench" / "results.json").read_text())
+    assert results["command"].startswith("logiwatch bench")
+    missing = [k for k in ISSUE_FIGURES if not isinstance(results.get(k), int | float) or results[k] <= 0]
+    assert missing == [], f"figures missing or not positive in bench/results.json: {missing}"
 
 
 # ----------------------------------------------------------------- latency matching

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,14 @@ def test_the_image_builds_from_this_repository() -> None:
     assert re.search(r'^ENTRYPOINT \["logiwatch"\]', dockerfile, re.M)
     for copied in re.findall(r"^COPY (?!--)(\S+)", dockerfile, re.M):
         assert (ROOT / copied).exists(), copied
+
+
+def test_the_image_copies_every_folder_the_package_is_built_from() -> None:
+    # `pip wheel .` in the image fails on a package-dir folder it was not given.
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = set(setup["package-dir"].values())
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
 
 
 def test_dockerignore_keeps_secrets_and_the_venv_out_but_not_the_sources() -> None:

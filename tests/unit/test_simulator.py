@@ -17,7 +17,7 @@ from logiwatch.detectors.codec import decode_event, encode_event, write_jsonl
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import AnomalyType, EventType, Label, ScanEvent
 from logiwatch.errors import ConfigError
-from logiwatch.simulator import generate, incidents, malformed_lines
+from logiwatch.sim.traffic import generate, incidents, malformed_lines
 
 A = AnomalyType
 E = EventType

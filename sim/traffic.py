@@ -1,7 +1,7 @@
 """Realistic, labelled logistics traffic: the ground truth for tests, demos and backtests.
 
 :func:`generate` moves parcels through the network of
-:mod:`logiwatch.sim_network` (merchant dispatch habits, carrier pickup rounds,
+:mod:`logiwatch.sim.network` (merchant dispatch habits, carrier pickup rounds,
 hub sorting and scheduled line-haul trucks, last-mile delivery waves, weekend
 and night slowdowns), injects labelled anomalies into a few percent of them
 and hub incidents into the network, and adds the noise real feeds have
@@ -27,7 +27,7 @@ import msgspec
 from logiwatch.detectors.codec import encode_event
 from logiwatch.detectors.model import AnomalyType, EventType, Label, ScanEvent
 from logiwatch.errors import ConfigError
-from logiwatch.sim_network import (
+from logiwatch.sim.network import (
     CARRIER_BY_ID,
     CARRIERS,
     CATEGORIES,

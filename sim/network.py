@@ -1,6 +1,6 @@
 """The simulated logistics world: regions, hubs, outlets, stations, carriers, merchants.
 
-A fixed, seeded network that :mod:`logiwatch.simulator` moves parcels
+A fixed, seeded network that :mod:`logiwatch.sim.traffic` moves parcels
 through. Ten Chinese-style regions with real city coordinates; each has a
 gateway hub (which does the inter-region line-haul) and zero to two local
 sorting hubs, first-mile outlets tied to a hub, and last-mile stations. Hubs

@@ -1,6 +1,6 @@
 """The framework peer of ``logiwatch bench``: a bare Faust agent that only counts.
 
-Run as ``python -m logiwatch.bench_faust --bootstrap H:P --topic T --group G
+Run as ``python -m logiwatch.bench.faust_agent --bootstrap H:P --topic T --group G
 --target N --out FILE``. The agent iterates the stream one event at a time
 (Faust's ordinary per-event path, raw bytes, no decoding) and counts; when
 the count reaches ``--target`` it writes ``{"count", "first_s", "last_s"}``
@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m logiwatch.bench_faust")
+    p = argparse.ArgumentParser(prog="python -m logiwatch.bench.faust_agent")
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--group", required=True)
