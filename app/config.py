@@ -31,6 +31,8 @@ class TopicsConfig(_Section):
     alerts: str = "logistics.alerts"
     liability: str = "logistics.liability"
     dlq: str = "logistics.events.dlq"
+    #: contract v2 shipment registrations; created with ``events_partitions`` (co-partitioned)
+    shipments: str = "logistics.shipments"
     events_partitions: int = Field(default=4, ge=1, le=1024)
     alerts_partitions: int = Field(default=4, ge=1, le=1024)
     liability_partitions: int = Field(default=1, ge=1, le=1024)
@@ -82,6 +84,12 @@ class WorkerConfig(_Section):
     #: ``max_event_past_ms`` to replay historical exports older than 400 days.
     max_event_past_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=0)
     max_event_future_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+    #: Contract v2 join: how long (event time) a scan waits for its parcel's
+    #: registration before it goes on with defaults; at most allowed_lateness_ms.
+    join_wait_ms: int = Field(default=10 * 60_000, ge=0)
+    #: Promises of a parcel without a registration, counted from its first scan.
+    join_default_dispatch_ms: int = Field(default=24 * 3600_000, ge=0)
+    join_default_delivery_ms: int = Field(default=72 * 3600_000, ge=0)
 
 
 #: The API token's placeholder default: accepted only while the API listens on loopback.

@@ -100,6 +100,13 @@ class WorkerMetrics:
             ["part"],
             registry=registry,
         )
+        self.join_scans = Counter(
+            "logiwatch_worker_join_scans_total",
+            "Contract v2 scans by join outcome: joined to a registration, waited for one, "
+            "or sent on with defaults (no registration within worker.join_wait_ms).",
+            ["outcome"],
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "logiwatch_worker_redis_errors_total",
             "Failed Redis calls (each is retried with backoff).",
