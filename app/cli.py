@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ticker": ("ticker", "write clock ticks into every events partition"),
     "backtest": ("backtest", "run the detectors over a labelled event log and score them"),
     "alerts": ("alerts", "the alert service: serve, redrive"),
+    "ingest": ("ingest", "tracking-feed receiver (serve) and historical imports (import)"),
     "liability": ("liability", "compensation-liability reports"),
     "config": ("config", "show the effective configuration (secrets masked)"),
     "bench": ("bench", "run the benchmark harness"),

@@ -92,6 +92,22 @@ class WorkerConfig(_Section):
     join_default_delivery_ms: int = Field(default=72 * 3600_000, ge=0)
 
 
+class IngestConfig(_Section):
+    """``logiwatch ingest serve``: the tracking-feed receiver. A feed without its secret is off."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: AfterShip signs the body's ``ts``: pushes older or newer than this are refused
+    replay_window_s: float = Field(default=900.0, gt=0)
+    #: how long a waybill's produced event ids are remembered for resent histories
+    dedup_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    produce_timeout_s: float = Field(default=10.0, gt=0)
+    aftership_secret: SecretStr | None = None
+    seventeentrack_key: SecretStr | None = None
+    kuaidi100_salt: SecretStr | None = None
+
+
 #: The API token's placeholder default: accepted only while the API listens on loopback.
 DEFAULT_API_TOKEN = "change-me"
 
@@ -140,6 +156,7 @@ class Settings(BaseSettings):
     stack: StackConfig = StackConfig()
     worker: WorkerConfig = WorkerConfig()
     alerts: AlertsConfig = AlertsConfig()
+    ingest: IngestConfig = IngestConfig()
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     #: ``json`` (one object per line, for log shippers) or ``text`` (terminals)
     log_format: str = Field(default="json", pattern="^(json|text)$")
