@@ -37,7 +37,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from logiwatch.detectors.codec import encode_record
+from logiwatch.detectors.codec import decode_record, encode_record
+from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import Scan
 from logiwatch.streams.dlq import encode_dead_letter, make_dead_letter
 from logiwatch.streams.ingest.feeds import Adapter, FeedError
@@ -237,6 +238,11 @@ class Receiver:
             return self._answer(adapter, False, exc.reason, 401)
         try:
             parsed = adapter.parse(body, headers)
+            for scan in parsed.scans:  # the same edge check as the worker's (Struct() does not validate)
+                try:
+                    decode_record(encode_record(scan))
+                except DecodeError as err:
+                    raise FeedError("bad_payload", f"a checkpoint maps to an invalid scan: {err}") from None
         except FeedError as exc:
             return await self._reject(feed, adapter, body, exc)
         scans = _unique(parsed.scans)
