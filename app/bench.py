@@ -63,6 +63,7 @@ PHASES = (
     "backtest",
     "latency",
     "memory",
+    "ingest",
 )
 
 #: Keys ``--json`` always prints (a figure, or ``None`` with an entry in ``errors``).
@@ -356,6 +357,8 @@ ROWS = (
     ("latency_p50_ms", "ingest-to-alert p50 at half rate", "ms"),
     ("latency_p99_ms", "ingest-to-alert p99 at half rate", "ms"),
     ("bytes_per_parcel", "memory per in-flight parcel", "bytes"),
+    ("ingest_pushes_per_s", "ingest serve: signed AfterShip pushes answered 200", "pushes/s"),
+    ("ingest_scans_per_s", "ingest serve: new scans through to Kafka", "scans/s"),
 )
 
 
@@ -376,6 +379,8 @@ KEY_PHASES: dict[str, tuple[str, ...]] = {
     "latency_p50_ms": ("latency",),
     "latency_p99_ms": ("latency",),
     "bytes_per_parcel": ("memory",),
+    "ingest_pushes_per_s": ("ingest",),
+    "ingest_scans_per_s": ("ingest",),
 }
 
 
@@ -392,6 +397,7 @@ _DETAIL_PHASES = (
     ("backtest", "backtest"),
     ("latency", "latency"),
     ("memory", "memory"),
+    ("ingest", "ingest"),
 )
 
 
@@ -492,6 +498,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"full-speed run, {_detail(results, 'latency_checkpoint_bytes_per_event')} in the paced latency run.",
         f"- Memory: {_detail(results, 'memory_parcels')} parcels in flight in "
         f"{_detail(results, 'memory_state_bytes')} bytes of engine state (models excluded).",
+        f"- Ingest receiver: `logiwatch ingest serve` as its own process, "
+        f"{_detail(results, 'ingest_concurrency')} connections posting signed AfterShip-style pushes "
+        f"(each resends the parcel's history so far): {_detail(results, 'ingest_pushes')} answered 200, "
+        f"{_detail(results, 'ingest_failed')} not; {_detail(results, 'ingest_scans_produced')} new scans "
+        f"produced and acknowledged before the answers, {_detail(results, 'ingest_scans_duplicate')} resent "
+        "ones dropped by the dedup. The client runs in the harness's process on the same machine.",
         f"- Backtest: `logiwatch backtest` on the same {_detail(results, 'backtest_events')} events "
         f"(read the JSONL, clock ticks every minute, one engine per partition, score against the labels); "
         f"its engine part took {_detail(results, 'backtest_engine_seconds')} s.",
@@ -1786,6 +1798,17 @@ def run_bench(
             return {"bytes_per_parcel": per, "memory_parcels": parcels, "memory_state_bytes": state}
 
         phase("memory", memory)
+
+        def ingest() -> dict[str, Any]:
+            from logiwatch.streams.ingest.benchmark import receiver_throughput
+
+            # building the pushes costs time too: a prefix sized to the budget
+            sample = workload.events[: max(1, min(len(workload.events), int(options.phase_seconds * 3000)))]
+            return receiver_throughput(
+                bootstrap, redis_url, sample, options.phase_seconds, workdir, stack.free_port()
+            )
+
+        phase("ingest", ingest)
         if options.profile:
             phase("profile", lambda: profile_worker(ctx))
     finally:

@@ -64,7 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(
             settings.log_level,
             json=settings.log_format == "json",
-            secrets=[settings.alerts.api_token.get_secret_value()],
+            secrets=[settings.alerts.api_token.get_secret_value()]
+            + [
+                s.get_secret_value()
+                for s in (
+                    settings.ingest.aftership_secret,
+                    settings.ingest.seventeentrack_key,
+                    settings.ingest.kuaidi100_salt,
+                )
+                if s is not None
+            ],
         )
         code = int(args._module.run(args, settings) or 0)
     except LogiwatchError as exc:

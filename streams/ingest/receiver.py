@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from logiwatch.detectors.codec import decode_record, encode_record
@@ -42,34 +42,9 @@ from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import Scan
 from logiwatch.streams.dlq import encode_dead_letter, make_dead_letter
 from logiwatch.streams.ingest.feeds import Adapter, FeedError
+from logiwatch.streams.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
-
-
-class IngestMetrics:
-    """The receiver's counters on a caller-supplied registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.pushes = Counter(
-            "logiwatch_ingest_pushes_total",
-            "Feed pushes received, by feed and outcome (accepted, rejected reason, unavailable).",
-            ["feed", "outcome"],
-            registry=registry,
-        )
-        self.scans = Counter(
-            "logiwatch_ingest_scans_total",
-            "Scans in accepted pushes, by feed and outcome (produced, duplicate).",
-            ["feed", "outcome"],
-            registry=registry,
-        )
-        self.push_seconds = Histogram(
-            "logiwatch_ingest_push_seconds",
-            "Wall time from a push's body to its answer, produce acknowledgements included.",
-            ["feed"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=registry,
-        )
 
 
 class Unavailable(Exception):

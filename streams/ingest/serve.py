@@ -16,8 +16,9 @@ from logiwatch.config import Settings
 from logiwatch.streams.ingest.aftership import AfterShipAdapter
 from logiwatch.streams.ingest.feeds import Adapter
 from logiwatch.streams.ingest.kuaidi100 import Kuaidi100Adapter
-from logiwatch.streams.ingest.receiver import IngestMetrics, KafkaProducer, Receiver, SeenStore
+from logiwatch.streams.ingest.receiver import KafkaProducer, Receiver, SeenStore
 from logiwatch.streams.ingest.seventeentrack import SeventeenTrackAdapter
+from logiwatch.streams.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
