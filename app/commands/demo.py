@@ -189,6 +189,7 @@ class WorkerCounters:
     consumed: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, status) -> n
+    join: Counter[str] = field(default_factory=Counter)  # contract v2 join outcome -> scans
 
     @property
     def dead_letters(self) -> int:
@@ -211,6 +212,8 @@ def parse_worker_metrics(text: str) -> WorkerCounters:
                 out.consumed += int(s.value)
             elif s.name == "logiwatch_worker_dlq_total":
                 out.dlq[s.labels.get("reason", "?")] += int(s.value)
+            elif s.name == "logiwatch_worker_join_scans_total":
+                out.join[s.labels.get("outcome", "?")] += int(s.value)
             elif s.name == "logiwatch_worker_alerts_emitted_total":
                 out.alerts[(s.labels.get("type", "?"), s.labels.get("status", "?"))] += int(s.value)
     return out
@@ -291,7 +294,7 @@ def run_settings(
     kafka["bootstrap"] = services.bootstrap
     kafka["worker_group"] = f"{settings.kafka.worker_group}-demo-{run_id}"
     kafka["alerts_group"] = f"{settings.kafka.alerts_group}-demo-{run_id}"
-    for kind in ("events", "alerts", "liability", "dlq"):
+    for kind in ("events", "alerts", "liability", "dlq", "shipments"):
         kafka["topics"][kind] = kafka["topics"][kind] + suffix
     data["redis"] = {"url": services.redis_url, "key_prefix": f"{settings.redis.key_prefix}demo-{run_id}:"}
     data["worker"]["metrics_port"] = metrics_port
@@ -324,6 +327,7 @@ class Worker:
             "LOGIWATCH_KAFKA__TOPICS__ALERTS": t.alerts,
             "LOGIWATCH_KAFKA__TOPICS__DLQ": t.dlq,
             "LOGIWATCH_KAFKA__TOPICS__LIABILITY": t.liability,
+            "LOGIWATCH_KAFKA__TOPICS__SHIPMENTS": t.shipments,
             "LOGIWATCH_KAFKA__WORKER_GROUP": k.worker_group,
             "LOGIWATCH_REDIS__URL": settings.redis.url,
             "LOGIWATCH_REDIS__KEY_PREFIX": settings.redis.key_prefix,
@@ -379,6 +383,10 @@ class Live:
     alerts_summary: dict[str, Any] = field(default_factory=dict)
     board_url: str = ""
     hurried: bool = False
+    #: records the front door put on Kafka (registrations + slim scans), and its summary line
+    front_records: int = 0
+    front_line: str = ""
+    front: Any = None  # logiwatch.frontdoor.FrontDoor while the run lasts
 
     def line(self) -> str:
         w = self.worker
@@ -406,9 +414,15 @@ class Stoppable(Sequence[ScanEvent]):
         return self.events[index]
 
     def __iter__(self) -> Iterator[ScanEvent]:
+        from logiwatch.frontdoor import through_front_door
+
+        front = self.live.front
         for ev in self.events:
             if self.stop.is_set():
                 return
+            if front is not None and through_front_door(ev.waybill_id):
+                front.offer(ev)  # arrives as a signed feed push instead
+                continue
             self.live.events_sent += 1
             yield ev
 
@@ -525,6 +539,9 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
     live.board_url = f"http://{settings.alerts.api_host}:{settings.alerts.api_port}/"
     health_url = live.board_url + "healthz"
     session = aiohttp.ClientSession()
+    from logiwatch.frontdoor import SHARE, FrontDoor
+
+    front = FrontDoor(settings)
 
     def service_gone() -> Exception | None:
         if alerts_task.done():
@@ -553,6 +570,13 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
                 f"the CS board at {live.board_url} did not answer within {START_TIMEOUT_S:.0f} s"
             )
         print(f"board: OK {live.board_url}", flush=True)
+        await front.start(session)
+        live.front = front
+        print(
+            f"demo: front door: `logiwatch ingest serve` at {front.url} (metrics {front.url}/metrics); "
+            f"1 parcel in {SHARE} arrives as signed AfterShip- or Kuaidi100-style pushes",
+            flush=True,
+        )
         if not await _wait_for(worker_counters, START_TIMEOUT_S, worker_gone):
             raise LogiwatchError(
                 f"the worker's metrics did not answer within {START_TIMEOUT_S:.0f} s; see {worker.log_path}"
@@ -611,7 +635,11 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
         produce_stop.set()
         live.produce_stats = await producer
         stats = live.produce_stats
-        total = stats.events + stats.ticks + stats.raw
+        if not await front.drain(DRAIN_TIMEOUT_S):
+            print("demo: the front door did not post every push in time", flush=True)
+        live.front_records = front.produced_scans() + front.registrations
+        live.front_line = front.summary()
+        total = stats.events + stats.ticks + stats.raw + live.front_records
         print(
             f"demo: stopped producing ({stats.events} events, {stats.ticks} ticks, {stats.raw} malformed); draining",
             flush=True,
@@ -654,6 +682,9 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
         alert_stop.set()
         reader_done.set()
         results = await asyncio.gather(alerts_task, *([reader] if reader else []), return_exceptions=True)
+        live.front = None
+        with contextlib.suppress(Exception):
+            await front.close()
         await session.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -685,6 +716,7 @@ def _summary(live: Live) -> tuple[list[str], int]:
 
     s, w = live.produce_stats, live.worker
     events, ticks, malformed = (s.events, s.ticks, s.raw) if s is not None else (live.events_sent, 0, 0)
+    events += live.front_records  # registrations and slim scans from the front door
     produced = events + malformed
     consumed_events = w.consumed - ticks - w.dead_letters
     missing = events + ticks + malformed - w.consumed
@@ -707,6 +739,10 @@ def _summary(live: Live) -> tuple[list[str], int]:
         + (f", {live.queued} still queued (the receiver is rate-limited)" if live.queued else ""),
         f"  liability (yuan, by party): {liability}",
         f"  CS board:      {live.board_url} (answered during the run; it stops with the demo)",
+        f"  front door:    {live.front_line or 'did not run'} "
+        f"({live.front_records} of the {events} events above); the worker joined "
+        f"{w.join.get('joined', 0)} slim scans to their registrations, {w.join.get('defaulted', 0)} went on "
+        f"without one",
     ]
     return lines, missing
 
