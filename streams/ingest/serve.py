@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 def adapters_from(settings: Settings) -> dict[str, Adapter]:
     conf = settings.ingest
     out: dict[str, Adapter] = {}
-    if conf.aftership_secret is not None:
+    # a feed without a secret (or with an empty one, as compose passes an unset variable) is off
+    if conf.aftership_secret is not None and conf.aftership_secret.get_secret_value():
         out["aftership"] = AfterShipAdapter(conf.aftership_secret.get_secret_value(), conf.replay_window_s)
-    if conf.seventeentrack_key is not None:
+    if conf.seventeentrack_key is not None and conf.seventeentrack_key.get_secret_value():
         out["17track"] = SeventeenTrackAdapter(conf.seventeentrack_key.get_secret_value())
-    if conf.kuaidi100_salt is not None:
+    if conf.kuaidi100_salt is not None and conf.kuaidi100_salt.get_secret_value():
         out["kuaidi100"] = Kuaidi100Adapter(conf.kuaidi100_salt.get_secret_value())
     return out
 
