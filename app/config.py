@@ -84,8 +84,8 @@ class WorkerConfig(_Section):
     #: ``max_event_past_ms`` to replay historical exports older than 400 days.
     max_event_past_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=0)
     max_event_future_ms: int = Field(default=24 * 3600 * 1000, ge=0)
-    #: Contract v2 join: how long (event time) a scan waits for its parcel's
-    #: registration before it goes on with defaults; at most allowed_lateness_ms.
+    #: Contract v2 join: how long after its arrival (Kafka record time) a scan
+    #: waits for its parcel's registration before it goes on with defaults.
     join_wait_ms: int = Field(default=10 * 60_000, ge=0)
     #: Promises of a parcel without a registration, counted from its first scan.
     join_default_dispatch_ms: int = Field(default=24 * 3600_000, ge=0)

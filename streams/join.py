@@ -13,8 +13,13 @@ partition number the worker keeps:
   engine. A v2 :class:`~logiwatch.detectors.model.Scan` whose waybill is
   registered becomes a v1 :class:`~logiwatch.detectors.model.ScanEvent`
   at once. One that is not waits, with the parcel's later scans, until the
-  registration arrives or the partition's event-time clock (largest scan
-  or tick time seen) passes its first scan's time by ``wait_ms``; then the
+  registration arrives or the join's clock has moved ``wait_ms`` past where
+  it stood when the parcel's first scan arrived. The clock is the largest
+  Kafka record timestamp seen in the partition (scans and clock ticks), not
+  event time: a feed push resends a history of days at once, and its old
+  scans must still wait. The timestamps are part of the log, so a replay of
+  the topic sees the same clock. (Without timestamps, in process, the
+  records' own times serve.) Then the
   parcel goes on with defaults (:func:`to_scan_event`) and
   ``registration="missing"``, and its later scans no longer wait. The
   waiting scans and the parcels that went on without a registration are
@@ -59,9 +64,9 @@ _registration_decoder = msgspec.msgpack.Decoder(ShipmentRegistration)
 class JoinConfig:
     """How long a scan waits for its registration, and the defaults it gets without one.
 
-    ``wait_ms`` is event time; keep it at most the engine's allowed lateness,
-    so a scan that waited is not late to the engine. Without a registration
-    the promises are counted from the parcel's first scan.
+    ``wait_ms`` runs on the join's clock (the records' arrival, see the module
+    docstring). Without a registration the promises are counted from the
+    parcel's first scan.
     """
 
     wait_ms: int = 10 * 60_000
@@ -173,11 +178,17 @@ class RegistrationTable:
 
 
 class _Waiting(msgspec.Struct, array_like=True):
-    """A parcel's join state: scans waiting for the registration, or ``released`` without one."""
+    """A parcel's join state: scans waiting for the registration, or ``released`` without one.
+
+    ``due_ms`` is when (join clock) the wait ends: the clock's value when the
+    parcel's first scan arrived, plus the wait. ``first_ms`` is that scan's event
+    time (the defaults' promises count from it).
+    """
 
     first_ms: int
     scans: list[Scan] = msgspec.field(default_factory=list)
     released: bool = False
+    due_ms: int = 0
 
 
 _waiting_decoder = msgspec.msgpack.Decoder(_Waiting)
@@ -301,10 +312,11 @@ class JoinEngine:
         self.registry = registry
         self.config = config
         self.waiting: dict[str, _Waiting] = waiting or {}
-        #: the partition's event-time clock: the largest scan or tick time seen
+        #: the join's clock: the largest arrival (Kafka timestamp) seen, or
+        #: without arrivals the largest scan or tick time
         self.clock_ms: int | None = None
         self._heap: list[tuple[int, str]] = [
-            (w.first_ms + (config.retention_ms if w.released else config.wait_ms), wb)
+            (w.first_ms + config.retention_ms if w.released else max(w.due_ms, w.first_ms + config.wait_ms), wb)
             for wb, w in self.waiting.items()
         ]
         heapq.heapify(self._heap)
@@ -337,24 +349,35 @@ class JoinEngine:
     def watermark_ms(self) -> int | None:
         return self.inner.watermark_ms
 
-    def process(self, records: Sequence[ScanEvent | Scan | ShipmentRegistration | Tick]) -> list[Alert]:
+    def process(
+        self,
+        records: Sequence[ScanEvent | Scan | ShipmentRegistration | Tick],
+        arrivals: Sequence[int] | None = None,
+    ) -> list[Alert]:
+        """Join ``records``; ``arrivals`` are their Kafka timestamps (None: their own times).
+
+        The join's clock runs on arrival: a feed push resends days of history
+        at once, and those old scans must still wait for their registration.
+        The timestamps are stored in the log, so a replay sees the same clock.
+        """
+
         table = self.registry()
         out: list[ScanEvent | Tick] = []
         if table is not None and (table.arrived or table.recheck_all or self._recheck):
             self._release_registered(table, out)
-        for rec in records:
+        for i, rec in enumerate(records):
             kind = type(rec)
             if kind is Scan:
                 assert isinstance(rec, Scan)
-                self._advance(rec.event_time, table, out)
+                self._advance(rec.event_time if arrivals is None else arrivals[i], table, out)
                 self._on_scan(rec, table, out)
             elif kind is Tick:
                 assert isinstance(rec, Tick)
-                self._advance(rec.tick_time, table, out)
+                self._advance(rec.tick_time if arrivals is None else arrivals[i], table, out)
                 out.append(rec)
             elif kind is ScanEvent:
                 assert isinstance(rec, ScanEvent)
-                self._advance(rec.event_time, table, out)
+                self._advance(rec.event_time if arrivals is None else arrivals[i], table, out)
                 out.append(rec)
             # a registration on the events topic is not an engine record: the decoder never yields one here
         return self.inner.process(out)
@@ -403,8 +426,10 @@ class JoinEngine:
             out.append(to_scan_event(scan, reg, scan.event_time, self.config))
             return
         if w is None:
-            w = self.waiting[wb] = _Waiting(first_ms=scan.event_time)
-            heapq.heappush(self._heap, (scan.event_time + self.config.wait_ms, wb))
+            # _advance ran first: the clock is this scan's arrival (or later)
+            clock = scan.event_time if self.clock_ms is None else self.clock_ms
+            w = self.waiting[wb] = _Waiting(first_ms=scan.event_time, due_ms=clock + self.config.wait_ms)
+            heapq.heappush(self._heap, (w.due_ms, wb))
         if w.released:
             self.counts["defaulted"] += 1
             out.append(to_scan_event(scan, None, w.first_ms, self.config))

@@ -122,7 +122,10 @@ class SeventeenTrackAdapter:
             raise FeedError("bad_payload", "data.track_info is not an object")
         latest = info.get("latest_status") or {}
         latest_sub = (text(latest, "sub_status") or text(latest, "status")) if isinstance(latest, dict) else None
-        providers = (info.get("tracking") or {}).get("providers") or []
+        tracking = info.get("tracking") or {}
+        if not isinstance(tracking, dict):
+            raise FeedError("bad_payload", "track_info.tracking is not an object")
+        providers = tracking.get("providers") or []
         if not isinstance(providers, list):
             raise FeedError("bad_payload", "tracking.providers is not a list")
         events: list[dict[str, Any]] = []

@@ -151,7 +151,7 @@ def _mutate(doc: object, data: st.DataObject) -> object:
     return data.draw(json_values)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(data=st.data(), feed=st.sampled_from(["aftership", "17track", "kuaidi100"]))
 def test_a_mangled_push_never_crashes_a_mapper_and_every_output_decodes(data: st.DataObject, feed: str) -> None:
     if feed == "aftership":

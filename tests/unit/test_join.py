@@ -211,3 +211,24 @@ def test_the_decoder_tells_v1_from_v2_and_gives_reasons() -> None:
         with pytest.raises(DecodeError) as exc:
             decode_registration(raw)
         assert exc.value.reason == reason, raw
+
+
+def test_a_resent_history_of_days_still_waits_for_its_registration() -> None:
+    # one feed push delivers three days of checkpoints at once (arrival = the Kafka timestamps)
+    now = T0 + 90 * 24 * H
+    table = RegistrationTable()
+    join, inner = make(table, wait_ms=10 * MIN)
+    burst = [scan(1, T0, EventType.PICKED_UP), scan(2, T0 + 24 * H), scan(3, T0 + 72 * H, EventType.HUB_DEPARTED)]
+    join.process(burst, [now, now, now + 1])
+    assert [r for r in inner.seen if isinstance(r, ScanEvent)] == []
+    table.put(reg())
+    join.process([Tick(tick_time=now + MIN)], [now + MIN])
+    joined = [r for r in inner.seen if isinstance(r, ScanEvent)]
+    assert [e.event_id for e in joined] == ["WB1-1", "WB1-2", "WB1-3"] and all(e.merchant_id == "M1" for e in joined)
+    # without a registration the burst goes on once wait_ms of arrival time passed
+    join2, inner2 = make(RegistrationTable(), wait_ms=10 * MIN)
+    join2.process([scan(1, T0), scan(2, T0 + 72 * H)], [now, now])
+    join2.process([Tick(tick_time=now + 10 * MIN - 1)], [now + 10 * MIN - 1])
+    assert [r for r in inner2.seen if isinstance(r, ScanEvent)] == []
+    join2.process([Tick(tick_time=now + 10 * MIN)], [now + 10 * MIN])
+    assert [r.registration for r in inner2.seen if isinstance(r, ScanEvent)] == ["missing", "missing"]
