@@ -31,7 +31,7 @@ from logiwatch.streams.ingest.receiver import KafkaProducer
 from logiwatch.streams.ingest.serve import RunningReceiver, start_receiver
 
 #: One parcel in this many arrives through the front door.
-SHARE = 5
+SHARE = 10
 #: Concurrent pushers (a parcel's pushes may overtake each other: each carries the whole history).
 PUSHERS = 4
 RETRIES = 20

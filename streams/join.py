@@ -362,6 +362,17 @@ class JoinEngine:
         """
 
         table = self.registry()
+        if arrivals and not self.waiting and Scan not in set(map(type, records)):
+            # the v1-only case: nothing to join, nothing waiting; keep the clock and pass through
+            latest = max(arrivals)
+            if self.clock_ms is None or latest > self.clock_ms:
+                self.clock_ms = latest
+            if table is not None:
+                table.arrived.clear()  # only waiting parcels care
+                table.recheck_all = False
+            self._recheck = False
+            self._heap.clear()  # with nothing waiting, every entry is stale
+            return self.inner.process(records)  # type: ignore[arg-type]  # no Scan among them
         out: list[ScanEvent | Tick] = []
         if table is not None and (table.arrived or table.recheck_all or self._recheck):
             self._release_registered(table, out)

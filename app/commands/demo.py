@@ -72,6 +72,8 @@ CATCH_UP_S = 12.0
 #: Print the first SAMPLE_FIRST alerts and notifications, then one in SAMPLE_EVERY.
 SAMPLE_FIRST, SAMPLE_EVERY = 10, 50
 DRAIN_TIMEOUT_S = 60.0
+#: At most this long for the front door's queued pushes once production stopped.
+FRONT_DRAIN_S = 20.0
 #: At most this long for queued notifications after the alerts are recorded.
 NOTIFY_DRAIN_S = 10.0
 START_TIMEOUT_S = 60.0
@@ -635,7 +637,7 @@ async def _live(args: argparse.Namespace, plan: Plan, settings: Settings, worker
         produce_stop.set()
         live.produce_stats = await producer
         stats = live.produce_stats
-        if not await front.drain(DRAIN_TIMEOUT_S):
+        if not await front.drain(FRONT_DRAIN_S):
             print("demo: the front door did not post every push in time", flush=True)
         live.front_records = front.produced_scans() + front.registrations
         live.front_line = front.summary()

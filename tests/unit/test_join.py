@@ -232,3 +232,22 @@ def test_a_resent_history_of_days_still_waits_for_its_registration() -> None:
     assert [r for r in inner2.seen if isinstance(r, ScanEvent)] == []
     join2.process([Tick(tick_time=now + 10 * MIN)], [now + 10 * MIN])
     assert [r.registration for r in inner2.seen if isinstance(r, ScanEvent)] == ["missing", "missing"]
+
+
+def test_v1_records_pass_through_untouched_and_still_move_the_join_clock() -> None:
+    join, inner = make(RegistrationTable(), wait_ms=10 * MIN)
+    v1 = ScanEvent(
+        event_id="v1", waybill_id="WB9", order_id="O", merchant_id="M", carrier_id="C",
+        event_type=EventType.PICKED_UP, node_id="N", node_type=NodeType.OUTLET, region="R",
+        origin_region="R", dest_region="R", event_time=T0, promised_dispatch_by=T0,
+        promised_delivery_by=T0, category="", order_amount=1.0,
+    )  # fmt: skip
+    batch = [v1, Tick(tick_time=T0 + MIN)]
+    join.process(batch, [T0 + 5 * MIN, T0 + 6 * MIN])
+    assert inner.seen == batch and join.clock_ms == T0 + 6 * MIN
+    # a slim scan arriving now waits wait_ms from the clock, not from its old event time
+    join.process([scan(1, T0 - 24 * H)], [T0 + 6 * MIN])
+    join.process([Tick(tick_time=T0 + 16 * MIN - 1)], [T0 + 16 * MIN - 1])
+    assert len(inner.seen) == 3  # the tick only
+    join.process([Tick(tick_time=T0 + 16 * MIN)], [T0 + 16 * MIN])
+    assert [r.registration for r in inner.seen if isinstance(r, ScanEvent) and r.event_id == "WB1-1"] == ["missing"]
