@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ticker": ("ticker", "write clock ticks into every events partition"),
     "backtest": ("backtest", "run the detectors over a labelled event log and score them"),
     "alerts": ("alerts", "the alert service: serve, redrive"),
+    "ingest": ("ingest", "tracking-feed receiver (serve) and historical imports (import)"),
     "liability": ("liability", "compensation-liability reports"),
     "config": ("config", "show the effective configuration (secrets masked)"),
     "bench": ("bench", "run the benchmark harness"),
@@ -65,7 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(
             settings.log_level,
             json=settings.log_format == "json",
-            secrets=[settings.alerts.api_token.get_secret_value()],
+            secrets=[settings.alerts.api_token.get_secret_value()]
+            + [
+                s.get_secret_value()
+                for s in (
+                    settings.ingest.aftership_secret,
+                    settings.ingest.seventeentrack_key,
+                    settings.ingest.kuaidi100_salt,
+                )
+                if s is not None
+            ],
         )
         code = int(args._module.run(args, settings) or 0)
     except LogiwatchError as exc:

@@ -36,6 +36,8 @@ class TopicsConfig(_Section):
     alerts: str = "logistics.alerts"
     liability: str = "logistics.liability"
     dlq: str = "logistics.events.dlq"
+    #: contract v2 shipment registrations; created with ``events_partitions`` (co-partitioned)
+    shipments: str = "logistics.shipments"
     events_partitions: int = Field(default=4, ge=1, le=1024)
     alerts_partitions: int = Field(default=4, ge=1, le=1024)
     liability_partitions: int = Field(default=1, ge=1, le=1024)
@@ -90,6 +92,12 @@ class WorkerConfig(_Section):
     #: Replays of historical exports: no wall-clock window at all (event time only; ticks from
     #: any time are accepted), so a year-old export through Kafka gives the backtest's alerts.
     event_time_only: bool = False
+    #: Contract v2 join: how long after its arrival (Kafka record time) a scan
+    #: waits for its parcel's registration before it goes on with defaults.
+    join_wait_ms: int = Field(default=10 * 60_000, ge=0)
+    #: Promises of a parcel without a registration, counted from its first scan.
+    join_default_dispatch_ms: int = Field(default=24 * 3600_000, ge=0)
+    join_default_delivery_ms: int = Field(default=72 * 3600_000, ge=0)
 
 
 class PeakConfig(_Section):
@@ -120,6 +128,22 @@ class DetectionConfig(_Section):
     detectors: list[str] | None = None
     calendar: CalendarConfig = CalendarConfig()
     knobs: dict[str, dict[str, float | bool | str]] = {}
+
+
+class IngestConfig(_Section):
+    """``logiwatch ingest serve``: the tracking-feed receiver. A feed without its secret is off."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: AfterShip signs the body's ``ts``: pushes older or newer than this are refused
+    replay_window_s: float = Field(default=900.0, gt=0)
+    #: how long a waybill's produced event ids are remembered for resent histories
+    dedup_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    produce_timeout_s: float = Field(default=10.0, gt=0)
+    aftership_secret: SecretStr | None = None
+    seventeentrack_key: SecretStr | None = None
+    kuaidi100_salt: SecretStr | None = None
 
 
 #: The API token's placeholder default: accepted only while the API listens on loopback.
@@ -174,6 +198,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = WorkerConfig()
     alerts: AlertsConfig = AlertsConfig()
     detection: DetectionConfig = DetectionConfig()
+    ingest: IngestConfig = IngestConfig()
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     #: ``json`` (one object per line, for log shippers) or ``text`` (terminals)
     log_format: str = Field(default="json", pattern="^(json|text)$")

@@ -323,6 +323,8 @@ def stack_topics(settings: Settings) -> dict[str, int]:
         t.alerts: t.alerts_partitions,
         t.liability: t.liability_partitions,
         t.dlq: t.dlq_partitions,
+        # contract v2 registrations: co-partitioned with the events
+        t.shipments: t.events_partitions,
     }
 
 

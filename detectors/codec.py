@@ -12,11 +12,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 from logiwatch.detectors.errors import DecodeError
-from logiwatch.detectors.model import Alert, Label, ScanEvent, Tick
+from logiwatch.detectors.model import (
+    V2_SCHEMA_VERSION,
+    Alert,
+    Label,
+    Scan,
+    ScanEvent,
+    ShipmentRegistration,
+    Tick,
+)
 
 #: Stable reason codes for dead letters (also metric label values).
 REASONS = (
@@ -46,6 +55,8 @@ _tick_decoder = msgspec.json.Decoder(Tick)
 _alert_decoder = msgspec.json.Decoder(Alert)
 _label_decoder = msgspec.json.Decoder(Label)
 _encoder = msgspec.json.Encoder()
+
+_T = TypeVar("_T")
 
 _MISSING = re.compile(r"missing required field")
 _ENUM = re.compile(r"Invalid enum value")
@@ -113,6 +124,131 @@ def decode_event(
     if key is not None and key != event.waybill_id.encode():
         raise DecodeError("key_mismatch", "Kafka key differs from waybill_id", offset)
     return event
+
+
+class _Versioned(msgspec.Struct):
+    schema_version: int = 1
+
+
+_version_decoder = msgspec.json.Decoder(_Versioned)
+_scan_decoder = msgspec.json.Decoder(Scan)
+_registration_decoder = msgspec.json.Decoder(ShipmentRegistration)
+#: v1 failures after which a payload may still be a valid v2 scan
+_MAYBE_V2 = frozenset({"missing_field", "unsupported_version", "wrong_type", "bad_value", "bad_enum"})
+
+
+def _peek_version(data: bytes) -> int | None:
+    try:
+        return _version_decoder.decode(data).schema_version
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def _decode_v2(decoder: msgspec.json.Decoder[_T], data: bytes, offset: int | None) -> _T:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        if msg.startswith("Expected `object`, got") and "$." not in msg:
+            raise DecodeError("not_object", msg, offset) from None
+        raise DecodeError(_classify(msg), msg, offset) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise DecodeError("bad_json", str(exc), offset) from None
+
+
+def _check_time(name: str, t: int, now_ms: int | None, max_past_ms: int, max_future_skew_ms: int, offset: int | None) -> None:
+    if now_ms is None:
+        lo, hi = MIN_EVENT_TIME_MS, MAX_EVENT_TIME_MS
+    else:
+        lo, hi = now_ms - max_past_ms, now_ms + max_future_skew_ms
+    if not lo <= t <= hi:
+        raise DecodeError("time_out_of_range", f"{name} {t} outside [{lo}, {hi}]", offset)
+
+
+def decode_record(
+    data: bytes,
+    *,
+    now_ms: int | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    max_future_skew_ms: int = MAX_FUTURE_SKEW_MS,
+    max_past_ms: int = MAX_PAST_MS,
+    offset: int | None = None,
+    key: bytes | None = None,
+) -> ScanEvent | Scan:
+    """A record of ``logistics.events``: a v1 :class:`ScanEvent` or a v2 :class:`Scan`.
+
+    The v1 path is :func:`decode_event` unchanged (it is tried first: it is
+    the common case and costs nothing extra); a payload it rejects whose
+    ``schema_version`` is 2 is decoded as a slim scan instead, with the same
+    reason codes and time and key checks.
+
+    >>> decode_record(b'{"schema_version":2,"event_id":"e","waybill_id":"W","event_time":1790000000000,'
+    ...               b'"event_type":"PICKED_UP","city":"Shenzhen","country":"CN"}').city
+    'Shenzhen'
+    >>> decode_record(b'{"schema_version":3}')
+    Traceback (most recent call last):
+    ...
+    logiwatch.detectors.errors.DecodeError: unsupported_version: schema_version 3 (this build reads 1 and 2)
+    """
+
+    try:
+        return decode_event(
+            data,
+            now_ms=now_ms,
+            max_bytes=max_bytes,
+            max_future_skew_ms=max_future_skew_ms,
+            max_past_ms=max_past_ms,
+            offset=offset,
+            key=key,
+        )
+    except DecodeError as exc:
+        if exc.reason not in _MAYBE_V2:
+            raise
+        version = _peek_version(data)
+        if version == 1 or version is None:
+            raise
+        if version != V2_SCHEMA_VERSION:
+            raise DecodeError(
+                "unsupported_version", f"schema_version {version} (this build reads 1 and 2)", offset
+            ) from None
+    scan = _decode_v2(_scan_decoder, data, offset)
+    _check_time("event_time", scan.event_time, now_ms, max_past_ms, max_future_skew_ms, offset)
+    if key is not None and key != scan.waybill_id.encode():
+        raise DecodeError("key_mismatch", "Kafka key differs from waybill_id", offset)
+    return scan
+
+
+def decode_registration(
+    data: bytes,
+    *,
+    max_bytes: int = MAX_EVENT_BYTES,
+    offset: int | None = None,
+    key: bytes | None = None,
+) -> ShipmentRegistration:
+    """A record of ``logistics.shipments`` (contract v2), or ``DecodeError`` with a reason.
+
+    >>> decode_registration(b'{"waybill_id":"W1","registered_at":1790000000000,"order_amount":-1}')
+    Traceback (most recent call last):
+    ...
+    logiwatch.detectors.errors.DecodeError: bad_value: Expected `float` >= 0.0 - at `$.order_amount`
+    """
+
+    if len(data) > max_bytes:
+        raise DecodeError("oversize", f"{len(data)} bytes > limit {max_bytes}", offset)
+    reg = _decode_v2(_registration_decoder, data, offset)
+    for name in ("registered_at", "updated_at", "promised_dispatch_by", "promised_delivery_by"):
+        value = getattr(reg, name)
+        if value is not None and not MIN_EVENT_TIME_MS <= value <= MAX_EVENT_TIME_MS:
+            raise DecodeError("time_out_of_range", f"{name} {value} outside 2000..2100", offset)
+    if key is not None and key != reg.waybill_id.encode():
+        raise DecodeError("key_mismatch", "Kafka key differs from waybill_id", offset)
+    return reg
+
+
+def encode_record(record: msgspec.Struct) -> bytes:
+    """JSON of any contract record (scan v1 or v2, registration, tick)."""
+
+    return _encoder.encode(record)
 
 
 def encode_event(event: ScanEvent) -> bytes:

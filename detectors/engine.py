@@ -47,7 +47,15 @@ from logiwatch.detectors.errors import StateError
 from logiwatch.detectors.hub_incident import HubIncidentDetector
 from logiwatch.detectors.late_dispatch import LateDispatchDetector
 from logiwatch.detectors.lost import LostDetector
-from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, ScanEvent, Tick, make_alert_id
+from logiwatch.detectors.model import (
+    UNREGISTERED_MERCHANT,
+    Alert,
+    AlertStatus,
+    AnomalyType,
+    ScanEvent,
+    Tick,
+    make_alert_id,
+)
 from logiwatch.detectors.pickup_timeout import PickupTimeoutDetector
 from logiwatch.detectors.predicted_late import PredictedLateDetector
 from logiwatch.detectors.route import MisrouteDetector
@@ -663,7 +671,8 @@ class Engine:
             promised_delivery_by=st.deliver_by,
             predicted_lateness_s=f.predicted_lateness_s,
             incident_id=f.incident_id,
-            evidence=f.evidence,
+            # contract v2: a parcel whose scans went on without a registration (issue 13)
+            evidence=f.evidence if st.merchant != UNREGISTERED_MERCHANT else {**f.evidence, "registration": "missing"},
         )
 
     def _resolve(self, st: ParcelState, typ: str, at_ms: int, why: str, out: list[Alert]) -> None:

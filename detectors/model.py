@@ -88,6 +88,85 @@ class ScanEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
     detail: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    #: ``"missing"`` when the worker joined this scan without a shipment
+    #: registration (contract v2: it waited ``worker.join_wait_ms`` and went on
+    #: with defaults); None for v1 scans and joined v2 scans.
+    registration: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+
+
+#: Contract v2 (``docs/events.md``): shipment registrations on
+#: ``logistics.shipments`` and slim carrier scans on ``logistics.events``.
+V2_SCHEMA_VERSION = 2
+
+#: ``merchant_id`` of a parcel whose scans went on without a registration;
+#: the engine marks such parcels' alerts with ``evidence["registration"] = "missing"``.
+UNREGISTERED_MERCHANT = "unregistered"
+
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class ShipmentRegistration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """What the order system knows about a parcel, once (contract v2, topic ``logistics.shipments``).
+
+    Keyed by ``waybill_id``. A later registration of the same waybill (a new
+    promise, a change of carrier) supersedes an earlier one when its
+    ``updated_at`` (default: ``registered_at``) is not older. Every field but
+    the waybill and ``registered_at`` is optional: real order systems lack some.
+    """
+
+    waybill_id: NonEmpty
+    registered_at: EpochMs
+    schema_version: Annotated[int, msgspec.Meta(ge=V2_SCHEMA_VERSION, le=V2_SCHEMA_VERSION)] = V2_SCHEMA_VERSION
+    updated_at: EpochMs | None = None
+    order_id: NonEmpty | None = None
+    merchant_id: NonEmpty | None = None
+    carrier_id: NonEmpty | None = None
+    promised_dispatch_by: EpochMs | None = None
+    promised_delivery_by: EpochMs | None = None
+    order_amount: Amount | None = None
+    category: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    origin_region: Region | None = None
+    dest_region: Region | None = None
+
+    @property
+    def version_ms(self) -> int:
+        """Which of two registrations of a waybill wins: the larger (ties: the later one read)."""
+
+        return self.registered_at if self.updated_at is None else self.updated_at
+
+
+class Scan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """A slim carrier scan (contract v2, topic ``logistics.events``, keyed by waybill).
+
+    ``schema_version`` is required and 2: it is what tells a slim scan from a
+    v1 :class:`ScanEvent` on the same topic. Either a ``node_id`` or raw
+    location fields (``location`` text, ``city``, ``postcode``, ``admin_area``
+    code, ``country``); the worker derives a stable node id from the
+    normalised location when the node id is absent. ``time_basis`` records
+    how the feed's local time became UTC: ``offset`` (the feed gave one),
+    ``zone`` (inferred from the area), ``assumed`` (taken as UTC).
+    """
+
+    event_id: NonEmpty
+    waybill_id: NonEmpty
+    event_time: EpochMs
+    event_type: EventType
+    schema_version: Annotated[int, msgspec.Meta(ge=V2_SCHEMA_VERSION, le=V2_SCHEMA_VERSION)]
+    source: Code = "direct"
+    carrier_id: NonEmpty | None = None
+    node_id: NonEmpty | None = None
+    node_type: NodeType | None = None
+    region: Region | None = None
+    location: ShortText | None = None
+    city: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    postcode: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    admin_area: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    country: Annotated[str, msgspec.Meta(max_length=8)] | None = None
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
+    detail: ShortText | None = None
+    time_basis: Annotated[str, msgspec.Meta(max_length=16)] | None = None
 
 
 class Tick(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,9 +25,10 @@ from prometheus_client import CollectorRegistry
 
 from logiwatch.config import Settings
 from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
+from logiwatch.streams.join import InnerEngine, JoinConfig
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import Snapshot, SnapshotStore
-from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory, PartitionEngine
+from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ def real_engine_factory(settings: Settings) -> EngineFactory:
 
     config = engine_config(settings)
 
-    def factory(snap: Snapshot) -> PartitionEngine:
-        engine: PartitionEngine = Engine.restore(config, snap.parcels, snap.models, snap.baselines)
+    def factory(snap: Snapshot) -> InnerEngine:
+        engine: InnerEngine = Engine.restore(config, snap.parcels, snap.models, snap.baselines)
         return engine
 
     return factory
@@ -128,18 +129,28 @@ def build_worker(
             max_past_ms=wconf.max_event_past_ms,
             max_future_ms=wconf.max_event_future_ms,
             event_time_only=wconf.event_time_only,
+            shipments_topic=kafka.topics.shipments,
         ),
         metrics=metrics,
         checkpoint_interval_s=wconf.commit_interval_s,
         checkpoint_max_records=wconf.checkpoint_max_records,
         # the Redis round trip stays out of the batch path (alert latency)
         write_behind=True,
+        join=JoinConfig(
+            wait_ms=wconf.join_wait_ms,
+            default_dispatch_ms=wconf.join_default_dispatch_ms,
+            default_delivery_ms=wconf.join_default_delivery_ms,
+        ),
     )
     app.batch_handler = worker.handle
     app.batch_checkpoint = worker.checkpoint
     app.fetch_max_wait_ms = wconf.fetch_max_wait_ms
     # Raw bytes in, no Faust (de)serialisation: the handler decodes.
     app.topics.add(app.topic(kafka.topics.events, key_serializer="raw", value_serializer="raw"))
+    # Contract v2: registrations, co-partitioned with the events (same
+    # partition count), so Faust's assignor gives partition p of both to the
+    # same worker and the join finds a parcel's registration in process.
+    app.topics.add(app.topic(kafka.topics.shipments, key_serializer="raw", value_serializer="raw"))
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The consumer has already waited for the in-flight batch and

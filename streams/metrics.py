@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics, built on a caller-supplied registry.
+"""The worker's (and the ingest receiver's) Prometheus metrics, built on a caller-supplied registry.
 
 Everything the stream shell counts lives here so that tests can build a fresh
 ``CollectorRegistry`` per worker and read values back, and so that the names
@@ -146,6 +146,13 @@ class WorkerMetrics:
             ["part"],
             registry=registry,
         )
+        self.join_scans = Counter(
+            "logiwatch_worker_join_scans_total",
+            "Contract v2 scans by join outcome: joined to a registration, waited for one, "
+            "or sent on with defaults (no registration within worker.join_wait_ms).",
+            ["outcome"],
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "logiwatch_worker_redis_errors_total",
             "Failed Redis calls (each is retried with backoff).",
@@ -175,3 +182,29 @@ class WorkerMetrics:
         self.model_keys.labels(state="cold").set(cold)
         for stage, value in stages.items():
             self.parcels_by_stage.labels(stage=stage).set(value)
+
+
+class IngestMetrics:
+    """The receiver's counters on a caller-supplied registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.pushes = Counter(
+            "logiwatch_ingest_pushes_total",
+            "Feed pushes received, by feed and outcome (accepted, rejected reason, unavailable).",
+            ["feed", "outcome"],
+            registry=registry,
+        )
+        self.scans = Counter(
+            "logiwatch_ingest_scans_total",
+            "Scans in accepted pushes, by feed and outcome (produced, duplicate).",
+            ["feed", "outcome"],
+            registry=registry,
+        )
+        self.push_seconds = Histogram(
+            "logiwatch_ingest_push_seconds",
+            "Wall time from a push's body to its answer, produce acknowledgements included.",
+            ["feed"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )

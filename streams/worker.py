@@ -95,16 +95,25 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from logiwatch.detectors.codec import decode_event, decode_tick, encode_alert
+from logiwatch.detectors.codec import decode_record, decode_registration, decode_tick, encode_alert
 from logiwatch.detectors.errors import DecodeError
-from logiwatch.detectors.model import TICK_HEADER, TICK_HEADER_VALUE, Alert, ScanEvent, Tick
+from logiwatch.detectors.model import (
+    TICK_HEADER,
+    TICK_HEADER_VALUE,
+    Alert,
+    Scan,
+    ScanEvent,
+    ShipmentRegistration,
+    Tick,
+)
 from logiwatch.streams.dlq import PROCESSING_ERROR, DeadLetter, encode_dead_letter, make_dead_letter
+from logiwatch.streams.join import InnerEngine, JoinConfig, JoinEngine, RegistrationTable
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
 
-Record = ScanEvent | Tick
+Record = ScanEvent | Scan | ShipmentRegistration | Tick
 
 #: Seconds between refreshes of a partition's engine-stats gauges. They are
 #: refreshed between fetches, one partition per call (``stats()`` may walk
@@ -149,8 +158,9 @@ class PartitionEngine(Protocol):
     def stats(self) -> dict[str, float]: ...
 
 
-#: Rebuilds a partition's engine from its snapshot.
-EngineFactory = Callable[[Snapshot], PartitionEngine]
+#: Rebuilds a partition's detection engine from its snapshot (the worker
+#: wraps it in the v2 join, see :mod:`logiwatch.streams.join`).
+EngineFactory = Callable[[Snapshot], InnerEngine]
 
 
 class KafkaRecord(Protocol):
@@ -195,6 +205,8 @@ class DecodeLimits:
     max_future_ms: int
     #: replays: no wall-clock window (event times only checked to lie in 2000..2100)
     event_time_only: bool = False
+    #: contract v2: records of this topic are shipment registrations (see streams/join.py)
+    shipments_topic: str | None = None
 
 
 @dataclass
@@ -245,8 +257,12 @@ def decode_records(
                     # a tick from the future would fire every pending deadline at once
                     raise DecodeError("time_out_of_range", f"tick_time {tick.tick_time} is in the future")
                 item: Record = tick
+            elif rec.topic == limits.shipments_topic:
+                item = decode_registration(
+                    value, max_bytes=limits.max_event_bytes, offset=rec.offset, key=rec.key
+                )
             else:
-                item = decode_event(
+                item = decode_record(
                     value,
                     now_ms=None if limits.event_time_only else now_ms,
                     max_bytes=limits.max_event_bytes,
@@ -290,6 +306,7 @@ class BatchWorker:
         checkpoint_max_records: int = 0,
         write_behind: bool = False,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        join: JoinConfig | None = None,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
@@ -305,6 +322,9 @@ class BatchWorker:
         #: write snapshots in a background task (see the module docstring)
         self.write_behind = write_behind
         self.wall_ms = wall_ms
+        #: contract v2: registrations per partition number, joined to the scans of the same number
+        self.join = join or JoinConfig()
+        self._registries: dict[int, RegistrationTable] = {}
         self._partitions: dict[tuple[str, int], _Partition] = {}
         #: offsets whose snapshots have landed, not yet reported committable
         self._landed: dict[tuple[str, int], int] = {}
@@ -320,7 +340,13 @@ class BatchWorker:
 
     async def _restore(self, topic: str, partition: int) -> _Partition:
         snap = await self.store.load(topic, partition)
-        engine = self.engine_factory(snap)
+        shipments = self.limits.shipments_topic
+        if shipments is not None and topic != shipments and partition not in self._registries:
+            # the scans' join needs the registrations before the first scan:
+            # load them from the shipments partition's snapshot
+            reg = await self.store.load(shipments, partition)
+            self._registries[partition] = RegistrationTable.restore(reg.parcels, reg.offset, self.join.retention_ms)
+        engine = self._build(topic, partition, snap)
         log.info(
             "restored %s[%d]: %d parcels, snapshot offset %s",
             topic,
@@ -330,11 +356,26 @@ class BatchWorker:
         )
         return _Partition(engine=engine, next_offset=snap.offset or 0, saved_offset=snap.offset)
 
+    def _build(self, topic: str, partition: int, snap: Snapshot) -> PartitionEngine:
+        """The partition's engine from its snapshot: the registrations, or the join around the detection engine."""
+
+        if topic == self.limits.shipments_topic:
+            table = RegistrationTable.restore(snap.parcels, snap.offset, self.join.retention_ms)
+            self._registries[partition] = table
+            return table
+        parcels, waiting = JoinEngine.split_snapshot(snap.parcels)
+        inner = self.engine_factory(
+            Snapshot(parcels=parcels, models=snap.models, offset=snap.offset, baselines=snap.baselines)
+        )
+        return JoinEngine(inner, lambda: self._registries.get(partition), self.join, waiting)
+
     def drop(self, topic: str, partition: int) -> None:
         """Forget a revoked partition's engine; its state is already in Redis."""
 
         part = self._partitions.pop((topic, partition), None)
         self._landed.pop((topic, partition), None)
+        if topic == self.limits.shipments_topic:
+            self._registries.pop(partition, None)
         if part is not None:
             if part.writing is not None and not part.writing.done():
                 # Revocation waited for it (a forced checkpoint); if it is
@@ -405,6 +446,10 @@ class BatchWorker:
             alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
         except _StaleState:
             return BatchOutcome()
+        if isinstance(part.engine, JoinEngine):
+            for outcome, n in part.engine.take_counts().items():
+                if n:
+                    self.metrics.join_scans.labels(outcome=outcome).inc(n)
 
         for letter in dead:
             part.unacked.append(
@@ -596,7 +641,12 @@ class BatchWorker:
 
         items = [item for _, item in decoded]
         try:
-            alerts = part.engine.process(items)
+            if isinstance(part.engine, JoinEngine):
+                # the join's clock runs on the records' Kafka timestamps (see streams/join.py)
+                stamp = {r.offset: r.timestamp for r in records}
+                alerts = part.engine.process(items, [stamp[o] for o, _ in decoded])
+            else:
+                alerts = part.engine.process(items)
         except Exception:  # an engine bug must not stop the partition or lose the batch
             log.exception("%s[%d]: engine failed on a batch; retrying record by record", topic, partition)
         else:
@@ -608,7 +658,7 @@ class BatchWorker:
         if not await self._settle(topic, partition, part):
             raise _StaleState
         snap = await self.store.load(topic, partition)
-        part.engine = self.engine_factory(snap)
+        part.engine = self._build(topic, partition, snap)
         if part.unsaved:
             part.engine.process(part.unsaved)
         part.unsaved.clear()

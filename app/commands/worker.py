@@ -63,6 +63,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             settings.kafka.bootstrap,
             {
                 topics.events: topics.events_partitions,
+                topics.shipments: topics.events_partitions,
                 topics.alerts: topics.alerts_partitions,
                 topics.dlq: topics.dlq_partitions,
             },

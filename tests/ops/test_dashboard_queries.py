@@ -4,8 +4,10 @@ First, offline: every ``expr`` of both dashboards (Grafana macros replaced) is
 parsed by ``promtool check rules`` as a recording rule. Then live: the test
 runs the real processes on the session's Tansu broker and Redis with uuid
 topics, group names and key prefix (``logiwatch worker``, ``logiwatch alerts
-serve`` with two local webhook receivers, one flaky and one broken, and
-``logiwatch simulate`` into Kafka with malformed records and clock ticks),
+serve`` with two local webhook receivers, one flaky and one broken,
+``logiwatch ingest serve`` fed signed AfterShip-style pushes (some with a bad
+signature), and ``logiwatch simulate`` into Kafka with malformed records and
+clock ticks),
 starts its own ``prometheus`` on a free loopback port scraping the worker's
 and the alert service's ``/metrics`` every second, and evaluates each panel
 query through ``/api/v1/query``. A query that errors, or still has no series
@@ -202,6 +204,7 @@ def live(
         )
     )
     worker_port, api_port, prom_port = stack.free_port(), stack.free_port(), stack.free_port()
+    ingest_port, ingest_secret = stack.free_port(), uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGIWATCH_")}
     env.update(
         {
@@ -225,6 +228,8 @@ def live(
             "LOGIWATCH_ALERTS__API_TOKEN": uuid4().hex,
             "LOGIWATCH_ALERTS__ROUTES_FILE": str(routes),
             "LOGIWATCH_LOG_LEVEL": "INFO",
+            "LOGIWATCH_INGEST__PORT": str(ingest_port),
+            "LOGIWATCH_INGEST__AFTERSHIP_SECRET": ingest_secret,
         }
     )
     prom_cfg = tmp / "prometheus.yml"
@@ -239,6 +244,11 @@ def live(
                         "metrics_path": "/metrics",
                         "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
                     },
+                    {
+                        "job_name": "logiwatch-ingest",
+                        "metrics_path": "/metrics",
+                        "static_configs": [{"targets": [f"127.0.0.1:{ingest_port}"]}],
+                    },
                 ],
             }
         )
@@ -247,6 +257,7 @@ def live(
     try:
         procs.start("worker", [LOGIWATCH, "worker"], env, tmp)
         procs.start("alerts", [LOGIWATCH, "alerts", "serve"], env, tmp)
+        procs.start("ingest", [LOGIWATCH, "ingest", "serve"], env, tmp)
         procs.start(
             "prometheus",
             [
@@ -269,6 +280,7 @@ def live(
                 http_get(f"{prom}/-/ready")[0] == 200
                 and http_get(f"http://127.0.0.1:{worker_port}/metrics")[0] == 200
                 and http_get(f"http://127.0.0.1:{api_port}/metrics")[0] == 200
+                and http_get(f"http://127.0.0.1:{ingest_port}/healthz")[0] == 200
             )
 
         wait_until(ready, timeout=60, interval=0.2, what="worker, alert service and prometheus answering")
@@ -293,14 +305,41 @@ def live(
             env,
             tmp,
         )
+        stop_pushing = threading.Event()
+        pusher = threading.Thread(
+            target=_push_feed, args=(f"http://127.0.0.1:{ingest_port}", ingest_secret, stop_pushing), daemon=True
+        )
+        pusher.start()
         yield Live(prom, procs)
     finally:
+        if "stop_pushing" in locals():
+            stop_pushing.set()
+            pusher.join(timeout=10)
         procs.stop_all()
         receiver.shutdown()
         receiver.server_close()
         stack.delete_topics(kafka_bootstrap, [name for name, _ in topics.values()])
         stack.delete_redis_prefix(redis_url, prefix)
         shutil.rmtree(tmp / "tsdb", ignore_errors=True)
+
+
+def _push_feed(base: str, secret: str, stop: threading.Event) -> None:
+    """Signed AfterShip-style pushes (history resends, one with a bad signature) until stopped."""
+
+    from tests import feeds as F
+
+    n = 0
+    while not stop.is_set():
+        wb = f"OPS-{n // 3}"
+        history = (F.AS_FIRST + F.AS_MORE)[: 2 + n % 3]
+        body, headers = F.aftership(wb, history, secret=secret if n % 7 else "wrong")
+        req = urllib.request.Request(f"{base}/v1/feeds/aftership", data=body, headers=headers, method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+        except (urllib.error.HTTPError, OSError):
+            pass  # 401 for the wrong signature; the receiver's counters say the rest
+        n += 1
+        stop.wait(0.2)
 
 
 def instant(prom: str, expr: str) -> dict[str, Any]:
@@ -334,7 +373,7 @@ def test_every_panel_query_returns_data_from_the_live_processes(live: Live) -> N
     assert not problems, "\n".join(problems) + "\n" + live.procs.tails()
 
 
-def test_prometheus_sees_both_services_up(live: Live) -> None:
+def test_prometheus_sees_every_service_up(live: Live) -> None:
     answer = instant(live.prometheus_url, 'up{job=~"logiwatch-.*"} == 1')
     jobs = {r["metric"]["job"] for r in answer["data"]["result"]}
-    assert jobs == {"logiwatch-worker", "logiwatch-alerts"}, live.procs.tails()
+    assert jobs == {"logiwatch-worker", "logiwatch-alerts", "logiwatch-ingest"}, live.procs.tails()

@@ -245,6 +245,10 @@ def test_prometheus_scrapes_the_ports_the_services_listen_on(monkeypatch: pytest
     [static] = jobs["logiwatch-alerts"]["static_configs"]
     # the alert service serves /metrics on its API port
     assert static["targets"] == [f"alerts:{alerts.alerts.api_port}"] and static_path(jobs) == "/metrics"
+    ingest = settings_for("ingest", monkeypatch)
+    [static] = jobs["logiwatch-ingest"]["static_configs"]
+    assert static["targets"] == [f"ingest:{ingest.ingest.port}"] and ingest.ingest.host == "0.0.0.0"
+    assert (ingest.ingest.port, ingest.ingest.port) in port_pairs("ingest")
     mounts = SERVICES["prometheus"]["volumes"]
     for rule_file in prom["rule_files"]:
         assert f"./deploy/prometheus/{rule_file}:/etc/prometheus/{rule_file}:ro" in mounts
@@ -273,6 +277,7 @@ def test_kafka_init_creates_exactly_the_configured_topics() -> None:
         t.alerts: t.alerts_partitions,
         t.liability: t.liability_partitions,
         t.dlq: t.dlq_partitions,
+        t.shipments: t.events_partitions,  # contract v2: co-partitioned with the events
     }
 
 

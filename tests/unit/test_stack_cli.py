@@ -102,4 +102,5 @@ def test_stack_topics_follow_the_configured_names_and_partitions() -> None:
         "logistics.alerts": 4,
         "logistics.liability": 1,
         "logistics.events.dlq": 1,
+        "logistics.shipments": 8,  # co-partitioned with the events
     }

@@ -21,6 +21,7 @@ NAMES = {
     "logiwatch_worker_checkpoint_seconds",
     "logiwatch_worker_checkpoint_bytes",
     "logiwatch_worker_redis_errors",
+    "logiwatch_worker_join_scans",
 }
 
 
