@@ -25,7 +25,7 @@ def test_a_small_bench_run_reports_every_figure_and_writes_both_files(tmp_path: 
     out_md, out_json = tmp_path / "benchmarks.md", tmp_path / "results.json"
     out_md.write_text(f"stale figures\n{HAND_MARKER}\n\n## Profile\n\nkept by hand\n")
     cmd = [sys.executable, "-m", "logiwatch.cli", "bench", "--events", "20000", "--json"]
-    cmd += ["--faust-events", "2000", "--latency-seconds", "3", "--phase-seconds", "5"]
+    cmd += ["--faust-events", "2000", "--latency-seconds", "3", "--phase-seconds", "15"]
     cmd += ["--workdir", str(tmp_path / "work")]
     cmd += ["--out-md", str(out_md), "--out-json", str(out_json)]
     proc = subprocess.run(
