@@ -13,7 +13,7 @@ from logiwatch.backtest import run_engine
 from logiwatch.cli import main
 from logiwatch.detectors.codec import read_events
 from logiwatch.detectors.engine import EngineConfig
-from logiwatch.simulator import generate
+from logiwatch.sim.traffic import generate
 
 MAPPING = """
 [orders]
