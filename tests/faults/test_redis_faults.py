@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from logiwatch import stack
-from logiwatch.alerts.model import notification_id
+from logiwatch.alerts.model import FIRING, RESOLVED, NotificationEvent, NotificationKind, notification_id
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert, encode_alert
 from logiwatch.detectors.engine import EngineConfig
@@ -212,7 +212,8 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
     notified = {aid for aid, item in records_in_service.items() if item.get("suppressed") is None}
     delivered = hook.delivered_alerts()
     assert notified <= delivered, f"{len(notified - delivered)} notifications never delivered"
-    allowed_ids = {notification_id("cs", aid, kind) for aid in topic_ids for kind in ("firing", "resolved", "escalated")}
+    kinds = (FIRING, RESOLVED, NotificationKind(NotificationEvent.ESCALATED))
+    allowed_ids = {notification_id("cs", aid, kind) for aid in topic_ids for kind in kinds}
     assert {h.webhook_id for h in hook.ok_hits()} <= allowed_ids, "a delivery carried an unstable webhook-id"
     # State came back with Redis: the AOF kept the snapshots, the worker never found its
     # committed offsets ahead of its state, and each partition's snapshot covers exactly
