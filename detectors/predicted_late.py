@@ -53,6 +53,10 @@ RATIO_UNIT = 86_400.0
 #: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
 _WAIT_POINTS = (1 / 6, 0.5, 5 / 6)
 RemainingKeys = tuple[str, str, str]
+#: ``state.note`` flag: the parcel was learned as late (censored at the promise)
+_CENSORED = "late_censored"
+#: the longest a parcel's "late" is waited for before it is learned censored
+_CENSOR_MAX_MS = 3 * 86_400_000
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
 
@@ -116,16 +120,24 @@ class PredictedLateDetector(DeadlineMixin):
         t = event.event_time
         if code == DELIVERED:
             self.set_due(state, None)
-            self._learn(state, t)
+            if _CENSORED not in state.note:
+                self._learn(state, t)
             return []
-        if state.final_at or code in FINAL_CODES or _PREDICTED_LATE in state.open:
+        if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
+            return []
+        if _PREDICTED_LATE in state.open:
             return []
         return self._decide(state, t, event.node_id, code, t)
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
         last = state.last
-        if last is None or state.final_at or _PREDICTED_LATE in state.open:
+        if last is None or state.final_at:
+            return []
+        censor_at = self._censor_at(state)
+        if now_ms >= censor_at and _CENSORED not in state.note:
+            self._censor(state, now_ms)
+        if _PREDICTED_LATE in state.open:
             return []
         return self._decide(state, last[0], last[2], last[1], now_ms)
 
@@ -212,7 +224,8 @@ class PredictedLateDetector(DeadlineMixin):
         predicted_ms = max(predicted_ms, at_ms)
         lateness_s = max(0.0, (predicted_ms - state.deliver_by) / 1000)
         key, n = self.env.remaining.source(keys)
-        self.set_due(state, None)
+        # come back after the promise to learn "late" if the parcel is not delivered by then
+        self.set_due(state, None if _CENSORED in state.note else max(self._censor_at(state), at_ms + 1))
         return [
             Finding(
                 alert_type=AnomalyType.PREDICTED_LATE,
@@ -239,6 +252,32 @@ class PredictedLateDetector(DeadlineMixin):
                 },
             )
         ]
+
+    def _censor_at(self, state: ParcelState) -> int:
+        """When a parcel still not delivered is learned as late: a quarter of its promise's span after it (<= 3 d)."""
+
+        limit = state.deliver_by + int(self.margin_s * 1000)
+        first = state.route[0][0] if state.route else limit
+        return limit + min(max(0, limit - first) // 4, _CENSOR_MAX_MS)
+
+    def _censor(self, state: ParcelState, now_ms: int) -> None:
+        """A parcel not delivered well past its promise is late: learn that, censored, from each of its scans.
+
+        Parcels that are never delivered (lost) and those delivered days late are then part of the
+        model from the moment they are known to be late, not only once (and if) they arrive:
+        learning only from deliveries made the late tail thin and P(late) too low. Each scan's
+        remaining time is at least ``now - scan`` (r > 1 by a margin, so the censored value lies
+        past the promise's histogram bin); the parcel is not learned again when it arrives.
+        """
+
+        state.note[_CENSORED] = 1.0
+        learn = self.env.remaining.learn_censored
+        carrier, origin, dest = state.carrier, state.origin, state.dest
+        limit = state.deliver_by + int(self.margin_s * 1000)
+        for t, code, node, _region in state.route:
+            if code in FINAL_CODES or t >= limit:
+                continue
+            learn(_remaining_keys(node, code, carrier, origin, dest), RATIO_UNIT * (now_ms - t) / (limit - t))
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
         remaining = self.env.remaining.learn

@@ -97,6 +97,11 @@ class Scenario:
     promise_slack: float = 0.0
     #: promises end at local midnight of this UTC offset (hours), not at UTC midnight
     promise_tz_h: int = 0
+    #: share of parcels held up for days along the line haul with no scan saying why (backlogs,
+    #: weather, a missed connection) and the range of the factor it multiplies their haul by: in
+    #: real feeds with generous promises, most late parcels are these, not near-misses
+    delay_rate: float = 0.0
+    delay_factor: tuple[float, float] = (2.0, 4.0)
 
 
 #: What each kind of tracking feed shows of a journey, and which injected anomalies it can show.
@@ -154,7 +159,11 @@ SCENARIOS: dict[str, Scenario] = {
         transit_factor=5.0,
         lane_sigma=0.45,
         haul_sigma=0.3,
-        promise_slack=0.15,
+        # generous promises (the platform's estimate doubled) and 8 % of parcels held up for days:
+        # the real milestone export in issue 12 had ~8 % late, and "not delivered 72 h before the
+        # promise" found them at P 0.71 / R 1.00; here that rule gives P 0.67 / R 1.00 (seed 5)
+        promise_slack=1.0,
+        delay_rate=0.08,
         promise_tz_h=8,
     ),
     "mixed": Scenario(
@@ -346,6 +355,8 @@ class _Sim:
         p.haul = self.sc.transit_factor * lane
         if self.sc.haul_sigma > 0:
             p.haul *= rng.lognormvariate(0.0, self.sc.haul_sigma)
+        if self.sc.delay_rate > 0 and rng.random() < self.sc.delay_rate:
+            p.haul *= rng.uniform(*self.sc.delay_factor)
         anomaly = self.pick_anomaly(carrier)
         if anomaly is not None and anomaly not in FEEDS[p.feed][1]:
             anomaly = None  # the feed could not show it
