@@ -124,6 +124,12 @@ class DetectionConfig(_Section):
     min_count: int = Field(default=30, ge=1, le=100_000)
     max_seen: int = Field(default=48, ge=1, le=10_000)
     max_route: int = Field(default=24, ge=3, le=1_000)
+    #: learning shared across partitions at epochs of this many seconds of the tick clock
+    #: (docs/detection.md, "Learning shared across partitions"); 0 = each partition alone.
+    pool_epoch_s: int = Field(default=0, ge=0, le=30 * 86_400)
+    #: how long a worker's partition waits for the other partitions' deltas of an epoch before it
+    #: goes on without them (a worker down; alerts may then differ from the backtest's)
+    pool_wait_s: float = Field(default=300.0, gt=0, le=86_400)
     #: enabled detectors (default: all of them)
     detectors: list[str] | None = None
     calendar: CalendarConfig = CalendarConfig()
@@ -322,6 +328,7 @@ def engine_config(settings: Settings) -> EngineConfig:
             min_count=det.min_count,
             max_seen=det.max_seen,
             max_route=det.max_route,
+            pool_epoch_ms=det.pool_epoch_s * 1000,
         )
         Engine(config)  # the detectors validate their knobs
     except (TypeError, ValueError) as exc:

@@ -185,7 +185,7 @@ class DurationBaseline:
     (1, inf)
     """
 
-    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cens", "cache", "_fast", "changed")
+    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cens", "cache", "_fast", "changed", "pooled", "delta")
 
     def __init__(self, prior: Sequence[float], *, min_count: int = 30, clip_factor: float = 3.0) -> None:
         self.prior = expand_prior(prior) if len(prior) == len(_PRIOR_P) else tuple(float(x) for x in prior)
@@ -206,6 +206,36 @@ class DurationBaseline:
         #: keys whose histogram or cache changed since the last ``take_changed`` (a checkpoint
         #: writes only those: most keys of a large network are idle in any one second)
         self.changed: set[str] = set()
+        #: learning shared across partitions (``detectors/pool.py``): when on, every observation is
+        #: also counted in ``delta`` (key -> [histogram, censored bins]) until the pool takes it
+        self.pooled = False
+        self.delta: dict[str, list[dict[int, int]]] = {}
+
+    def _delta(self, key: str) -> list[dict[int, int]]:
+        d = self.delta.get(key)
+        if d is None:
+            d = self.delta[key] = [{}, {}]
+        return d
+
+    def merge(self, entries: dict[str, list[dict[int, int]]], sign: int = 1) -> None:
+        """Add (``sign`` -1: take away) ``delta`` entries to the histograms, not to ``delta``.
+
+        An entry is ``[{histogram index: count}, {censored bin: count}]`` (index 0 is the total).
+        """
+
+        for key, (h_add, c_add) in entries.items():
+            h = self.hist.get(key)
+            if h is None:
+                h = self.hist[key] = [0] * (NBINS + 1)
+            for i, n in h_add.items():
+                h[i] += sign * n
+            if c_add:
+                c = self.cens.get(key)
+                if c is None:
+                    c = self.cens[key] = [0] * NBINS
+                for i, n in c_add.items():
+                    c[i] += sign * n
+            self.changed.add(key)
 
     def learn(self, keys: Sequence[str], value_s: float) -> None:
         """Add one observation to every key of the chain (clipped where warm)."""
@@ -230,9 +260,18 @@ class DurationBaseline:
                 if f is not None and value_s > f[2]:
                     h[0] += 1
                     h[1 + _bin(f[2])] += 1
+                    if self.pooled:
+                        d = self._delta(key)[0]
+                        d[0] = d.get(0, 0) + 1
+                        cb = 1 + _bin(f[2])
+                        d[cb] = d.get(cb, 0) + 1
                     continue
             h[0] += 1
             h[b] += 1
+            if self.pooled:
+                d = self._delta(key)[0]
+                d[0] = d.get(0, 0) + 1
+                d[b] = d.get(b, 0) + 1
 
     def learn_censored(self, keys: Sequence[str], value_s: float) -> None:
         """Add "lasted at least ``value_s``" to every key of the chain (Kaplan-Meier censoring)."""
@@ -250,6 +289,10 @@ class DurationBaseline:
             if c is None:
                 c = self.cens[key] = [0] * NBINS
             c[b] += 1
+            if self.pooled:
+                d = self._delta(key)
+                d[0][0] = d[0].get(0, 0) + 1
+                d[1][b] = d[1].get(b, 0) + 1
 
     def count(self, key: str) -> int:
         h = self.hist.get(key)

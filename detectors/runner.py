@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import Alert, ScanEvent, Tick
 from logiwatch.detectors.partitioning import partition_for
+from logiwatch.detectors.pool import MemoryPool, PoolMissing
 
 #: How far past the last event the final tick goes: every deadline fires by then (stall and
 #: likely-lost deadlines on slow lanes lie weeks or months after the last scan).
@@ -55,12 +56,36 @@ def interleave_ticks(
         yield Tick(tick_time=end, source="final")
 
 
-def run_partitioned(records: Iterable[ScanEvent | Tick], num_partitions: int, config: EngineConfig) -> list[Alert]:
-    """All alerts of one engine per partition fed in partition order (ticks go to every engine)."""
+def run_partitioned(
+    records: Iterable[ScanEvent | Tick],
+    num_partitions: int,
+    config: EngineConfig,
+    *,
+    engines: list[Engine] | None = None,
+) -> list[Alert]:
+    """All alerts of one engine per partition fed in partition order (ticks go to every engine).
+
+    With ``config.pool_epoch_ms`` the engines share learning through a ``MemoryPool``
+    (``detectors/pool.py``): at each new epoch of the tick clock every partition is
+    brought to that tick first, so each finds the others' deltas of the epoch before.
+    ``engines`` continues from given engines (e.g. restored from a checkpoint, their
+    pool attached by the caller) instead of new ones.
+    """
 
     if num_partitions < 1:
         raise ValueError("num_partitions must be >= 1")
-    engines = [Engine(config) for _ in range(num_partitions)]
+    given = engines is not None
+    if engines is None:
+        engines = [Engine(config) for _ in range(num_partitions)]
+    elif len(engines) != num_partitions:
+        raise ValueError("one engine per partition")
+    # one partition has no one to pool with (the pooled sums would add nothing)
+    epoch_ms = config.pool_epoch_ms if num_partitions > 1 else 0
+    if epoch_ms and not given:
+        pool = MemoryPool(num_partitions)
+        for p, engine in enumerate(engines):
+            engine.attach_pool(pool, p)
+    epoch: int | None = None
     pending: list[list[ScanEvent | Tick]] = [[] for _ in range(num_partitions)]
     where: dict[str, int] = {}
     alerts: list[Alert] = []
@@ -74,15 +99,28 @@ def run_partitioned(records: Iterable[ScanEvent | Tick], num_partitions: int, co
     for rec in records:
         if type(rec) is ScanEvent:
             wb = rec.waybill_id
-            p = where.get(wb)
-            if p is None:
-                p = where[wb] = partition_for(wb, num_partitions)
+            at = where.get(wb)
+            if at is None:
+                at = where[wb] = partition_for(wb, num_partitions)
+            p = at
             pending[p].append(rec)
             if len(pending[p]) >= 4096:
                 alerts.extend(engines[p].process(pending[p]))
                 pending[p].clear()
         else:
+            assert isinstance(rec, Tick)
+            if epoch_ms and (epoch is None or rec.tick_time // epoch_ms > epoch):
+                # a new pooling epoch: every partition reaches this tick before any goes past it,
+                # as the live partitions do (they need each other's deltas of the epoch before)
+                epoch = rec.tick_time // epoch_ms
+                flush()
+                for batch in pending:
+                    batch.append(rec)
+                flush()
+                continue
             for batch in pending:
                 batch.append(rec)
     flush()
+    if any(engine.held for engine in engines):  # the barrier above makes this a bug, not a wait
+        raise PoolMissing("a partition is still waiting for pooled deltas at the end of the records")
     return alerts

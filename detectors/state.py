@@ -171,6 +171,9 @@ class Env:
         #: DISPATCHED]``: which scan types its feed really sends (a rule that needs one applies only
         #: where the feed has shown it)
         self.feeds: dict[str, list[int]] = {}
+        #: feed-profile counts since the pool last took them (``detectors/pool.py``, when pooled)
+        self.feeds_delta: dict[str, list[int]] = {}
+        self.pooled = False
         # per-event context set by the engine before calling detectors
         self.prev: RouteEntry | None = None
         self.latest = True
@@ -188,6 +191,18 @@ class Env:
             "dispatch": self.dispatch,
             "pickup": self.pickup,
         }
+
+    def count_feed(self, carrier: str, ofd: bool, hub: bool, dispatched: bool) -> None:
+        """One delivered parcel of ``carrier`` joins its feed profile (and the pooled delta)."""
+
+        profiles = [self.feeds.setdefault(carrier, [0, 0, 0, 0])]
+        if self.pooled:
+            profiles.append(self.feeds_delta.setdefault(carrier, [0, 0, 0, 0]))
+        for profile in profiles:
+            profile[FEED_DELIVERED] += 1
+            profile[FEED_OFD] += ofd
+            profile[FEED_HUB] += hub
+            profile[FEED_DISPATCHED] += dispatched
 
     def feed_share(self, carrier: str, which: int) -> tuple[float, int]:
         """(share of the carrier's delivered parcels whose feed showed scan kind ``which``, parcels)."""

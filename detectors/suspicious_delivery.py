@@ -18,8 +18,6 @@ from logiwatch.detectors.state import (
     CODES,
     DELIVERED,
     DISPATCHED,
-    FEED_DISPATCHED,
-    FEED_HUB,
     FEED_OFD,
     HUB_ARRIVED,
     HUB_DEPARTED,
@@ -99,11 +97,7 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
                 dispatched = True
         # the carrier's profile before this parcel decides; then this parcel joins it
         share, n = self.env.feed_share(state.carrier, FEED_OFD)
-        profile = self.env.feeds.setdefault(state.carrier, [0, 0, 0, 0])
-        profile[0] += 1
-        profile[FEED_OFD] += ofd
-        profile[FEED_HUB] += hub
-        profile[FEED_DISPATCHED] += dispatched
+        self.env.count_feed(state.carrier, ofd, hub, dispatched)
         if ofd or not self.check_out_for_delivery:
             return []
         if n < self.feed_min_parcels or share < self.feed_min_share:

@@ -21,12 +21,13 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from faust.types import TP
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from logiwatch.config import Settings
 from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
 from logiwatch.streams.join import InnerEngine, JoinConfig
 from logiwatch.streams.metrics import WorkerMetrics
+from logiwatch.streams.pool import RedisPool
 from logiwatch.streams.state import Snapshot, SnapshotStore
 from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory
 
@@ -88,8 +89,14 @@ def build_worker(
     *,
     engine_factory: EngineFactory | None = None,
     registry: CollectorRegistry | None = None,
+    events_partitions: int | None = None,
 ) -> WorkerRuntime:
-    """Build the app and its handler from the settings (nothing starts yet)."""
+    """Build the app and its handler from the settings (nothing starts yet).
+
+    ``events_partitions`` is the events topic's partition count as the broker has it (default:
+    ``kafka.topics.events_partitions``): with ``detection.pool_epoch_s`` the partitions pool
+    their learning and each epoch waits for that many.
+    """
 
     kafka, wconf = settings.kafka, settings.worker
     datadir = Path(settings.stack.state_dir) / "faust" / kafka.worker_group
@@ -113,8 +120,10 @@ def build_worker(
         stream_wait_empty=True,
         topic_allow_declare=True,
     )
-    metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics(registry)
     client = aioredis.Redis.from_url(settings.redis.url, decode_responses=False)
+    pool = _pool(settings, client, events_partitions, registry)
     store = SnapshotStore(
         client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)
     )
@@ -141,6 +150,7 @@ def build_worker(
             default_dispatch_ms=wconf.join_default_dispatch_ms,
             default_delivery_ms=wconf.join_default_delivery_ms,
         ),
+        pool=pool,
     )
     app.batch_handler = worker.handle
     app.batch_checkpoint = worker.checkpoint
@@ -163,8 +173,35 @@ def build_worker(
     return WorkerRuntime(app=app, worker=worker, metrics=metrics, redis=client)
 
 
-def ensure_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
-    """Create the missing topics (name -> partitions); existing ones are left alone."""
+def _pool(
+    settings: Settings, client: aioredis.Redis, partitions: int | None, registry: CollectorRegistry
+) -> RedisPool | None:
+    """The pooled-learning exchange, when ``detection.pool_epoch_s`` is on and there is more than one partition."""
+
+    n = partitions if partitions is not None else settings.kafka.topics.events_partitions
+    if not settings.detection.pool_epoch_s or n < 2:
+        return None
+    partial = Counter(
+        "logiwatch_pool_partial_total",
+        "Pooling epochs a partition went on with after pool_wait_s without every partition's deltas",
+        registry=registry,
+    )
+    log.info("learning pooled across the %d partitions of %s at %d s epochs", n, settings.kafka.topics.events, settings.detection.pool_epoch_s)
+    return RedisPool(
+        client,
+        prefix=settings.redis.key_prefix,
+        topic=settings.kafka.topics.events,
+        partitions=n,
+        wait_s=settings.detection.pool_wait_s,
+        on_partial=partial.inc,
+    )
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int]) -> dict[str, int]:
+    """Create the missing topics (name -> partitions); existing ones are left alone.
+
+    Returns each named topic's partition count as the broker reports it.
+    """
 
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -180,5 +217,12 @@ def ensure_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
+        counts = dict(topics)
+        for d in admin.describe_topics(list(topics)):
+            # the metadata response's field names changed across kafka-python versions
+            name = d.get("topic", d.get("name"))
+            if name in counts and d.get("partitions"):
+                counts[name] = len(d["partitions"])
+        return counts
     finally:
         admin.close()

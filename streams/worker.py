@@ -109,6 +109,7 @@ from logiwatch.detectors.model import (
 from logiwatch.streams.dlq import PROCESSING_ERROR, DeadLetter, encode_dead_letter, make_dead_letter
 from logiwatch.streams.join import InnerEngine, JoinConfig, JoinEngine, RegistrationTable
 from logiwatch.streams.metrics import WorkerMetrics
+from logiwatch.streams.pool import RedisPool
 from logiwatch.streams.state import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -307,8 +308,11 @@ class BatchWorker:
         write_behind: bool = False,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         join: JoinConfig | None = None,
+        pool: RedisPool | None = None,
     ) -> None:
         self.engine_factory = engine_factory
+        #: learning pooled across the events topic's partitions (``streams/pool.py``), if on
+        self.pool = pool
         self.store = store
         self.sink = sink
         self.alerts_topic = alerts_topic
@@ -367,6 +371,11 @@ class BatchWorker:
         inner = self.engine_factory(
             Snapshot(parcels=parcels, models=snap.models, offset=snap.offset, baselines=snap.baselines)
         )
+        if self.pool is not None:
+            attach = getattr(inner, "attach_pool", None)
+            if attach is None:
+                raise TypeError("pooled learning needs an engine with attach_pool")
+            attach(self.pool, partition)
         return JoinEngine(inner, lambda: self._registries.get(partition), self.join, waiting)
 
     def drop(self, topic: str, partition: int) -> None:
@@ -446,6 +455,9 @@ class BatchWorker:
             alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
         except _StaleState:
             return BatchOutcome()
+        if self.pool is not None:
+            # published deltas reach Redis before any snapshot that records them as published
+            await self._pool_round()
         if isinstance(part.engine, JoinEngine):
             for outcome, n in part.engine.take_counts().items():
                 if n:
@@ -489,6 +501,39 @@ class BatchWorker:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return BatchOutcome(commit_offset=commit_offset)
 
+    async def _pool_round(self) -> None:
+        """Sync the pool with Redis; go on with the partitions that waited for an epoch now complete.
+
+        Partitions held at an epoch release each other (each one's next close publishes what
+        the others wait for), so the round repeats until no held partition moves. A released
+        partition's alerts go out here; their acknowledgements join that partition's, so its
+        next snapshot waits for them like for its batches' alerts.
+        """
+
+        pool = self.pool
+        assert pool is not None
+        while True:
+            await pool.sync()
+            moved = False
+            for part in self._partitions.values():
+                inner = part.engine.inner if isinstance(part.engine, JoinEngine) else None
+                held = getattr(inner, "held", 0)
+                if inner is None or not held:
+                    continue
+                for alert in inner.process([]):
+                    part.unacked.append(
+                        await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert))
+                    )
+                    self.metrics.alerts_emitted.labels(
+                        type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
+                    ).inc()
+                if getattr(inner, "held", 0) != held:
+                    moved = True
+                    if part.unsaved_since is None:
+                        part.unsaved_since = time.monotonic()
+            if not moved:
+                return
+
     def _due(self, part: _Partition) -> bool:
         if part.unsaved_since is None:
             return False
@@ -509,6 +554,8 @@ class BatchWorker:
         """
 
         async with self._lock:
+            if self.pool is not None:
+                await self._pool_round()
             for key, part in list(self._partitions.items()):
                 if part.writing is not None and (force or part.writing.done()):
                     await self._settle(key[0], key[1], part)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise LogiwatchError(f"metrics port {settings.worker.metrics_port} unavailable: {exc}") from None
     topics = settings.kafka.topics
     try:
-        ensure_topics(
+        counts = ensure_topics(
             settings.kafka.bootstrap,
             {
                 topics.events: topics.events_partitions,
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except Exception as exc:  # kafka-python raises its own tree
         raise LogiwatchError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from None
-    runtime = build_worker(settings, registry=registry)
+    runtime = build_worker(settings, registry=registry, events_partitions=counts.get(topics.events))
     logging.getLogger(__name__).info(
         "worker: group %s on %s, events %s",
         settings.kafka.worker_group,

@@ -47,7 +47,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logiwatch.cli", "--log-level", "INFO", "worker", "--metrics-port", "0"],
+            [sys.executable, "-m", "logiwatch.cli", "--log-level", os.environ.get("LW_TEST_WORKER_LOG", "INFO"), "worker", "--metrics-port", "0"],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,161 @@
+"""Learning shared across partitions: baseline deltas pooled at epochs of the tick clock.
+
+Each partition's engine learns from its own parcels. With pooling on
+(``EngineConfig.pool_epoch_ms`` > 0) the models become one model of the whole
+topic, up to a fixed delay, and stay deterministic:
+
+- The tick clock cuts time into epochs of ``pool_epoch_ms``. Ticks reach
+  every partition (the replay producer, the backtest and the live ticker all
+  broadcast them), so every partition closes the same epochs, at the same
+  place in its own record order.
+- When a partition's first tick of a new epoch arrives, it *publishes* what
+  it learned since its last publication (histogram and censoring counts per
+  baseline key, feed-profile counts: all of them sums, so they merge by
+  addition), then *applies* what every other partition published when it
+  closed the epoch before (the sum of all partitions' deltas minus its own,
+  which it already holds) (one epoch of delay, so a partition waits for no
+  one unless another lags a whole epoch behind it).
+- What a partition applies at its k-th epoch close is therefore fixed by the
+  records of every partition up to their (k-1)-th close: the same in a live
+  worker, a replay and the backtest, whatever the timing of the deliveries.
+
+Duration baselines and feed profiles are pooled; the hub tracker, centroids
+and lane regions stay per partition.
+
+``MemoryPool`` is the exchange of one process (the backtest). ``PoolMissing``
+says that a partition needed an epoch another partition has not closed yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    from logiwatch.detectors.state import Env
+
+#: blob format version (bumped when the delta layout changes)
+POOL_VERSION = 1
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class PoolMissing(RuntimeError):
+    """An epoch's deltas are not all in yet (a partition lags a whole epoch behind)."""
+
+
+class Pool(Protocol):
+    """Where partitions exchange their per-epoch deltas."""
+
+    def publish(self, epoch: int, partition: int, blob: bytes) -> None:
+        """Store ``blob`` as ``partition``'s deltas of ``epoch`` (idempotent: same key, same bytes)."""
+        ...
+
+    def collect(self, epoch: int) -> Delta | None:
+        """The sum of every partition's deltas of ``epoch`` (``total``), or None while any is missing."""
+        ...
+
+
+class MemoryPool:
+    """A pool inside one process: the backtest's partitions share it.
+
+    >>> empty = encode_delta({"version": POOL_VERSION, "baselines": {}, "feeds": {"ZTO": [1, 0, 0, 1]}})
+    >>> pool = MemoryPool(2)
+    >>> pool.publish(7, 0, empty)
+    >>> pool.collect(7) is None
+    True
+    >>> pool.publish(7, 1, empty)
+    >>> pool.collect(7)["feeds"]
+    {'ZTO': [2, 0, 0, 2]}
+    """
+
+    def __init__(self, partitions: int) -> None:
+        if partitions < 1:
+            raise ValueError("a pool needs at least one partition")
+        self.partitions = partitions
+        self.epochs: dict[int, dict[int, bytes]] = {}
+        self._totals: dict[int, Delta] = {}
+
+    def publish(self, epoch: int, partition: int, blob: bytes) -> None:
+        self.epochs.setdefault(epoch, {})[partition] = blob
+        self._totals.pop(epoch, None)
+
+    def collect(self, epoch: int) -> Delta | None:
+        got = self.epochs.get(epoch, {})
+        if len(got) < self.partitions:
+            return None
+        t = self._totals.get(epoch)
+        if t is None:
+            t = self._totals[epoch] = total(got)
+            # an epoch every partition has applied is not needed again (each applies it once)
+            for old in [e for e in self.epochs if e < epoch - 1]:
+                del self.epochs[old]
+                self._totals.pop(old, None)
+        return t
+
+
+Delta = dict[str, object]
+
+
+def take_delta(env: Env) -> Delta:
+    """What ``env`` learned since the last call (and start counting again)."""
+
+    baselines = {}
+    for name, b in env.baselines().items():
+        if b.delta:
+            baselines[name] = b.delta
+            b.delta = {}
+    delta: Delta = {"version": POOL_VERSION, "baselines": baselines, "feeds": env.feeds_delta}
+    env.feeds_delta = {}
+    return delta
+
+
+def encode_delta(delta: Delta) -> bytes:
+    return _encoder.encode(delta)
+
+
+def total(blobs: Mapping[int, bytes]) -> Delta:
+    """The sum of every partition's deltas of one epoch (decoded once, applied by each partition)."""
+
+    baselines: dict[str, dict[str, list[dict[int, int]]]] = {}
+    feeds: dict[str, list[int]] = {}
+    for partition in sorted(blobs):
+        data = msgspec.msgpack.decode(blobs[partition], strict=False)
+        if not isinstance(data, dict) or data.get("version") != POOL_VERSION:
+            raise ValueError(f"pooled deltas of partition {partition} have an unknown version")
+        for name, entries in data["baselines"].items():
+            into = baselines.setdefault(name, {})
+            for key, (h_add, c_add) in entries.items():
+                cur = into.get(key)
+                if cur is None:
+                    into[key] = [{int(i): n for i, n in h_add.items()}, {int(i): n for i, n in c_add.items()}]
+                    continue
+                for part_i, add in ((0, h_add), (1, c_add)):
+                    dst = cur[part_i]
+                    for i, n in add.items():
+                        dst[int(i)] = dst.get(int(i), 0) + n
+        for carrier, counts in data["feeds"].items():
+            profile = feeds.setdefault(carrier, [0, 0, 0, 0])
+            for i, n in enumerate(counts):
+                profile[i] += n
+    return {"version": POOL_VERSION, "baselines": baselines, "feeds": feeds}
+
+
+def apply_delta(env: Env, delta: Delta, sign: int = 1) -> None:
+    """Add (``sign`` -1: take away) deltas to ``env``'s models, not to its own deltas."""
+
+    baselines = env.baselines()
+    entries_by_name = delta["baselines"]
+    assert isinstance(entries_by_name, dict)
+    for name, entries in entries_by_name.items():
+        b = baselines.get(name)
+        if b is not None:
+            b.merge(entries, sign)
+    feeds = delta["feeds"]
+    assert isinstance(feeds, dict)
+    for carrier, counts in feeds.items():
+        profile = env.feeds.setdefault(carrier, [0, 0, 0, 0])
+        for i, n in enumerate(counts):
+            profile[i] += sign * n

@@ -1,0 +1,125 @@
+"""Pooled learning through Redis (streams/pool.py) gives the backtest's alerts whatever the batch order.
+
+The worker test (test_worker_equivalence, "pooled") runs the whole Kafka path;
+these drive four engines in process with a random interleaving of batch sizes
+and partitions, as a consumer's fetches would, against the real Redis, and
+restart one partition from its checkpoint midway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+import redis.asyncio as aioredis
+
+from logiwatch import stack
+from logiwatch.detectors.codec import encode_alert
+from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.model import Alert, ScanEvent, Tick
+from logiwatch.detectors.partitioning import partition_for
+from logiwatch.detectors.runner import interleave_ticks, run_partitioned
+from logiwatch.sim.traffic import generate
+from logiwatch.streams.pool import RedisPool
+
+CONFIG = EngineConfig(pool_epoch_ms=6 * 3_600_000)
+N = 4
+
+
+@pytest.fixture()
+def prefix(redis_url: str) -> Iterator[str]:
+    name = f"lwtest:{uuid4().hex}:"
+    yield name
+    stack.delete_redis_prefix(redis_url, name)
+
+
+def _split(records: list[ScanEvent | Tick]) -> list[list[ScanEvent | Tick]]:
+    per: list[list[ScanEvent | Tick]] = [[] for _ in range(N)]
+    for r in records:
+        if isinstance(r, ScanEvent):
+            per[partition_for(r.waybill_id, N)].append(r)
+        else:
+            for q in per:
+                q.append(r)
+    return per
+
+
+async def _drive(redis_url: str, prefix: str, per: list[list[ScanEvent | Tick]], seed: int, restart: bool) -> list[Alert]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    pool = RedisPool(client, prefix=prefix, topic="events", partitions=N)
+    engines = [Engine(CONFIG) for _ in range(N)]
+    for p, e in enumerate(engines):
+        e.attach_pool(pool, p)
+    rng = random.Random(seed)
+    pos = [0] * N
+    out: list[Alert] = []
+    restarted = not restart
+    try:
+        while any(pos[p] < len(per[p]) for p in range(N)):
+            p = rng.randrange(N)
+            n = rng.randint(1, 400)
+            out += engines[p].process(per[p][pos[p] : pos[p] + n])
+            pos[p] += n
+            if not restarted and engines[p].held and pos[p] > len(per[p]) // 2:
+                # a worker dies holding records: its checkpoint carries them
+                restarted = True
+                blob = engines[p].export_models()
+                await pool.sync()  # the worker writes the pool before the snapshot
+                engines[p] = Engine.restore(CONFIG, dict(engines[p].parcels), blob)
+                engines[p].attach_pool(pool, p)
+            while True:  # what the worker's pool round does
+                await pool.sync()
+                before = [e.held for e in engines]
+                for e in engines:
+                    if e.held:
+                        out += e.process([])
+                if [e.held for e in engines] == before:
+                    break
+        assert not any(e.held for e in engines), "every partition must get through"
+        assert restarted
+    finally:
+        await client.aclose()
+    return out
+
+
+@pytest.mark.parametrize("seed,restart", [(1, False), (2, True)])
+def test_redis_pooled_partitions_give_the_backtests_alerts(redis_url: str, prefix: str, seed: int, restart: bool) -> None:
+    events, _ = generate("default", seed=5, parcels=400)
+    records = list(interleave_ticks(events, 3_600_000))
+    expected = Counter(map(encode_alert, run_partitioned(records, N, CONFIG)))
+    got = asyncio.run(_drive(redis_url, prefix, _split(records), seed, restart))
+    assert Counter(map(encode_alert, got)) == expected
+
+
+def test_an_epoch_missing_past_the_wait_goes_on_with_what_is_there(redis_url: str, prefix: str) -> None:
+    now = [0.0]
+    partial: list[int] = []
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+        pool = RedisPool(
+            client, prefix=prefix, topic="events", partitions=2, wait_s=60, monotonic=lambda: now[0],
+            on_partial=lambda: partial.append(1),
+        )
+        try:
+            a, b = Engine(CONFIG), Engine(CONFIG)
+            a.attach_pool(pool, 0)
+            b.attach_pool(pool, 1)
+            ticks = [Tick(tick_time=k * CONFIG.pool_epoch_ms + 1, source="test") for k in range(3)]
+            a.process(ticks)  # its epoch-0 deltas are published; it needs b's, which never come
+            await pool.sync()
+            assert a.held == 1
+            now[0] = 30.0
+            a.process([])
+            assert a.held == 1 and not partial
+            now[0] = 61.0
+            a.process([])
+            assert a.held == 0 and partial == [1]
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())

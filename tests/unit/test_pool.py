@@ -1,0 +1,88 @@
+"""Learning shared across partitions (detectors/pool.py): pooled baselines, determinism, restore."""
+
+from __future__ import annotations
+
+import pytest
+
+from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.model import ScanEvent, Tick
+from logiwatch.detectors.pool import MemoryPool, PoolMissing
+from logiwatch.detectors.runner import interleave_ticks, run_partitioned
+from logiwatch.sim.traffic import generate
+
+HOUR = 3_600_000
+POOLED = EngineConfig(pool_epoch_ms=6 * HOUR)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[ScanEvent | Tick]:
+    events, _ = generate("default", seed=3, parcels=500)
+    return list(interleave_ticks(events, 60_000))
+
+
+def _alerts(alerts: list) -> list[tuple]:
+    return sorted((a.alert_id, a.revision, a.status.value, a.detected_at) for a in alerts)
+
+
+def _engines(config: EngineConfig, n: int, pool: MemoryPool | None) -> list[Engine]:
+    engines = [Engine(config) for _ in range(n)]
+    if pool is not None:
+        for p, e in enumerate(engines):
+            e.attach_pool(pool, p)
+    return engines
+
+
+def test_pooled_partitions_learn_from_every_partition(records: list[ScanEvent | Tick]) -> None:
+    alone = _engines(EngineConfig(), 4, None)
+    run_partitioned(records, 4, EngineConfig(), engines=alone)
+    pooled = _engines(POOLED, 4, MemoryPool(4))
+    run_partitioned(records, 4, POOLED, engines=pooled)
+    # the busiest key: each partition alone holds about a quarter of its observations
+    dwell = [e.env.dwell.hist for e in alone]
+    key = max(dwell[0], key=lambda k: sum(h.get(k, [0])[0] for h in dwell))
+    total = sum(h.get(key, [0])[0] for h in dwell)
+    per_alone = max(h.get(key, [0])[0] for h in dwell)
+    assert per_alone < 0.5 * total
+    for e in pooled:
+        # every partition knows all of them except what the others learned in the last epoch
+        assert e.env.dwell.hist[key][0] > 0.9 * total
+
+
+def test_pooled_backtest_is_deterministic_and_differs_from_alone(records: list[ScanEvent | Tick]) -> None:
+    first = _alerts(run_partitioned(records, 4, POOLED))
+    assert first == _alerts(run_partitioned(records, 4, POOLED))
+    assert first != _alerts(run_partitioned(records, 4, EngineConfig()))
+
+
+def test_restored_pooled_partitions_continue_as_if_never_stopped(records: list[ScanEvent | Tick]) -> None:
+    reference = _alerts(run_partitioned(records, 4, POOLED))
+    half = len(records) // 2
+    pool = MemoryPool(4)
+    engines = _engines(POOLED, 4, pool)
+    alerts = run_partitioned(records[:half], 4, POOLED, engines=engines)
+    restored = []
+    for p, e in enumerate(engines):
+        r = Engine.restore(POOLED, dict(e.parcels), e.export_models())
+        r.attach_pool(pool, p)
+        restored.append(r)
+    # the first run's final flush ended mid-epoch: the rest continues from there
+    alerts += run_partitioned(records[half:], 4, POOLED, engines=restored)
+    assert _alerts(alerts) == reference
+
+
+def test_a_partition_waits_for_the_others_deltas_and_keeps_its_records() -> None:
+    pool = MemoryPool(2)
+    a, b = _engines(POOLED, 2, pool)
+    ticks = [Tick(tick_time=t * 6 * HOUR + 1, source="test") for t in range(4)]
+    a.process(ticks[:3])  # closes epochs 0 and 1; epoch 0 needs b's deltas
+    assert a.held == 1
+    restored = Engine.restore(POOLED, dict(a.parcels), a.export_models())
+    restored.attach_pool(pool, 0)
+    assert restored.held == 1  # the held records are part of the checkpoint
+    b.process(ticks[:3])
+    restored.process([])
+    assert restored.held == 0
+    stuck = _engines(POOLED, 2, MemoryPool(2))
+    with pytest.raises(PoolMissing):
+        run_partitioned(ticks, 2, POOLED, engines=stuck[:1] * 2)
+
