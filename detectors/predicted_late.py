@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from math import inf, isinf
 
-from logiwatch.detectors.baselines import P50, KeyMemo, Quantiles, quantile_at, survival_at
+from logiwatch.detectors.baselines import P50, P99, KeyMemo, Quantiles, quantile_at, survival_at
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -44,6 +44,7 @@ from logiwatch.detectors.state import (
     Env,
     Finding,
     ParcelState,
+    RouteEntry,
 )
 
 _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
@@ -53,8 +54,14 @@ RATIO_UNIT = 86_400.0
 #: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
 _WAIT_POINTS = (1 / 6, 0.5, 5 / 6)
 RemainingKeys = tuple[str, str, str]
+#: a parcel silent this many times its stage's p99 is stuck (the stall detector's 2 x p99), not
+#: one of the stage's normal waits
+_STUCK_P99_FACTOR = 2.0
 #: ``state.note`` flag: the parcel was learned as late (censored at the promise)
 _CENSORED = "late_censored"
+#: ``state.note``: time of the last scan on the way before the parcel was misrouted
+_DETOUR_FROM = "detour_from"
+_MISROUTE = AnomalyType.MISROUTE.value
 #: the longest a parcel's "late" is waited for before it is learned censored
 _CENSOR_MAX_MS = 3 * 86_400_000
 
@@ -128,6 +135,13 @@ class PredictedLateDetector(DeadlineMixin):
             return []
         if _PREDICTED_LATE in state.open:
             return []
+        if _MISROUTE in state.fired and _DETOUR_FROM not in state.note and len(state.route) >= 2:
+            # sent the wrong way: the parcel is no further along than at its last scan on the way,
+            # and the detour counts as time without progress
+            state.note[_DETOUR_FROM] = float(state.route[-2][0])
+        ref = self._reference(state)
+        if ref is not None:
+            return self._decide(state, ref[0], ref[2], ref[1], t)
         return self._decide(state, t, event.node_id, code, t)
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
@@ -139,7 +153,20 @@ class PredictedLateDetector(DeadlineMixin):
             self._censor(state, now_ms)
         if _PREDICTED_LATE in state.open:
             return []
-        return self._decide(state, last[0], last[2], last[1], now_ms)
+        ref = self._reference(state) or last
+        return self._decide(state, ref[0], ref[2], ref[1], now_ms)
+
+    @staticmethod
+    def _reference(state: ParcelState) -> RouteEntry | None:
+        """The last scan on the way before a misroute (None: no misroute, or no longer in the route)."""
+
+        at = state.note.get(_DETOUR_FROM)
+        if at is None:
+            return None
+        for entry in state.route:
+            if entry[0] == at:
+                return entry
+        return None
 
     def _decide(self, state: ParcelState, t: int, node: str, code: int, now_ms: int) -> list[Finding]:
         """Warn now, or set the deadline at the silence after which a warning is due."""
@@ -197,8 +224,15 @@ class PredictedLateDetector(DeadlineMixin):
         # average over the rest of the wait at this stage (its conditional quantiles, given the
         # silence so far): P(rest + remaining after the next scan > what the promise leaves)
         r_e = RATIO_UNIT * (now_ms - t) / d_ms
-        s_e = survival_at(stage, r_e)
         total = 0.0
+        if r_e > _STUCK_P99_FACTOR * stage[P99]:
+            # stuck far past every wait the stage normally has: no longer one of its normal waits,
+            # and the longer it has waited the longer it will (the rest's u-quantile is u/(1-u)
+            # times the wait so far: as long again at the median)
+            for u in _WAIT_POINTS:
+                total += survival_at(qn, budget - r_e * u / (1.0 - u))
+            return total / len(_WAIT_POINTS)
+        s_e = survival_at(stage, r_e)
         for u in _WAIT_POINTS:
             at = quantile_at(stage, 1.0 - s_e * (1.0 - u)) if s_e > 0 else inf
             # past everything the stage has seen end: assume it waits as long again
