@@ -21,7 +21,9 @@ folder             import                  what
 ``app/``           ``logiwatch``            the glue (below)
 ``bench/``         ``logiwatch.bench``      the benchmark harness, one module per phase
 ``sim/``           ``logiwatch.sim``        the simulator: ``network`` (the seeded world),
-                                           ``traffic`` (labelled traffic through it)
+                                           ``scenarios`` (seasons, feed kinds), ``context``
+                                           (one run), ``journeys``, ``anomalies``,
+                                           ``labels``, ``traffic`` (``generate``, noise)
 ``tests/``         (not installed)          ``unit/`` (no I/O), ``integration/`` (real Tansu,
                                            Redis, receivers), ``faults/``, ``ops/``
 ``docs/``                                  contracts, operations, figures

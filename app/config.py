@@ -261,11 +261,17 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _day(text: str, where: str) -> int:
+def iso_ms(text: str, what: str) -> int:
+    """An ISO 8601 date or time (``Z`` or an offset; naive means UTC) as epoch ms.
+
+    ``ConfigError`` otherwise, one line starting with ``what`` (the option or
+    setting that holds ``text``, e.g. ``--start``).
+    """
+
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"invalid setting {where}: {text!r} is not an ISO 8601 date or time") from None
+        raise ConfigError(f"{what}: {text!r} is not an ISO 8601 date or time (e.g. 2026-11-02T00:00:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
@@ -304,9 +310,13 @@ def engine_config(settings: Settings) -> EngineConfig:
             raise ConfigError(f"invalid setting detection.calendar.carrier_days_off: weekday {weekday} of {carrier!r} is not 0..6")
     calendar = Calendar(
         carrier_days_off=frozenset((c, int(d)) for c, d in cal.carrier_days_off),
-        holidays=frozenset(_day(d, "detection.calendar.holidays") // DAY_MS for d in cal.holidays),
+        holidays=frozenset(iso_ms(d, "invalid setting detection.calendar.holidays") // DAY_MS for d in cal.holidays),
         peaks=tuple(
-            (_day(p.start, "detection.calendar.peaks.start"), _day(p.end, "detection.calendar.peaks.end"), p.factor)
+            (
+                iso_ms(p.start, "invalid setting detection.calendar.peaks.start"),
+                iso_ms(p.end, "invalid setting detection.calendar.peaks.end"),
+                p.factor,
+            )
             for p in cal.peaks
         ),
     )
