@@ -17,8 +17,17 @@ import os
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from logiwatch.errors import ConfigError
@@ -55,9 +64,61 @@ class KafkaConfig(_Section):
     alerts_group: str = "logiwatch-alerts"
 
 
+#: The URL forms ``redis_url_problem`` accepts: redis-py's ``Redis.from_url`` schemes.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``, for messages and logs."""
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a Redis URL, in a few words, or ``None`` if nothing is.
+
+    One place for every accepted form: a scheme of ``REDIS_SCHEMES``; for
+    ``redis://`` and ``rediss://`` a host, a port 1..65535 if given, and a
+    database number if given; for ``unix://`` a socket path.
+    """
+
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in REDIS_SCHEMES:
+        forms = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+        return f"the scheme must be one of {forms} (e.g. redis://127.0.0.1:6379/0)"
+    parts = urlsplit(url)
+    if scheme == "unix":
+        return None if parts.path else "a unix:// URL needs the socket's path (e.g. unix:///run/redis.sock)"
+    if not parts.hostname:
+        return "no host (e.g. redis://127.0.0.1:6379/0)"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or beyond 65535
+        return f"the port {parts.netloc.rpartition(':')[2]!r} is not a number 1..65535"
+    if port == 0:
+        return "the port 0 is not a number 1..65535"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"the database {db!r} is not a number (e.g. /0)"
+    return None
+
+
 class RedisConfig(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "lw:"
+
+    @field_validator("url")
+    @classmethod
+    def _a_redis_url(cls, url: str) -> str:
+        problem = redis_url_problem(url)
+        if problem is not None:
+            raise ValueError(f"{redacted_url(url)!r} is not a Redis URL: {problem}")
+        return url
 
 
 class StackConfig(_Section):
@@ -215,9 +276,17 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     """A TOML file's contents, or ``ConfigError`` with one line naming ``what`` and the file."""
 
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory: point it at a .toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
