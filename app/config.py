@@ -71,7 +71,11 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 def redacted_url(url: str) -> str:
     """``url`` with the password (if any) replaced by ``***``, for messages and logs."""
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address: hide all credentials
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
     if parts.password is None:
         return url
     user = parts.username or ""
@@ -83,28 +87,42 @@ def redis_url_problem(url: str) -> str | None:
     """What is wrong with ``url`` as a Redis URL, in a few words, or ``None`` if nothing is.
 
     One place for every accepted form: a scheme of ``REDIS_SCHEMES``; for
-    ``redis://`` and ``rediss://`` a host, a port 1..65535 if given, and a
-    database number if given; for ``unix://`` a socket path.
+    ``redis://`` and ``rediss://`` one server (:func:`_server_problem`) and a
+    database number if given; for ``unix://`` a socket path. A form with
+    several servers checks each with :func:`_server_problem`.
     """
 
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in REDIS_SCHEMES:
         forms = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
         return f"the scheme must be one of {forms} (e.g. redis://127.0.0.1:6379/0)"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"it cannot be parsed ({exc})"
     if scheme == "unix":
         return None if parts.path else "a unix:// URL needs the socket's path (e.g. unix:///run/redis.sock)"
-    if not parts.hostname:
-        return "no host (e.g. redis://127.0.0.1:6379/0)"
-    try:
-        port = parts.port
-    except ValueError:  # not a number, or beyond 65535
-        return f"the port {parts.netloc.rpartition(':')[2]!r} is not a number 1..65535"
-    if port == 0:
-        return "the port 0 is not a number 1..65535"
+    problem = _server_problem(parts.netloc.rpartition("@")[2])
+    if problem is not None:
+        return problem
     db = parts.path.strip("/")
     if db and not db.isdigit():
         return f"the database {db!r} is not a number (e.g. /0)"
+    return None
+
+
+def _server_problem(server: str) -> str | None:
+    """What is wrong with one ``host[:port]`` (an IPv6 host in brackets), or ``None``."""
+
+    if server.startswith("[") and "]" in server:  # IPv6: [addr] or [addr]:port
+        host, _, rest = server.partition("]")
+        colon, port = (":", rest[1:]) if rest.startswith(":") else ("", "")
+    else:
+        host, colon, port = server.partition(":")
+    if not host.strip("[]"):
+        return "no host (e.g. redis://127.0.0.1:6379/0)"
+    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"the port {port!r} is not a number 1..65535"
     return None
 
 

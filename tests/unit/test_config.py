@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logiwatch.cli import main
-from logiwatch.config import load_settings
+from logiwatch.config import load_settings, redacted_url, redis_url_problem
 from logiwatch.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -85,7 +87,9 @@ def test_a_config_path_that_is_a_directory_stops_the_cli_with_one_line(
         ("http://127.0.0.1:6379/0", "the scheme must be one of redis://, rediss://, unix://"),
         ("redis://127.0.0.1:70000/0", "the port '70000' is not a number 1..65535"),
         ("redis://127.0.0.1:six/0", "the port 'six' is not a number 1..65535"),
-        ("redis://127.0.0.1:0/0", "the port 0 is not a number 1..65535"),
+        ("redis://127.0.0.1:0/0", "the port '0' is not a number 1..65535"),
+        ("redis://[::1]:port/0", "the port 'port' is not a number 1..65535"),
+        ("redis://[cache]:6379/0", "it cannot be parsed"),
         ("redis:///0", "no host"),
         ("redis://127.0.0.1:6379/zero", "the database 'zero' is not a number"),
         ("unix://", "a unix:// URL needs the socket's path"),
@@ -111,7 +115,14 @@ def test_a_bad_redis_url_is_shown_without_its_password(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.internal:6380/3", "redis://redis", "unix:///run/redis.sock?db=2"]
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://user:pw@cache.internal:6380/3",
+        "redis://redis",
+        "redis://[::1]:6379/1",
+        "unix:///run/redis.sock?db=2",
+    ],
 )
 def test_the_redis_url_forms_redis_py_connects_with_are_accepted(url: str) -> None:
     assert load_settings(redis={"url": url}).redis.url == url
@@ -152,3 +163,10 @@ def test_config_show_masks_the_api_token(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "s3cret-token" not in out
     assert json.loads(out)["alerts"]["api_token"] == "**********"
+
+
+@given(st.text(max_size=60) | st.builds("redis://{}".format, st.text(max_size=40)))
+def test_the_redis_url_check_answers_every_string_without_raising(url: str) -> None:
+    problem = redis_url_problem(url)
+    assert problem is None or (problem and "\n" not in problem)
+    assert isinstance(redacted_url(url), str)
