@@ -21,7 +21,9 @@ folder             import                  what
 ``app/``           ``logiwatch``            the glue (below)
 ``bench/``         ``logiwatch.bench``      the benchmark harness, one module per phase
 ``sim/``           ``logiwatch.sim``        the simulator: ``network`` (the seeded world),
-                                           ``traffic`` (labelled traffic through it)
+                                           ``scenarios`` (seasons, feed kinds), ``context``
+                                           (one run), ``journeys``, ``anomalies``,
+                                           ``labels``, ``traffic`` (``generate``, noise)
 ``tests/``         (not installed)          ``unit/`` (no I/O), ``integration/`` (real Tansu,
                                            Redis, receivers), ``faults/``, ``ops/``
 ``docs/``                                  contracts, operations, figures
@@ -33,7 +35,8 @@ The glue, top layer first:
 
 * ``cli`` parses the command line; ``commands/`` has one module per command
   (``configure(parser)``, ``run(args, settings)``), which only turns options
-  into a call to a layer below;
+  into a call to a layer below (``commands/_kafka`` holds the topic check the
+  Kafka commands share);
 * ``bench`` (folder ``bench/``): ``logiwatch bench``; ``demo``: ``logiwatch demo``,
   every piece side by side with a verifying webhook receiver;
 * ``stack`` runs the embedded Tansu + Redis; ``backtest`` scores the engine

@@ -17,8 +17,17 @@ import os
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from logiwatch.errors import ConfigError
@@ -55,9 +64,79 @@ class KafkaConfig(_Section):
     alerts_group: str = "logiwatch-alerts"
 
 
+#: The URL forms ``redis_url_problem`` accepts: redis-py's ``Redis.from_url`` schemes.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``, for messages and logs."""
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address: hide all credentials
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a Redis URL, in a few words, or ``None`` if nothing is.
+
+    One place for every accepted form: a scheme of ``REDIS_SCHEMES``; for
+    ``redis://`` and ``rediss://`` one server (:func:`_server_problem`) and a
+    database number if given; for ``unix://`` a socket path. A form with
+    several servers checks each with :func:`_server_problem`.
+    """
+
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in REDIS_SCHEMES:
+        forms = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+        return f"the scheme must be one of {forms} (e.g. redis://127.0.0.1:6379/0)"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"it cannot be parsed ({exc})"
+    if scheme == "unix":
+        return None if parts.path else "a unix:// URL needs the socket's path (e.g. unix:///run/redis.sock)"
+    problem = _server_problem(parts.netloc.rpartition("@")[2])
+    if problem is not None:
+        return problem
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"the database {db!r} is not a number (e.g. /0)"
+    return None
+
+
+def _server_problem(server: str) -> str | None:
+    """What is wrong with one ``host[:port]`` (an IPv6 host in brackets), or ``None``."""
+
+    if server.startswith("[") and "]" in server:  # IPv6: [addr] or [addr]:port
+        host, _, rest = server.partition("]")
+        colon, port = (":", rest[1:]) if rest.startswith(":") else ("", "")
+    else:
+        host, colon, port = server.partition(":")
+    if not host.strip("[]"):
+        return "no host (e.g. redis://127.0.0.1:6379/0)"
+    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"the port {port!r} is not a number 1..65535"
+    return None
+
+
 class RedisConfig(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "lw:"
+
+    @field_validator("url")
+    @classmethod
+    def _a_redis_url(cls, url: str) -> str:
+        problem = redis_url_problem(url)
+        if problem is not None:
+            raise ValueError(f"{redacted_url(url)!r} is not a Redis URL: {problem}")
+        return url
 
 
 class StackConfig(_Section):
@@ -221,9 +300,17 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     """A TOML file's contents, or ``ConfigError`` with one line naming ``what`` and the file."""
 
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory: point it at a .toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
@@ -267,11 +354,17 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _day(text: str, where: str) -> int:
+def iso_ms(text: str, what: str) -> int:
+    """An ISO 8601 date or time (``Z`` or an offset; naive means UTC) as epoch ms.
+
+    ``ConfigError`` otherwise, one line starting with ``what`` (the option or
+    setting that holds ``text``, e.g. ``--start``).
+    """
+
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"invalid setting {where}: {text!r} is not an ISO 8601 date or time") from None
+        raise ConfigError(f"{what}: {text!r} is not an ISO 8601 date or time (e.g. 2026-11-02T00:00:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
@@ -310,9 +403,13 @@ def engine_config(settings: Settings) -> EngineConfig:
             raise ConfigError(f"invalid setting detection.calendar.carrier_days_off: weekday {weekday} of {carrier!r} is not 0..6")
     calendar = Calendar(
         carrier_days_off=frozenset((c, int(d)) for c, d in cal.carrier_days_off),
-        holidays=frozenset(_day(d, "detection.calendar.holidays") // DAY_MS for d in cal.holidays),
+        holidays=frozenset(iso_ms(d, "invalid setting detection.calendar.holidays") // DAY_MS for d in cal.holidays),
         peaks=tuple(
-            (_day(p.start, "detection.calendar.peaks.start"), _day(p.end, "detection.calendar.peaks.end"), p.factor)
+            (
+                iso_ms(p.start, "invalid setting detection.calendar.peaks.start"),
+                iso_ms(p.end, "invalid setting detection.calendar.peaks.end"),
+                p.factor,
+            )
             for p in cal.peaks
         ),
     )

@@ -42,7 +42,6 @@ import msgspec
 
 from logiwatch.detectors.abnormal_segment import AbnormalSegmentDetector
 from logiwatch.detectors.calendar import Calendar
-from logiwatch.detectors.codec import decode_event, decode_tick, encode_event, encode_tick
 from logiwatch.detectors.contradiction import ContradictionDetector
 from logiwatch.detectors.errors import StateError
 from logiwatch.detectors.hub_incident import HubIncidentDetector
@@ -58,7 +57,7 @@ from logiwatch.detectors.model import (
     make_alert_id,
 )
 from logiwatch.detectors.pickup_timeout import PickupTimeoutDetector
-from logiwatch.detectors.pool import Delta, Pool, apply_delta, encode_delta, take_delta
+from logiwatch.detectors.pool import Pool, PoolMember
 from logiwatch.detectors.predicted_late import PredictedLateDetector
 from logiwatch.detectors.route import MisrouteDetector
 from logiwatch.detectors.stall import StallDetector
@@ -234,27 +233,13 @@ class Engine:
         self._deleted: set[str] = set()
         self._lateness = config.allowed_lateness_ms
         self._max_seen_bytes = 4 * config.max_seen
-        #: learning shared across partitions (``attach_pool``): the pool, this partition, the
-        #: epoch open now and the last one closed (whose deltas the next close applies)
-        self._pool: Pool | None = None
-        self._partition = 0
-        self._epoch: int | None = None
-        self._closed: int | None = None
-        self._own_closed: Delta = {"baselines": {}, "feeds": {}}
-        #: this partition's deltas of the epoch it is closing, published, until the close completes
-        self._closing: Delta | None = None
-        self._held: list[ScanEvent | Tick] = []
+        #: learning shared across partitions (``attach_pool``)
+        self._pool = PoolMember(config.pool_epoch_ms)
 
     def attach_pool(self, pool: Pool, partition: int) -> None:
         """Share learning with the other partitions through ``pool`` (needs ``config.pool_epoch_ms``)."""
 
-        if self.config.pool_epoch_ms <= 0:
-            raise ValueError("attach_pool needs EngineConfig.pool_epoch_ms > 0")
-        self._pool = pool
-        self._partition = partition
-        self.env.pooled = True
-        for b in self.env.baselines().values():
-            b.pooled = True
+        self._pool.attach(pool, partition, self.env)
 
     # ----------------------------------------------------------------- API
     @property
@@ -267,24 +252,26 @@ class Engine:
 
     def process(self, records: Sequence[ScanEvent | Tick]) -> list[Alert]:
         out: list[Alert] = []
-        if self._held:
+        pool = self._pool
+        if pool.held:
             # records held at an epoch whose pooled deltas were missing (``held``) go first, once
             # the tick they wait at can pass (it passes again below: its epoch is open by then)
-            first = self._held[0]
+            first = pool.held[0]
             assert isinstance(first, Tick)
-            if not self._pool_tick(first.tick_time):
-                self._held.extend(records)
+            if not pool.tick(self.env, first.tick_time):
+                pool.held.extend(records)
                 return out
-            records = [*self._held, *records]
-            self._held = []
+            records = [*pool.held, *records]
+            pool.held = []
+        pooled = pool.pool is not None
         try:
             for i, record in enumerate(records):
                 if type(record) is ScanEvent:
                     self._on_event(record, out)
                 else:
                     assert isinstance(record, Tick)
-                    if self._pool is not None and not self._pool_tick(record.tick_time):
-                        self._held = list(records[i:])
+                    if pooled and not pool.tick(self.env, record.tick_time):
+                        pool.held = list(records[i:])
                         break
                     self._on_time(record.tick_time, out)
         finally:
@@ -295,37 +282,7 @@ class Engine:
     def held(self) -> int:
         """Records waiting for another partition's deltas of the epoch before (0 without pooling)."""
 
-        return len(self._held)
-
-    def _pool_tick(self, t: int) -> bool:
-        """At a tick of a new epoch: publish this partition's deltas, apply the others' of the epoch before.
-
-        False (nothing applied, the tick not taken) while another partition has not published
-        that epoch yet: the caller holds the records from this tick on and tries again.
-        """
-
-        pool = self._pool
-        assert pool is not None
-        epoch = t // self.config.pool_epoch_ms
-        if self._epoch is None:
-            self._epoch = epoch
-            return True
-        if epoch <= self._epoch:
-            return True
-        if self._closing is None:
-            self._closing = take_delta(self.env)
-            pool.publish(self._epoch, self._partition, encode_delta(self._closing))
-        if self._closed is not None:
-            everyone = pool.collect(self._closed)
-            if everyone is None:
-                return False
-            apply_delta(self.env, everyone)
-            apply_delta(self.env, self._own_closed, -1)  # its own were learned already
-        self._own_closed = self._closing
-        self._closing = None
-        self._closed = self._epoch
-        self._epoch = epoch
-        return True
+        return len(self._pool.held)
 
     def advance(self, now_ms: int) -> list[Alert]:
         out: list[Alert] = []
@@ -402,17 +359,7 @@ class Engine:
             "suspect": env.suspect,
             "recent_incidents": env.recent_incidents,
             "feeds": env.feeds,
-            "pool_epochs": [self._epoch, self._closed],
-            # learned since the last publication: a restored partition publishes the same deltas
-            "pool_delta": None
-            if self._pool is None
-            else {
-                "baselines": {n: b.delta for n, b in env.baselines().items()},
-                "feeds": env.feeds_delta,
-                "closed": self._own_closed,
-                "closing": self._closing,
-                "held": [_encode_held(r) for r in self._held],
-            },
+            **self._pool.export(env),
         }
         return _state_encoder.encode(blob)
 
@@ -453,15 +400,7 @@ class Engine:
             env.suspect = blob["suspect"]
             env.recent_incidents = blob["recent_incidents"]
             env.feeds = blob.get("feeds") or {}
-            engine._epoch, engine._closed = blob.get("pool_epochs") or (None, None)
-            pending = blob.get("pool_delta")
-            if pending:
-                for name, b in env.baselines().items():
-                    b.delta = pending["baselines"].get(name, {})
-                env.feeds_delta = pending["feeds"]
-                engine._own_closed = pending["closed"]
-                engine._closing = pending["closing"]
-                engine._held = [decode_event(raw) if kind == 0 else decode_tick(raw) for kind, raw in pending["held"]]
+            engine._pool.load(env, blob)
         if baselines:
             engine._load_baseline_fields(baselines)
         for key in sorted(parcels):
@@ -789,12 +728,6 @@ class Engine:
         if typ == AnomalyType.PREDICTED_LATE.value:
             f.evidence["actual_lateness_s"] = (at_ms - st.deliver_by) / 1000
         out.append(self._alert(st, f, aid, node or None))
-
-
-def _encode_held(record: ScanEvent | Tick) -> list[object]:
-    if isinstance(record, Tick):
-        return [1, encode_tick(record)]
-    return [0, encode_event(record)]
 
 
 def _handles(det: Detector, code: int) -> bool:

@@ -29,9 +29,12 @@ says that a partition needed an epoch another partition has not closed yet.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+
+from logiwatch.detectors.codec import decode_event, decode_tick, encode_event, encode_tick
+from logiwatch.detectors.model import ScanEvent, Tick
 
 if TYPE_CHECKING:
     from logiwatch.detectors.state import Env
@@ -97,6 +100,88 @@ class MemoryPool:
 
 
 Delta = dict[str, object]
+
+
+class PoolMember:
+    """One partition engine's side of the pool: its epochs, its deltas in flight, the records it holds."""
+
+    def __init__(self, epoch_ms: int) -> None:
+        self.epoch_ms = epoch_ms
+        self.pool: Pool | None = None
+        self.partition = 0
+        #: the epoch open now and the last one closed (whose total the next close applies)
+        self.epoch: int | None = None
+        self.closed: int | None = None
+        #: this partition's deltas of the last closed epoch (taken away from that epoch's total)
+        self.own_closed: Delta = {"baselines": {}, "feeds": {}}
+        #: its deltas of the epoch it is closing, published, until the close completes
+        self.closing: Delta | None = None
+        #: records from the tick that waits for the epoch before (the engine goes on from them)
+        self.held: list[ScanEvent | Tick] = []
+
+    def attach(self, pool: Pool, partition: int, env: Env) -> None:
+        if self.epoch_ms <= 0:
+            raise ValueError("pooling needs EngineConfig.pool_epoch_ms > 0")
+        self.pool = pool
+        self.partition = partition
+        env.pooled = True
+        for b in env.baselines().values():
+            b.pooled = True
+
+    def tick(self, env: Env, t: int) -> bool:
+        """At a tick of a new epoch: publish this partition's deltas, apply the others' of the epoch before.
+
+        False (nothing applied, the tick not taken) while another partition has not published
+        that epoch yet: the engine holds the records from this tick on and tries again.
+        """
+
+        pool = self.pool
+        assert pool is not None
+        epoch = t // self.epoch_ms
+        if self.epoch is None:
+            self.epoch = epoch
+            return True
+        if epoch <= self.epoch:
+            return True
+        if self.closing is None:
+            self.closing = take_delta(env)
+            pool.publish(self.epoch, self.partition, encode_delta(self.closing))
+        if self.closed is not None:
+            everyone = pool.collect(self.closed)
+            if everyone is None:
+                return False
+            apply_delta(env, everyone)
+            apply_delta(env, self.own_closed, -1)  # its own were learned already
+        self.own_closed = self.closing
+        self.closing = None
+        self.closed = self.epoch
+        self.epoch = epoch
+        return True
+
+    def export(self, env: Env) -> dict[str, Any]:
+        """For the engine's models blob: epochs, and (when pooled) what a restored partition needs."""
+
+        pending = None
+        if self.pool is not None:
+            pending = {
+                "baselines": {n: b.delta for n, b in env.baselines().items()},
+                "feeds": env.feeds_delta,
+                "closed": self.own_closed,
+                "closing": self.closing,
+                "held": [[1, encode_tick(r)] if isinstance(r, Tick) else [0, encode_event(r)] for r in self.held],
+            }
+        return {"pool_epochs": [self.epoch, self.closed], "pool_delta": pending}
+
+    def load(self, env: Env, blob: Mapping[str, Any]) -> None:
+        self.epoch, self.closed = blob.get("pool_epochs") or (None, None)
+        pending = blob.get("pool_delta")
+        if pending:
+            for name, b in env.baselines().items():
+                b.delta = pending["baselines"].get(name, {})
+            env.feeds_delta = pending["feeds"]
+            self.own_closed = pending["closed"]
+            self.closing = pending["closing"]
+            self.held = [decode_event(raw) if kind == 0 else decode_tick(raw) for kind, raw in pending["held"]]
 
 
 def take_delta(env: Env) -> Delta:

@@ -99,27 +99,7 @@ def build_worker(
     """
 
     kafka, wconf = settings.kafka, settings.worker
-    datadir = Path(settings.stack.state_dir) / "faust" / kafka.worker_group
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = LogiwatchApp(
-        kafka.worker_group,
-        broker=f"kafka://{kafka.bootstrap}",
-        autodiscover=False,
-        datadir=str(datadir),
-        store="memory://",
-        web_enabled=False,
-        # Tansu hands out partitions after about half the session timeout.
-        broker_session_timeout=kafka.session_timeout_ms / 1000.0,
-        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000.0,
-        broker_max_poll_records=wconf.batch_max_records,
-        broker_commit_interval=wconf.commit_interval_s,
-        broker_commit_every=wconf.batch_max_records * 10,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger_ms=5,
-        stream_wait_empty=True,
-        topic_allow_declare=True,
-    )
+    app = _faust_app(settings)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = WorkerMetrics(registry)
     client = aioredis.Redis.from_url(settings.redis.url, decode_responses=False)
@@ -171,6 +151,33 @@ def build_worker(
 
     app.on_partitions_revoked.connect(on_revoked, weak=False)
     return WorkerRuntime(app=app, worker=worker, metrics=metrics, redis=client)
+
+
+def _faust_app(settings: Settings) -> LogiwatchApp:
+    """The Faust app of the worker's consumer group (its batch handler is set by ``build_worker``)."""
+
+    kafka, wconf = settings.kafka, settings.worker
+    datadir = Path(settings.stack.state_dir) / "faust" / kafka.worker_group
+    datadir.mkdir(parents=True, exist_ok=True)
+    return LogiwatchApp(
+        kafka.worker_group,
+        broker=f"kafka://{kafka.bootstrap}",
+        autodiscover=False,
+        datadir=str(datadir),
+        store="memory://",
+        web_enabled=False,
+        # Tansu hands out partitions after about half the session timeout.
+        broker_session_timeout=kafka.session_timeout_ms / 1000.0,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000.0,
+        broker_max_poll_records=wconf.batch_max_records,
+        broker_commit_interval=wconf.commit_interval_s,
+        broker_commit_every=wconf.batch_max_records * 10,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_wait_empty=True,
+        topic_allow_declare=True,
+    )
 
 
 def _pool(

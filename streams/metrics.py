@@ -68,95 +68,97 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._consumption(registry)
+        self._parcels(registry)
+        self._state(registry)
+
+    def _consumption(self, r: CollectorRegistry) -> None:
+        """What the worker read and what became of it: alerts, dead letters, join outcomes, latency."""
+
         self.events_consumed = Counter(
             "logiwatch_worker_events_consumed_total",
             "Records consumed from the events topic (scans, ticks and dead letters).",
             ["topic", "partition"],
-            registry=registry,
+            registry=r,
         )
         self.decode_failures = Counter(
             "logiwatch_worker_decode_failures_total",
             "Records that failed to decode or validate, by reason code.",
             ["reason"],
-            registry=registry,
+            registry=r,
         )
         self.dlq = Counter(
-            "logiwatch_worker_dlq_total",
-            "Records written to the dead-letter topic, by reason code.",
-            ["reason"],
-            registry=registry,
+            "logiwatch_worker_dlq_total", "Records written to the dead-letter topic, by reason code.", ["reason"], registry=r
         )
         self.alerts_emitted = Counter(
             "logiwatch_worker_alerts_emitted_total",
             "Alerts produced to the alerts topic.",
             ["type", "status", "severity"],
-            registry=registry,
-        )
-        self.batch_seconds = Histogram(
-            "logiwatch_worker_batch_seconds",
-            "Wall time to handle one fetched partition batch, checkpoint included.",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.consumer_lag = Gauge(
-            "logiwatch_worker_consumer_lag",
-            "Records behind the fetch high watermark, per partition.",
-            ["partition"],
-            registry=registry,
-        )
-        self.watermark_delay = Gauge(
-            "logiwatch_worker_watermark_delay_seconds",
-            "Wall clock minus the partition's event-time watermark.",
-            ["partition"],
-            registry=registry,
-        )
-        self.event_to_alert = Histogram(
-            "logiwatch_worker_event_to_alert_seconds",
-            "From the Kafka timestamp of the batch's last record to the alert being acknowledged.",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.parcels_in_flight = Gauge(
-            "logiwatch_worker_parcels_in_flight",
-            "Parcels with live state in this worker's engines.",
-            registry=registry,
-        )
-        self.parcels_by_stage = Gauge(
-            "logiwatch_worker_parcels_by_stage",
-            "In-flight parcels by journey stage.",
-            ["stage"],
-            registry=registry,
-        )
-        self.model_keys = Gauge(
-            "logiwatch_worker_model_keys",
-            "Baseline keys that have learned enough (learned) or still use priors (cold).",
-            ["state"],
-            registry=registry,
-        )
-        self.checkpoint_seconds = Histogram(
-            "logiwatch_worker_checkpoint_seconds",
-            "Wall time of one state checkpoint (one Redis pipeline).",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.checkpoint_bytes = Counter(
-            "logiwatch_worker_checkpoint_bytes_total",
-            "Bytes of state written to Redis by checkpoints, by part: parcels, models (the core blob) "
-            "and baselines (the changed keys only).",
-            ["part"],
-            registry=registry,
+            registry=r,
         )
         self.join_scans = Counter(
             "logiwatch_worker_join_scans_total",
             "Contract v2 scans by join outcome: joined to a registration, waited for one, "
             "or sent on with defaults (no registration within worker.join_wait_ms).",
             ["outcome"],
-            registry=registry,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "logiwatch_worker_batch_seconds",
+            "Wall time to handle one fetched partition batch, checkpoint included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_to_alert = Histogram(
+            "logiwatch_worker_event_to_alert_seconds",
+            "From the Kafka timestamp of the batch's last record to the alert being acknowledged.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def _parcels(self, r: CollectorRegistry) -> None:
+        """Where the partitions stand: lag, watermark, parcels in flight, learned baselines."""
+
+        self.consumer_lag = Gauge(
+            "logiwatch_worker_consumer_lag", "Records behind the fetch high watermark, per partition.", ["partition"], registry=r
+        )
+        self.watermark_delay = Gauge(
+            "logiwatch_worker_watermark_delay_seconds",
+            "Wall clock minus the partition's event-time watermark.",
+            ["partition"],
+            registry=r,
+        )
+        self.parcels_in_flight = Gauge(
+            "logiwatch_worker_parcels_in_flight", "Parcels with live state in this worker's engines.", registry=r
+        )
+        self.parcels_by_stage = Gauge(
+            "logiwatch_worker_parcels_by_stage", "In-flight parcels by journey stage.", ["stage"], registry=r
+        )
+        self.model_keys = Gauge(
+            "logiwatch_worker_model_keys",
+            "Baseline keys that have learned enough (learned) or still use priors (cold).",
+            ["state"],
+            registry=r,
+        )
+
+    def _state(self, r: CollectorRegistry) -> None:
+        """The state snapshots in Redis: how long, how many bytes, how many failed calls."""
+
+        self.checkpoint_seconds = Histogram(
+            "logiwatch_worker_checkpoint_seconds",
+            "Wall time of one state checkpoint (one Redis pipeline).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_bytes = Counter(
+            "logiwatch_worker_checkpoint_bytes_total",
+            "Bytes of state written to Redis by checkpoints, by part: parcels, models (the core blob) "
+            "and baselines (the changed keys only).",
+            ["part"],
+            registry=r,
         )
         self.redis_errors = Counter(
-            "logiwatch_worker_redis_errors_total",
-            "Failed Redis calls (each is retried with backoff).",
-            registry=registry,
+            "logiwatch_worker_redis_errors_total", "Failed Redis calls (each is retried with backoff).", registry=r
         )
 
     def set_engine_stats(self, per_partition: Mapping[int, Mapping[str, float]]) -> None:

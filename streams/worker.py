@@ -405,15 +405,60 @@ class BatchWorker:
             return await self._handle(records, highwater)
 
     async def _handle(self, records: Sequence[KafkaRecord], highwater: int | None) -> BatchOutcome:
+        """The module docstring's steps, after 0. lining the fetch up with the partition's state."""
+
         started = time.perf_counter()
-        first = records[0]
-        topic, partition = first.topic, first.partition
+        topic, partition = records[0].topic, records[0].partition
+        part = await self._partition(topic, partition)
+        # 0. the restore rule: skip what the state has applied, seek back over a gap
+        aligned = self._align(part, records)
+        if isinstance(aligned, BatchOutcome):
+            return aligned
+        records = aligned
+        now_ms = self.wall_ms()
+        self.metrics.events_consumed.labels(topic=topic, partition=str(partition)).inc(len(records))
+        # 1. decode; failures become dead letters
+        decoded, dead = decode_records(records, self.limits, now_ms)
+        # 2. the partition's engine over the decoded records
+        try:
+            alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
+        except _StaleState:
+            return BatchOutcome()
+        if self.pool is not None:
+            # 2b. pooled learning: what this batch published reaches Redis before any snapshot
+            # that records it; partitions the pool held go on
+            await self._pool_round()
+        # 3. produce the dead letters and the alerts (acknowledged by the checkpoint)
+        await self._produce(part, dead, alerts, records[-1])
+        part.next_offset = records[-1].offset + 1
+        if part.unsaved_since is None:
+            part.unsaved_since = time.monotonic()
+        # 4. checkpoint when due; after a recovery at once: the rebuilt state must
+        # not depend on records kept in memory any longer
+        if recovered or self._due(part):
+            if not await self._checkpoint_partition(topic, partition, part, wait=not self.write_behind):
+                return BatchOutcome()
+        # 5. commit only the offset of a snapshot that has landed in Redis
+        commit_offset = self._landed.pop((topic, partition), None)
+        self._observe_batch(part, partition, highwater, now_ms, started)
+        return BatchOutcome(commit_offset=commit_offset)
+
+    async def _partition(self, topic: str, partition: int) -> _Partition:
+        """The partition's in-memory state: a finished background write reaped first, restored from Redis if new."""
+
         part = self._partitions.get((topic, partition))
         if part is not None and part.writing is not None and part.writing.done():
             self._reap(topic, partition, part)
             part = self._partitions.get((topic, partition))  # gone if the write was fenced off
         if part is None:
             part = self._partitions[(topic, partition)] = await self._restore(topic, partition)
+        return part
+
+    def _align(self, part: _Partition, records: Sequence[KafkaRecord]) -> Sequence[KafkaRecord] | BatchOutcome:
+        """The records the state has not applied yet, or what to answer instead (seek back, commit)."""
+
+        first = records[0]
+        topic, partition = first.topic, first.partition
         if first.offset > part.next_offset:
             # A gap between the state and the fetch: the committed offset is
             # ahead of the snapshot, or the fetcher skipped records (seen on
@@ -446,23 +491,15 @@ class BatchWorker:
             if not records:
                 # Only what the snapshot covers may be committed.
                 return BatchOutcome(commit_offset=part.saved_offset)
-        last = records[-1]
-        now_ms = self.wall_ms()
-        self.metrics.events_consumed.labels(topic=topic, partition=str(partition)).inc(len(records))
+        return records
 
-        decoded, dead = decode_records(records, self.limits, now_ms)
-        try:
-            alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
-        except _StaleState:
-            return BatchOutcome()
-        if self.pool is not None:
-            # published deltas reach Redis before any snapshot that records them as published
-            await self._pool_round()
+    async def _produce(self, part: _Partition, dead: Sequence[DeadLetter], alerts: Sequence[Alert], last: KafkaRecord) -> None:
+        """Send the dead letters, then the alerts, and count them; the sends are awaited by the checkpoint."""
+
         if isinstance(part.engine, JoinEngine):
             for outcome, n in part.engine.take_counts().items():
                 if n:
                     self.metrics.join_scans.labels(outcome=outcome).inc(n)
-
         for letter in dead:
             part.unacked.append(
                 await self.sink.send(self.dlq_topic, letter.original_key(), encode_dead_letter(letter))
@@ -483,23 +520,13 @@ class BatchWorker:
                 ).inc()
                 self.metrics.event_to_alert.observe(latency_s)
 
-        next_offset = last.offset + 1
-        part.next_offset = next_offset
-        if part.unsaved_since is None:
-            part.unsaved_since = time.monotonic()
-        if recovered or self._due(part):
-            # After a recovery at once: the rebuilt state must not depend on
-            # records kept in memory any longer.
-            if not await self._checkpoint_partition(topic, partition, part, wait=not self.write_behind):
-                return BatchOutcome()
-        commit_offset = self._landed.pop((topic, partition), None)
+    def _observe_batch(self, part: _Partition, partition: int, highwater: int | None, now_ms: int, started: float) -> None:
         if highwater is not None:
-            self.metrics.consumer_lag.labels(partition=str(partition)).set(max(0, highwater - next_offset))
+            self.metrics.consumer_lag.labels(partition=str(partition)).set(max(0, highwater - part.next_offset))
         watermark = part.engine.watermark_ms
         if watermark is not None:
             self.metrics.watermark_delay.labels(partition=str(partition)).set((now_ms - watermark) / 1000.0)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return BatchOutcome(commit_offset=commit_offset)
 
     async def _pool_round(self) -> None:
         """Sync the pool with Redis; go on with the partitions that waited for an epoch now complete.

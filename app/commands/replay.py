@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from logiwatch.commands._kafka import require_topic
 from logiwatch.commands.simulate import positive_float
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import read_events
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     bootstrap = args.bootstrap or settings.kafka.bootstrap
     topic = args.topic or settings.kafka.topics.events
-    _check_topic(bootstrap, topic)
+    require_topic(bootstrap, topic, "--topic" if args.topic else "kafka.topics.events", "logiwatch-replay-admin")
     stats = produce_events(
         bootstrap,
         topic,
@@ -85,23 +86,3 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"to {topic} at {bootstrap} in {stats.seconds:.1f} s ({stats.events_per_s:.0f} events/s)"
     )
     return 0
-
-
-def _check_topic(bootstrap: str, topic: str) -> None:
-    """One line unless ``topic`` exists: producing to a misspelt name would create it on some brokers."""
-
-    from kafka.admin import KafkaAdminClient
-
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="logiwatch-replay-admin", bootstrap_timeout_ms=10_000
-        )
-    except Exception as exc:  # kafka-python's own errors (NoBrokersAvailable, ...)
-        raise LogiwatchError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
-    try:
-        if topic not in set(admin.list_topics()):
-            raise LogiwatchError(
-                f"topic {topic!r} does not exist on {bootstrap}: check --topic, or create it (logiwatch stack up)"
-            )
-    finally:
-        admin.close()

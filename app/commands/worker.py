@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from logiwatch.config import Settings
+from logiwatch.commands._kafka import require_topic
+from logiwatch.config import Settings, redacted_url
 from logiwatch.errors import ConfigError, LogiwatchError
 from logiwatch.streams.tuning import tune_gc
 
@@ -37,6 +38,20 @@ def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
     return settings.model_copy(update={"kafka": kafka, "worker": worker})
 
 
+def _ping_redis(url: str) -> None:
+    """One line unless Redis answers: the worker keeps its state there and cannot start without it."""
+
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise LogiwatchError(f"cannot reach Redis at {redacted_url(url)}: {exc} (start it with 'logiwatch stack up')") from None
+    finally:
+        client.close()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with_overrides(args, settings)
     # Imported here so that `logiwatch --help` stays fast and Faust-free.
@@ -57,7 +72,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         except OSError as exc:
             raise LogiwatchError(f"metrics port {settings.worker.metrics_port} unavailable: {exc}") from None
+    _ping_redis(settings.redis.url)
     topics = settings.kafka.topics
+    # the topic it reads must exist: a misspelt name would be created empty and waited on for ever
+    require_topic(settings.kafka.bootstrap, topics.events, "kafka.topics.events", "logiwatch-worker-admin")
     try:
         counts = ensure_topics(
             settings.kafka.bootstrap,

@@ -129,3 +129,39 @@ def test_alerts_serve_with_its_api_port_taken_fails_in_one_line(
     }
     done = _run(["alerts", "serve"], env, tmp_path)
     _assert_one_line(done, "cannot serve the API", str(taken_port))
+
+
+@pytest.mark.parametrize("command", [["worker", "--metrics-port", "0"], ["alerts", "serve"]])
+@pytest.mark.parametrize("url", ["notaurl", "http://127.0.0.1:6379/0"])
+def test_a_redis_url_that_is_not_one_stops_the_services_in_one_line(tmp_path: Path, command: list[str], url: str) -> None:
+    done = _run(command, {"LOGIWATCH_REDIS__URL": url}, tmp_path)
+    _assert_one_line(done, "invalid setting redis.url", f"{url!r} is not a Redis URL", "redis://")
+
+
+def test_worker_with_redis_unreachable_stops_at_start_in_one_line_naming_the_url(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{stack.free_port()}/0"
+    done = _run(["worker", "--metrics-port", "0"], {"LOGIWATCH_REDIS__URL": url}, tmp_path)
+    _assert_one_line(done, f"cannot reach Redis at {url}")
+
+
+def test_worker_on_an_events_topic_that_does_not_exist_refuses_and_creates_nothing(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    tag = uuid4().hex[:8]
+    misspelt, alerts, dlq = f"logistics.evnets-{tag}", f"al-{tag}", f"dlq-{tag}"
+    env = {
+        "LOGIWATCH_REDIS__URL": redis_url,
+        "LOGIWATCH_KAFKA__BOOTSTRAP": kafka_bootstrap,
+        "LOGIWATCH_KAFKA__TOPICS__EVENTS": misspelt,
+        "LOGIWATCH_KAFKA__TOPICS__ALERTS": alerts,
+        "LOGIWATCH_KAFKA__TOPICS__DLQ": dlq,
+    }
+    done = _run(["worker", "--metrics-port", "0"], env, tmp_path)
+    _assert_one_line(done, repr(misspelt), "does not exist", "kafka.topics.events")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert not {misspelt, alerts, dlq} & set(admin.list_topics())
+    finally:
+        admin.close()

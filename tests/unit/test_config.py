@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logiwatch.cli import main
-from logiwatch.config import load_settings
+from logiwatch.config import load_settings, redacted_url, redis_url_problem
 from logiwatch.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -34,6 +36,11 @@ BAD = {
     "'change-me' while api_host '0.0.0.0' is not loopback: set LOGIWATCH_ALERTS__API_TOKEN (or alerts.api_token)",
     "bad_syntax.toml": "config file {path} is not valid TOML: "
     "Expected ']' at the end of a table declaration (at line 1, column 7)",
+    "bad_not_utf8.toml": "config file {path} is not UTF-8 text (byte 13 is not valid UTF-8)",
+    "bad_redis_scheme.toml": "invalid setting redis.url in {path}: Value error, 'http://127.0.0.1:6379/0' is not a Redis URL: "
+    "the scheme must be one of redis://, rediss://, unix:// (e.g. redis://127.0.0.1:6379/0)",
+    "bad_redis_port.toml": "invalid setting redis.url in {path}: Value error, 'redis://127.0.0.1:637900/0' is not a Redis URL: "
+    "the port '637900' is not a number 1..65535",
 }
 
 
@@ -62,6 +69,63 @@ def test_the_default_api_token_is_refused_beyond_loopback_and_a_real_one_is_not(
     with pytest.raises(ConfigError, match=r"api_token is the default 'change-me' while api_host"):
         load_settings(alerts={"api_host": host})
     assert load_settings(alerts={"api_host": host, "api_token": "a-real-token"}).alerts.api_host == host
+
+
+def test_a_config_path_that_is_a_directory_stops_the_cli_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(tmp_path), "config", "show"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"logiwatch config: error: config file {tmp_path} is a directory: point it at a .toml file\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("notaurl", "the scheme must be one of redis://, rediss://, unix://"),
+        ("http://127.0.0.1:6379/0", "the scheme must be one of redis://, rediss://, unix://"),
+        ("redis://127.0.0.1:70000/0", "the port '70000' is not a number 1..65535"),
+        ("redis://127.0.0.1:six/0", "the port 'six' is not a number 1..65535"),
+        ("redis://127.0.0.1:0/0", "the port '0' is not a number 1..65535"),
+        ("redis://[::1]:port/0", "the port 'port' is not a number 1..65535"),
+        ("redis://[cache]:6379/0", "it cannot be parsed"),
+        ("redis:///0", "no host"),
+        ("redis://127.0.0.1:6379/zero", "the database 'zero' is not a number"),
+        ("unix://", "a unix:// URL needs the socket's path"),
+    ],
+)
+def test_config_show_refuses_a_redis_url_that_is_not_one_in_one_line(
+    url: str, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOGIWATCH_REDIS__URL", url)
+    assert main(["config", "show"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"logiwatch config: error: invalid setting redis.url in environment: Value error, {url!r} is not a Redis URL: ")
+    assert problem in err
+
+
+def test_a_bad_redis_url_is_shown_without_its_password(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LOGIWATCH_REDIS__URL", "redis://app:s3cret@127.0.0.1:99999/0")
+    assert main(["config", "show"]) == 1
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "'redis://app:***@127.0.0.1:99999/0' is not a Redis URL" in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://user:pw@cache.internal:6380/3",
+        "redis://redis",
+        "redis://[::1]:6379/1",
+        "unix:///run/redis.sock?db=2",
+    ],
+)
+def test_the_redis_url_forms_redis_py_connects_with_are_accepted(url: str) -> None:
+    assert load_settings(redis={"url": url}).redis.url == url
 
 
 def test_missing_config_file_is_a_one_line_config_error() -> None:
@@ -99,3 +163,10 @@ def test_config_show_masks_the_api_token(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "s3cret-token" not in out
     assert json.loads(out)["alerts"]["api_token"] == "**********"
+
+
+@given(st.text(max_size=60) | st.builds("redis://{}".format, st.text(max_size=40)))
+def test_the_redis_url_check_answers_every_string_without_raising(url: str) -> None:
+    problem = redis_url_problem(url)
+    assert problem is None or (problem and "\n" not in problem)
+    assert isinstance(redacted_url(url), str)
