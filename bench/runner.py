@@ -185,9 +185,16 @@ class _Run:
             raise self._quix
         python, version = self._quix
         target = QuixTarget(
-            self.bootstrap, self.topic, self.options.partitions, self.n, self.workload.parcels,
-            self.workdir, self.session_ms, self.options.phase_seconds, self.cleanup,
-        )  # fmt: skip
+            bootstrap=self.bootstrap,
+            topic=self.topic,
+            partitions=self.options.partitions,
+            expected=self.n,
+            parcels=self.workload.parcels,
+            workdir=self.workdir,
+            session_ms=self.session_ms,
+            phase_seconds=self.options.phase_seconds,
+            cleanup=self.cleanup,
+        )
         return {**quix_eps(target, python, mode), "quix_version": version}
 
     def workers(self, n_procs: int) -> dict[str, Any]:
