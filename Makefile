@@ -64,4 +64,4 @@ screenshots: install
 	LOGIWATCH_SCREENSHOTS=docs/images $(BIN)/python -m pytest tests/integration/test_board.py -q
 
 clean:
-	rm -rf $(VENV) .logiwatch .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-quix .logiwatch .pytest_cache .mypy_cache

@@ -4,7 +4,9 @@ One run, one machine, one fresh Tansu broker, one Redis and one set of
 simulator events, produced once into a 4-partition topic. Each phase reads
 those same events: the raw client ceilings (aiokafka ``getmany`` and
 kafka-python ``poll``, decoding every event), a bare Faust agent that only
-counts (the framework peer, run as its own process), the full ``logiwatch
+counts (the framework peer, run as its own process), a bare and a minimal
+stateful quixstreams app (the peer a user would pick, in the bench's own
+virtualenv, skipped with the reason when it cannot be installed), the full ``logiwatch
 worker`` with one and with two processes, the pure detector engine and the
 backtest path in-process, the alert service on the engine's alerts, the
 ingest-to-alert latency at half the worker's sustained rate, and the
@@ -18,7 +20,8 @@ Reading order:
 * :mod:`.runner`: :func:`run_bench`, the phases in order around one broker and workload;
 * :mod:`.workload`: options, the simulated events and producing them;
 * the phases: :mod:`.raw` (client ceilings), :mod:`.faust_bare` with
-  :mod:`.faust_agent` (the bare agent's process), :mod:`.workers` (worker
+  :mod:`.faust_agent` (the bare agent's process), :mod:`.quix` with
+  :mod:`.quix_app` (the quixstreams apps' process), :mod:`.workers` (worker
   processes, their profile) on :mod:`.processes`, :mod:`.engine` (engine,
   backtest, memory), :mod:`.alert_service`, :mod:`.latency`;
 * :mod:`.figures`: the pure parts (phase names, required keys, targets,

@@ -20,6 +20,8 @@ PHASES = (
     "raw_aiokafka",
     "raw_kafka_python",
     "faust_bare",
+    "quix_bare",
+    "quix_stateful",
     "worker",
     "two_workers",
     "engine",
@@ -44,6 +46,10 @@ REQUIRED_KEYS = (
     "worker_vs_raw_ratio",
     "worker_vs_faust_ratio",
 )
+
+
+#: The quixstreams peer's keys (issue 14): ``--json`` always prints them, ``None`` when skipped or failed.
+QUIX_KEYS = ("quix_bare_eps", "quix_stateful_eps", "worker_vs_quix_bare_ratio", "worker_vs_quix_stateful_ratio")
 
 
 #: Issue 6's targets: key -> (comparison, threshold, text).
@@ -95,6 +101,10 @@ BATCH_SUM = "logiwatch_worker_batch_seconds_sum"
 LATENCY_MIN_EVENTS = 5_000
 
 
+class PhaseSkipped(Exception):
+    """A phase that cannot run here (its peer cannot be installed): skipped with this reason, no figure."""
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation between ranks (numpy's default).
 
@@ -137,7 +147,9 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
     results["worker_vs_raw_ratio"] = ratio(results.get("worker_eps"), results.get("raw_aiokafka_eps"))
     results["worker_vs_faust_ratio"] = ratio(results.get("worker_eps"), results.get("faust_bare_eps"))
     results["two_worker_speedup"] = ratio(results.get("two_workers_eps"), results.get("worker_eps"))
-    for key in REQUIRED_KEYS:
+    for peer in ("quix_bare", "quix_stateful"):
+        results[f"worker_vs_{peer}_ratio"] = ratio(results.get("worker_eps"), results.get(f"{peer}_eps"))
+    for key in (*REQUIRED_KEYS, *QUIX_KEYS):
         results.setdefault(key, None)
     return results
 

@@ -19,8 +19,9 @@ from logiwatch import stack
 from logiwatch.bench.alert_service import alert_service_run
 from logiwatch.bench.engine import backtest_run, bytes_per_parcel, engine_eps
 from logiwatch.bench.faust_bare import faust_bare_eps
-from logiwatch.bench.figures import MEMORY_SAMPLE_EVENTS, PHASES, derive
+from logiwatch.bench.figures import MEMORY_SAMPLE_EVENTS, PHASES, PhaseSkipped, derive
 from logiwatch.bench.latency import latency_phase
+from logiwatch.bench.quix import QuixTarget, create_events_topic, ensure_quix_python, quix_eps
 from logiwatch.bench.raw import raw_aiokafka_eps, raw_kafka_python_eps
 from logiwatch.bench.report import fmt, machine_info
 from logiwatch.bench.workers import BenchContext, profile_worker, worker_eps
@@ -48,6 +49,7 @@ def run_bench(
         "command": command or f"logiwatch bench --events {options.events}",
         "skipped": [p for p in PHASES if p in options.skip],
         "errors": {},
+        "skip_reasons": {},  # phases that could not run here (not asked to be skipped), and why
         "redis_prefixes": [],  # where the workers kept state (deleted at the end)
     }
     cleanup: list[Callable[[], None]] = []
@@ -102,11 +104,12 @@ class _Run:
             sum(len(v) for part in self.workload.by_partition for _, v in part) / self.workload.total
         )
         self.topic = topic = f"bench-events-{uuid.uuid4().hex[:8]}"
-        stack.create_topics(bootstrap, {topic: options.partitions})
+        create_events_topic(bootstrap, topic, options.partitions)  # with the configs quixstreams reads back
         cleanup.append(lambda: stack.delete_topics(bootstrap, [topic]))
         results["produce_eps"] = produce_workload(bootstrap, topic, self.workload)
         log(f"produced into {topic} at {results['produce_eps']:,.0f} events/s")
         self.n = self.workload.total
+        self._quix: tuple[Path, str] | PhaseSkipped | None = None  # the quix virtualenv, made once
         self.raised: list[Alert] = []  # the engine phase's alerts, for the alert-service phase
         self.ctx = BenchContext(
             bootstrap=bootstrap,
@@ -129,6 +132,8 @@ class _Run:
             ("raw_aiokafka", lambda: self.raw("raw_aiokafka", raw_aiokafka_eps)),
             ("raw_kafka_python", lambda: self.raw("raw_kafka_python", raw_kafka_python_eps)),
             ("faust_bare", self.faust_bare),
+            ("quix_bare", lambda: self.quix("bare")),
+            ("quix_stateful", lambda: self.quix("stateful")),
             ("worker", lambda: self.workers(1)),
             ("two_workers", lambda: self.workers(2)),
             ("engine", self.engine),
@@ -148,6 +153,11 @@ class _Run:
         t0 = time.perf_counter()
         try:
             figures = fn()
+        except PhaseSkipped as why:  # cannot run here: no figure, and not a failure
+            self.results["skipped"].append(name)
+            self.results["skip_reasons"][name] = str(why)
+            self.log(f"phase {name} skipped: {why}")
+            return
         except Exception as exc:  # one broken phase must not hide the others' figures
             self.results["errors"][name] = f"{type(exc).__name__}: {exc}"
             self.log(f"phase {name} FAILED: {exc}")
@@ -164,6 +174,28 @@ class _Run:
         faust_n = min(self.n, self.options.faust_events)
         eps = faust_bare_eps(self.bootstrap, self.topic, faust_n, self.workdir, self.session_ms)
         return {"faust_bare_eps": eps, "faust_events": faust_n}
+
+    def quix(self, mode: str) -> dict[str, Any]:
+        if self._quix is None:
+            try:
+                self._quix = ensure_quix_python(Path(self.options.quix_venv), self.log)
+            except PhaseSkipped as why:
+                self._quix = why
+        if isinstance(self._quix, PhaseSkipped):
+            raise self._quix
+        python, version = self._quix
+        target = QuixTarget(
+            bootstrap=self.bootstrap,
+            topic=self.topic,
+            partitions=self.options.partitions,
+            expected=self.n,
+            parcels=self.workload.parcels,
+            workdir=self.workdir,
+            session_ms=self.session_ms,
+            phase_seconds=self.options.phase_seconds,
+            cleanup=self.cleanup,
+        )
+        return {**quix_eps(target, python, mode), "quix_version": version}
 
     def workers(self, n_procs: int) -> dict[str, Any]:
         # Several processes are clocked over as many events as one process was: the

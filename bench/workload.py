@@ -24,6 +24,8 @@ class BenchOptions:
     partitions: int = 4
     #: the bare Faust agent counts this prefix only (its per-event cost is flat)
     faust_events: int = 50_000
+    #: the bench's own virtualenv for the quixstreams phases (made on first use)
+    quix_venv: str = ".venv-quix"
     latency_seconds: float = 15.0
     #: paced rate for the latency phase; default half the measured worker rate
     latency_rate: float | None = None

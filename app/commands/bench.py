@@ -33,7 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PHASE",
-        help=f"skip a phase (repeatable): {', '.join(PHASES)}",
+        help=f"skip a phase (repeatable): {', '.join(PHASES)}; 'quix' = both quixstreams phases",
+    )
+    parser.add_argument(
+        "--quix-venv",
+        default=".venv-quix",
+        help="the bench's own virtualenv for quixstreams, made on first use (default .venv-quix)",
     )
     parser.add_argument(
         "--faust-events", type=int, default=50_000, help="events the bare Faust agent counts (default 50,000)"
@@ -64,9 +69,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.latency_rate is not None and args.latency_rate <= 0:
         raise ConfigError(f"--latency-rate must be positive, got {args.latency_rate}")
     skip = {name for item in args.skip for name in item.split(",") if name}
+    if "quix" in skip:
+        skip = (skip - {"quix"}) | {"quix_bare", "quix_stateful"}
     options = BenchOptions(
         events=args.events,
         faust_events=args.faust_events,
+        quix_venv=args.quix_venv,
         latency_seconds=args.latency_seconds,
         latency_rate=args.latency_rate,
         skip=frozenset(skip),
@@ -82,6 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The canonical command, whoever called us (make, a shell, a test).
     command = f"logiwatch bench --events {args.events}" + "".join(f" --skip {s}" for s in sorted(skip))
     command += " --profile" if args.profile else ""
+    command += f" --quix-venv {args.quix_venv}" if args.quix_venv != ".venv-quix" else ""
     command += f" --phase-seconds {args.phase_seconds:g}" if args.phase_seconds != 45.0 else ""
     results = run_bench(options, settings, workdir, log, command=command)
     write_outputs(

@@ -4,7 +4,8 @@ Not a speed assertion: it checks that each required key is present and
 positive (a failed phase reports ``null`` and exits 1), that the files are
 written and that the hand-written part of the report survives a rewrite. The
 harness starts its own Tansu on a free port, as ``make bench`` does, and uses
-the session's Redis through ``REDIS_URL``.
+the session's Redis through ``REDIS_URL``. The quixstreams phases are skipped
+with ``--skip quix`` (they need their own virtualenv; see test_bench_quix.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import redis
 
 from logiwatch.bench import HAND_MARKER, REQUIRED_KEYS
+from logiwatch.bench.figures import QUIX_KEYS
 from tests.unit.test_bench import ISSUE_FIGURES
 
 
@@ -26,7 +28,7 @@ def test_a_small_bench_run_reports_every_figure_and_writes_both_files(tmp_path: 
     out_md.write_text(f"stale figures\n{HAND_MARKER}\n\n## Profile\n\nkept by hand\n")
     cmd = [sys.executable, "-m", "logiwatch.cli", "bench", "--events", "20000", "--json"]
     cmd += ["--faust-events", "2000", "--latency-seconds", "3", "--phase-seconds", "15"]
-    cmd += ["--workdir", str(tmp_path / "work")]
+    cmd += ["--workdir", str(tmp_path / "work"), "--skip", "quix"]
     cmd += ["--out-md", str(out_md), "--out-json", str(out_json)]
     proc = subprocess.run(
         cmd,
@@ -47,6 +49,9 @@ def test_a_small_bench_run_reports_every_figure_and_writes_both_files(tmp_path: 
     for key in (*ISSUE_FIGURES, *REQUIRED_KEYS):
         assert isinstance(results.get(key), float | int) and results[key] > 0, (key, results.get(key))
     assert results["events"] == 20_000
+    # the quix keys are printed beside the others, null when their phases are skipped
+    assert results["skipped"] == ["quix_bare", "quix_stateful"] and results["skip_reasons"] == {}
+    assert all(key in results and results[key] is None for key in QUIX_KEYS)
     assert results["latency_p50_ms"] <= results["latency_p99_ms"]
     assert results["memory_parcels"] > 0 and results["worker_dlq"] == 0
     # the alert service handled the engine's alerts through its own consume loop
