@@ -27,6 +27,7 @@ PHASES = (
     "backtest",
     "latency",
     "memory",
+    "ingest",
 )
 
 
