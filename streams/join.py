@@ -14,9 +14,13 @@ partition number the worker keeps:
   registered becomes a v1 :class:`~logiwatch.detectors.model.ScanEvent`
   at once. One that is not waits, with the parcel's later scans, until the
   registration arrives or the join's clock has moved ``wait_ms`` past where
-  it stood when the parcel's first scan arrived. Then the parcel goes on
-  with defaults (:func:`to_scan_event`) and ``registration="missing"``, and
-  its later scans no longer wait. The waiting scans and the parcels that
+  it stood when the parcel's first scan arrived, but never within the
+  batch in which it began waiting: one that falls due there goes on at the
+  start of the partition's next batch, after the registrations that arrived
+  meanwhile (the worker handles the two topics in separate batches, and a
+  batch of events can span more event time than the wait). Then the parcel
+  goes on with defaults (:func:`to_scan_event`) and
+  ``registration="missing"``, and its later scans no longer wait. The waiting scans and the parcels that
   went on without a registration are part of the events partition's
   snapshot (hash fields under :data:`JOIN_PREFIX`, never a waybill's
   field), so a restore resumes them.
@@ -339,6 +343,9 @@ class JoinEngine:
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._recheck = bool(self.waiting)  # after a restore: registrations may have landed meanwhile
+        #: parcels that began waiting in the current batch, and those of them already due
+        self._new_waiters: set[str] = set()
+        self._deferred: list[str] = []
         #: outcomes since start (for the stats): joined, waited, defaulted
         self.counts = {"joined": 0, "waited": 0, "defaulted": 0}
 
@@ -386,6 +393,7 @@ class JoinEngine:
         out: list[ScanEvent | Tick] = []
         if table is not None and (table.arrived or table.recheck_all or self._recheck):
             self._release_registered(table, out)
+        self._release_deferred(table, out)
         for rec in records:
             kind = type(rec)
             if kind is Scan:
@@ -451,6 +459,7 @@ class JoinEngine:
             clock = scan.event_time if self.clock_ms is None else self.clock_ms
             w = self.waiting[wb] = _Waiting(first_ms=scan.event_time, due_ms=clock + self.config.wait_ms)
             heapq.heappush(self._heap, (w.due_ms, wb))
+            self._new_waiters.add(wb)
         if w.released:
             self.counts["defaulted"] += 1
             out.append(to_scan_event(scan, None, w.first_ms, self.config))
@@ -517,6 +526,23 @@ class JoinEngine:
                     self._dirty.discard(wb)
                     self._deleted.add(wb)
                 continue
+            if wb in self._new_waiters:  # due within the batch it began waiting in: see the next batch first
+                self._deferred.append(wb)
+                continue
+            reg = table.get(wb) if table is not None else None
+            if reg is not None:
+                self.counts["joined"] += len(w.scans)
+            self._release(wb, reg, out)
+
+    def _release_deferred(self, table: RegistrationTable | None, out: list[ScanEvent | Tick]) -> None:
+        """Release the parcels that fell due in the batch they began waiting in (registrations applied)."""
+
+        deferred, self._deferred = self._deferred, []
+        self._new_waiters.clear()
+        for wb in deferred:
+            w = self.waiting.get(wb)
+            if w is None or w.released:
+                continue  # joined at this batch's start, or finished
             reg = table.get(wb) if table is not None else None
             if reg is not None:
                 self.counts["joined"] += len(w.scans)

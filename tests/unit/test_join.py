@@ -245,19 +245,31 @@ def test_a_resent_history_of_days_waits_on_event_time_from_where_the_partition_c
     assert [r.registration for r in inner2.seen if isinstance(r, ScanEvent)] == [None, "missing", "missing"]
 
 
-def test_the_wait_is_the_same_in_process_and_through_kafka_whatever_the_batches() -> None:
-    # event time only: the same records in any batching give the same joined events
-    records: list[Scan | ScanEvent | Tick] = [v1(T0), scan(1, T0 - H), v1(T0 + 5 * MIN, i=1), scan(2, T0 + 9 * MIN)]
-    records += [Tick(tick_time=T0 + 10 * MIN), scan(1, T0 + 11 * MIN, wb="WB2"), Tick(tick_time=T0 + 30 * MIN)]
-    outcomes = []
-    for size in (1, 2, 3, len(records)):
-        join, inner = make(RegistrationTable(), wait_ms=10 * MIN)
-        for k in range(0, len(records), size):
-            join.process(records[k : k + size])
-        outcomes.append([(r.event_id, r.registration) for r in inner.seen if isinstance(r, ScanEvent)])
-    assert all(o == outcomes[0] for o in outcomes)
-    # WB1 waited from T0 (the clock when its first scan came), so it went on at the T0+10 min tick
-    assert outcomes[0][:4] == [("WB9-v1-0", None), ("WB9-v1-1", None), ("WB1-1", "missing"), ("WB1-2", "missing")]
+def test_a_parcel_due_within_its_first_batch_sees_the_registrations_of_the_next_one_first() -> None:
+    # the worker handles the shipments and events topics in separate batches, and one events batch
+    # can span more than the wait: the registration produced before the scan must still join it
+    table = RegistrationTable()
+    join, inner = make(table, wait_ms=10 * MIN)
+    join.process([scan(1, T0, EventType.PICKED_UP), v1(T0 + H)])  # WB1 falls due inside this batch
+    assert [r.event_id for r in inner.seen if isinstance(r, ScanEvent)] == ["WB9-v1-0"]
+    table.put(reg())  # the shipments batch, handled in between
+    join.process([v1(T0 + 2 * H, i=1)])
+    got = [(r.event_id, r.merchant_id) for r in inner.seen if isinstance(r, ScanEvent)]
+    assert got == [("WB9-v1-0", "M"), ("WB1-1", "M1"), ("WB9-v1-1", "M")]
+    # without a registration it goes on with defaults at the next batch's start, before its records
+    join2, inner2 = make(RegistrationTable(), wait_ms=10 * MIN)
+    join2.process([scan(1, T0, EventType.PICKED_UP), v1(T0 + H)])
+    join2.process([v1(T0 + 2 * H, i=1)])
+    got2 = [(r.event_id, r.registration) for r in inner2.seen if isinstance(r, ScanEvent)]
+    assert got2 == [("WB9-v1-0", None), ("WB1-1", "missing"), ("WB9-v1-1", None)]
+
+
+def test_a_parcel_waiting_since_an_earlier_batch_goes_on_where_the_clock_passes_its_due() -> None:
+    join, inner = make(RegistrationTable(), wait_ms=10 * MIN)
+    join.process([v1(T0), scan(1, T0 - H)])  # due at T0 + 10 min (the clock when it came)
+    join.process([v1(T0 + 5 * MIN, i=1), v1(T0 + 10 * MIN, i=2), v1(T0 + 20 * MIN, i=3)])
+    order = [r.event_id for r in inner.seen if isinstance(r, ScanEvent)]
+    assert order == ["WB9-v1-0", "WB9-v1-1", "WB1-1", "WB9-v1-2", "WB9-v1-3"]
 
 
 def test_v1_records_pass_through_untouched_and_still_move_the_join_clock() -> None:
@@ -277,7 +289,8 @@ def test_a_registration_after_the_defaults_reaches_the_parcel_with_its_next_scan
     table = RegistrationTable()
     engine = Engine(EngineConfig())
     join = JoinEngine(engine, lambda: table, JoinConfig(wait_ms=10 * MIN))
-    join.process([scan(1, T0, EventType.PICKED_UP), Tick(tick_time=T0 + 10 * MIN)])
+    join.process([scan(1, T0, EventType.PICKED_UP)])
+    join.process([Tick(tick_time=T0 + 10 * MIN)])
     st = engine.state_of("WB1")
     assert st is not None and st.merchant == UNREGISTERED_MERCHANT
     assert st.deliver_by == T0 + JoinConfig().default_delivery_ms
