@@ -125,7 +125,7 @@ def test_demo_runs_the_whole_pipeline_and_accounts_for_every_record(
     assert new_scans > 0 and dropped > 0, front.group(0)
     assert records == regs + new_scans and all_events == events, front.group(0)
     # the slim scans reached the engine through the join, most of them joined to their registration
-    assert 0 < joined + defaulted <= new_scans and joined >= new_scans // 2, front.group(0)
+    assert 0 < joined + defaulted <= new_scans and joined >= new_scans * 9 // 10, front.group(0)
     print(front.group(0))
 
     # Nothing of the run is left: its topics are deleted, its Redis keys gone,
