@@ -26,10 +26,10 @@ partition number the worker keeps:
   field), so a restore resumes them.
 
 The join's clock is event time: the largest event time of the partition's
-records so far (slim scans, v1 scans and clock ticks), in log order, so the
-outcome is a function of the records alone: the Kafka path, the worker's
-replay of its unsaved records and a backtest of the same records join
-alike. A resent history of old checkpoints arriving in a partition whose
+records so far (slim scans, v1 scans and clock ticks), in log order, not
+the Kafka record timestamps (which a replay to another topic or the worker's
+replay of its unsaved records after an engine failure would not share): the
+wait depends on the records, their order and the batch boundaries only. A resent history of old checkpoints arriving in a partition whose
 clock already stands at "now" waits the full ``wait_ms`` from "now" (its old
 times do not move the clock). A history whose own checkpoints are the
 newest records of its partition (a quiet partition, a backfill) moves the
