@@ -171,8 +171,9 @@ class WorkerConfig(_Section):
     #: Replays of historical exports: no wall-clock window at all (event time only; ticks from
     #: any time are accepted), so a year-old export through Kafka gives the backtest's alerts.
     event_time_only: bool = False
-    #: Contract v2 join: how long after its arrival (Kafka record time) a scan
-    #: waits for its parcel's registration before it goes on with defaults.
+    #: Contract v2 join: how long (event time: the partition's clock, its newest
+    #: record or tick) a scan waits for its parcel's registration before it goes
+    #: on with defaults (docs/events.md, "The join").
     join_wait_ms: int = Field(default=10 * 60_000, ge=0)
     #: Promises of a parcel without a registration, counted from its first scan.
     join_default_dispatch_ms: int = Field(default=24 * 3600_000, ge=0)

@@ -11,12 +11,17 @@ this process with a local webhook receiver that verifies every signature
 simulator's default scenario compressed so that about twelve simulated days
 pass during the run, with clock ticks in every partition (silent parcels'
 stalls fire without new scans) and a few malformed records for the
-dead-letter topic. A progress line every few seconds reads the worker's own
+dead-letter topic. One parcel in ten comes through the front door instead
+(:mod:`logiwatch.frontdoor`): its registration goes to the run's shipments
+topic and its scans arrive as signed AfterShip- and Kuaidi100-style history
+resends through the real ``logiwatch ingest serve`` receiver, which the
+worker joins to the registrations. A progress line every few seconds reads the worker's own
 Prometheus counters; sample alerts and notifications are printed as they
 arrive. After the duration (or Ctrl-C) it stops producing, lets the worker
 and the alert service drain, stops everything it started, deletes the run's
 topics and keys, and prints the summary: records in and out, dead letters,
-alerts by type, notifications, liability by party and the CS board URL. A
+alerts by type, notifications, liability by party, the CS board URL and the
+front door's pushes and joins. A
 component that fails to start, or a worker that does not account for every
 produced record, ends the run with one line (and the log path) and exit
 status 1.
@@ -84,6 +89,12 @@ CATCH_UP_S = 12.0
 #: Print the first SAMPLE_FIRST alerts and notifications, then one in SAMPLE_EVERY.
 SAMPLE_FIRST, SAMPLE_EVERY = 10, 50
 DRAIN_TIMEOUT_S = 60.0
+#: At most this long for the front door's queued pushes once production stopped.
+FRONT_DRAIN_S = 20.0
+#: How long (event time) the demo's worker waits for a front-door parcel's registration. The
+#: join's wait runs on event time, and the demo compresses about six hours into a second, so
+#: the default ten minutes would be a few milliseconds of the run: six hours is about a second.
+JOIN_WAIT_MS = 6 * 3600_000
 #: At most this long for queued notifications after the alerts are recorded.
 NOTIFY_DRAIN_S = 10.0
 START_TIMEOUT_S = 60.0
@@ -182,7 +193,7 @@ def run_settings(
     kafka["bootstrap"] = services.bootstrap
     kafka["worker_group"] = f"{settings.kafka.worker_group}-demo-{run_id}"
     kafka["alerts_group"] = f"{settings.kafka.alerts_group}-demo-{run_id}"
-    for kind in ("events", "alerts", "liability", "dlq"):
+    for kind in ("events", "alerts", "liability", "dlq", "shipments"):
         kafka["topics"][kind] = kafka["topics"][kind] + suffix
     data["redis"] = {"url": services.redis_url, "key_prefix": f"{settings.redis.key_prefix}demo-{run_id}:"}
     data["worker"]["metrics_port"] = metrics_port
@@ -215,6 +226,8 @@ class Worker:
             "LOGIWATCH_KAFKA__TOPICS__ALERTS": t.alerts,
             "LOGIWATCH_KAFKA__TOPICS__DLQ": t.dlq,
             "LOGIWATCH_KAFKA__TOPICS__LIABILITY": t.liability,
+            "LOGIWATCH_KAFKA__TOPICS__SHIPMENTS": t.shipments,
+            "LOGIWATCH_WORKER__JOIN_WAIT_MS": str(JOIN_WAIT_MS),
             "LOGIWATCH_KAFKA__WORKER_GROUP": k.worker_group,
             "LOGIWATCH_REDIS__URL": settings.redis.url,
             "LOGIWATCH_REDIS__KEY_PREFIX": settings.redis.key_prefix,
@@ -378,6 +391,13 @@ class Live:
     alerts_summary: dict[str, Any] = field(default_factory=dict)
     board_url: str = ""
     hurried: bool = False
+    #: the front door (logiwatch.frontdoor.FrontDoor) while the run lasts
+    front: Any = None
+    #: records the front door put on Kafka (registrations + new slim scans) and its summary line
+    front_records: int = 0
+    front_line: str = ""
+    #: the worker's contract-v2 join outcomes (joined, waited, defaulted) -> scans
+    join: Counter[str] = field(default_factory=Counter)
 
     def line(self) -> str:
         w = self.worker
@@ -405,9 +425,15 @@ class Stoppable(Sequence[ScanEvent]):
         return self.events[index]
 
     def __iter__(self) -> Iterator[ScanEvent]:
+        from logiwatch.frontdoor import through_front_door
+
+        front = self.live.front
         for ev in self.events:
             if self.stop.is_set():
                 return
+            if front is not None and through_front_door(ev.waybill_id):
+                front.offer(ev)  # arrives as a signed feed push instead
+                continue
             self.live.events_sent += 1
             yield ev
 
@@ -493,6 +519,7 @@ class LiveRun:
         self.reader: asyncio.Task[None] | None = None
         self.producer: asyncio.Future[Any] | None = None
         self.session: Any = None  # aiohttp.ClientSession, made on the loop
+        self.front: Any = None  # logiwatch.frontdoor.FrontDoor, made on the loop
         live.board_url = f"http://{settings.alerts.api_host}:{settings.alerts.api_port}/"
 
     async def run(self) -> None:
@@ -510,6 +537,9 @@ class LiveRun:
         raw = malformed_lines(self.options.seed, MALFORMED_COUNT, events[:500])
         self.alerts_task = asyncio.create_task(run_alerts_demo(self.settings, self.alert_stop, self._report))
         self.session = aiohttp.ClientSession()
+        from logiwatch.frontdoor import FrontDoor
+
+        self.front = FrontDoor(self.settings, report=lambda line: print(line, flush=True), sample=sample_due)
         try:
             await self._start()
             await self._produce(events, raw)
@@ -554,6 +584,10 @@ class LiveRun:
         # The port answers before the worker has built its pipeline; it is up
         # once its own metrics are registered.
         up = status == 200 and "logiwatch_worker_" in text
+        if up:
+            from logiwatch.frontdoor import join_outcomes
+
+            self.live.join = join_outcomes(text)
         return parse_worker_metrics(text) if up else None
 
     async def _scrape(self) -> None:
@@ -579,6 +613,15 @@ class LiveRun:
                 f"the worker's metrics did not answer within {START_TIMEOUT_S:.0f} s; see {w.log_path}"
             )
         print(f"demo: worker up (pid {w.popen.pid}, metrics {w.metrics_url}, log {w.log_path})")
+        from logiwatch.frontdoor import SHARE
+
+        await self.front.start(self.session)
+        self.live.front = self.front
+        print(
+            f"demo: front door: `logiwatch ingest serve` at {self.front.url} (metrics {self.front.url}/metrics); "
+            f"1 parcel in {SHARE} arrives as signed AfterShip- or Kuaidi100-style pushes",
+            flush=True,
+        )
 
     async def _produce(self, events: list[ScanEvent], raw: list[bytes]) -> None:
         """Produce (paced, in a thread) until the duration ends or Ctrl-C; a progress line meanwhile."""
@@ -643,7 +686,11 @@ class LiveRun:
         self.produce_stop.set()
         assert self.producer is not None
         live.produce_stats = stats = await self.producer
-        total = stats.events + stats.ticks + stats.raw
+        if not await self.front.drain(FRONT_DRAIN_S):
+            print("demo: the front door did not post every push in time", flush=True)
+        live.front_records = self.front.records()
+        live.front_line = self.front.summary()
+        total = stats.events + stats.ticks + stats.raw + live.front_records
         print(
             f"demo: stopped producing ({stats.events} events, {stats.ticks} ticks, {stats.raw} malformed); draining",
             flush=True,
@@ -688,6 +735,10 @@ class LiveRun:
         self.reader_done.set()
         assert self.alerts_task is not None
         results = await asyncio.gather(self.alerts_task, *([self.reader] if self.reader else []), return_exceptions=True)
+        self.live.front = None
+        if self.front is not None:
+            with contextlib.suppress(Exception):
+                await self.front.close()
         await self.session.close()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -718,6 +769,7 @@ def _summary(live: Live) -> tuple[list[str], int]:
 
     s, w = live.produce_stats, live.worker
     events, ticks, malformed = (s.events, s.ticks, s.raw) if s is not None else (live.events_sent, 0, 0)
+    events += live.front_records  # registrations and new slim scans from the front door
     produced = events + malformed
     consumed_events = w.consumed - ticks - w.dead_letters
     missing = events + ticks + malformed - w.consumed
@@ -740,6 +792,9 @@ def _summary(live: Live) -> tuple[list[str], int]:
         + (f", {live.queued} still queued (the receiver is rate-limited)" if live.queued else ""),
         f"  liability (yuan, by party): {liability}",
         f"  CS board:      {live.board_url} (answered during the run; it stops with the demo)",
+        f"  front door:    {live.front_line or 'did not run'} ({live.front_records} of the {events} events "
+        f"above); the worker joined {live.join.get('joined', 0)} slim scans to their registrations, "
+        f"{live.join.get('defaulted', 0)} went on without one",
     ]
     return lines, missing
 
@@ -773,7 +828,7 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         )
         stack.create_topics(services.bootstrap, stack.stack_topics(rs))
         print(
-            f"demo: run {run_id}: topics {rs.kafka.topics.events} (+alerts, liability, dlq), "
+            f"demo: run {run_id}: topics {rs.kafka.topics.events} (+alerts, liability, dlq, shipments), "
             f"Redis {rs.redis.url} prefix {rs.redis.key_prefix}",
             flush=True,
         )

@@ -29,6 +29,7 @@ PHASES = (
     "backtest",
     "latency",
     "memory",
+    "ingest",
 )
 
 

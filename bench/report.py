@@ -51,6 +51,8 @@ ROWS = (
     ("latency_p50_ms", "ingest-to-alert p50 at half rate", "ms"),
     ("latency_p99_ms", "ingest-to-alert p99 at half rate", "ms"),
     ("bytes_per_parcel", "memory per in-flight parcel", "bytes"),
+    ("ingest_pushes_per_s", "ingest serve: signed AfterShip pushes answered 200", "pushes/s"),
+    ("ingest_scans_per_s", "ingest serve: new scans through to Kafka", "scans/s"),
 )
 
 
@@ -75,6 +77,8 @@ KEY_PHASES: dict[str, tuple[str, ...]] = {
     "latency_p50_ms": ("latency",),
     "latency_p99_ms": ("latency",),
     "bytes_per_parcel": ("memory",),
+    "ingest_pushes_per_s": ("ingest",),
+    "ingest_scans_per_s": ("ingest",),
 }
 
 
@@ -93,6 +97,7 @@ _DETAIL_PHASES = (
     ("backtest", "backtest"),
     ("latency", "latency"),
     ("memory", "memory"),
+    ("ingest", "ingest"),
 )
 
 
@@ -226,6 +231,13 @@ def _details(results: Mapping[str, Any]) -> list[str]:
         f"full-speed run, {_detail(results, 'latency_checkpoint_bytes_per_event')} in the paced latency run.",
         f"- Memory: {_detail(results, 'memory_parcels')} parcels in flight in "
         f"{_detail(results, 'memory_state_bytes')} bytes of engine state (models excluded).",
+        f"- Ingest receiver: `logiwatch ingest serve` as its own process, "
+        f"{_detail(results, 'ingest_concurrency')} connections posting signed AfterShip-style pushes "
+        f"(each resends the parcel's history so far): {_detail(results, 'ingest_pushes')} of "
+        f"{_detail(results, 'ingest_built')} built answered 200 in {_detail(results, 'ingest_seconds')} s, "
+        f"{_detail(results, 'ingest_failed')} otherwise; {_detail(results, 'ingest_scans_produced')} new scans "
+        f"produced and acknowledged before the answers, {_detail(results, 'ingest_scans_duplicate')} resent "
+        "ones dropped by the dedup. The client runs in the harness's process on the same machine.",
         f"- Backtest: `logiwatch backtest` on the same {_detail(results, 'backtest_events')} events "
         f"(read the JSONL, clock ticks every minute, one engine per partition, score against the labels); "
         f"its engine part took {_detail(results, 'backtest_engine_seconds')} s.",
@@ -299,6 +311,11 @@ _METHOD = (
     "rule named the wrong scan; they are counted as misattributed and left out. So the figure "
     "covers producer batching, the broker, the worker's fetch, decode, detection and alert "
     "produce, and the consumer's fetch.",
+    "- **Ingest**: pushes are built from a prefix of the workload before the clock (one per carrier "
+    "scan, carrying the parcel's history so far, so a resend checks every old checkpoint against the "
+    "Redis claims and produces one new scan). The clock runs from the first request to the last answer "
+    "within the phase budget; a 200 comes after Kafka acknowledged the push's new scans (`acks=all`). "
+    "The scan counts are the receiver's own `logiwatch_ingest_scans_total`.",
     "- **Memory per parcel**: `tracemalloc` traces an engine that processes the events, after "
     "`take_changes()` as the worker leaves it. The bytes of an engine restored from the same "
     "models alone are subtracted, and the rest is divided by the parcels in flight. This counts "

@@ -20,6 +20,7 @@ from logiwatch.bench.alert_service import alert_service_run
 from logiwatch.bench.engine import backtest_run, bytes_per_parcel, engine_eps
 from logiwatch.bench.faust_bare import faust_bare_eps
 from logiwatch.bench.figures import MEMORY_SAMPLE_EVENTS, PHASES, PhaseSkipped, derive
+from logiwatch.bench.ingest import PUSHES_PER_BUDGET_S, ingest_phase
 from logiwatch.bench.latency import latency_phase
 from logiwatch.bench.quix import QuixTarget, create_events_topic, ensure_quix_python, quix_eps
 from logiwatch.bench.raw import raw_aiokafka_eps, raw_kafka_python_eps
@@ -141,6 +142,7 @@ class _Run:
             ("backtest", self.backtest),
             ("latency", self.latency),
             ("memory", self.memory),
+            ("ingest", self.ingest),
         ]
         if self.options.profile:
             out.append(("profile", lambda: profile_worker(self.ctx)))
@@ -259,3 +261,8 @@ class _Run:
         sample = self.workload.events[: max(1, min(len(self.workload.events) // 2, MEMORY_SAMPLE_EVENTS))]
         per, parcels, state = bytes_per_parcel(sample, self.lateness_ms)
         return {"bytes_per_parcel": per, "memory_parcels": parcels, "memory_state_bytes": state}
+
+    def ingest(self) -> dict[str, Any]:
+        # a prefix of the workload: about as many pushes as the budget can answer are built
+        sample = self.workload.events[: max(1, int(self.options.phase_seconds * PUSHES_PER_BUDGET_S * 1.3))]
+        return ingest_phase(self.bootstrap, self.redis_url, sample, self.options.phase_seconds, self.workdir)

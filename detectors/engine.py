@@ -529,6 +529,12 @@ class Engine:
             insort(route, entry)
         if len(route) > self.config.max_route:
             del route[2]
+        if latest and ev.registration is None:
+            # contract v2: a late registration or its update (promise, carrier) reaches the parcel (issue 13);
+            # the origin stays the first scan's (a slim scan without a registered origin carries its own region)
+            st.order, st.merchant, st.carrier, st.category = ev.order_id, ev.merchant_id, ev.carrier_id, ev.category
+            st.amount, st.dest = ev.order_amount, ev.dest_region
+            st.dispatch_by, st.deliver_by = ev.promised_dispatch_by, ev.promised_delivery_by
         env = self.env
         env.prev = prev if latest else None
         env.latest = latest

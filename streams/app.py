@@ -42,6 +42,8 @@ class LogiwatchApp(faust.App):
     batch_checkpoint: BatchCheckpoint | None = None
     #: the aiokafka consumer's fetch wait (Faust itself fixes it at 1500 ms)
     fetch_max_wait_ms: int | None = None
+    #: topics whose batches in a fetch are handled before the others' (the v2 join's registrations)
+    first_topics: frozenset[str] = frozenset()
 
     def _new_transport(self) -> Any:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -135,6 +137,8 @@ def build_worker(
     app.batch_handler = worker.handle
     app.batch_checkpoint = worker.checkpoint
     app.fetch_max_wait_ms = wconf.fetch_max_wait_ms
+    # a registration fetched with its parcel's scans is in the join's table before them
+    app.first_topics = frozenset({kafka.topics.shipments})
     # Raw bytes in, no Faust (de)serialisation: the handler decodes.
     app.topics.add(app.topic(kafka.topics.events, key_serializer="raw", value_serializer="raw"))
     # Contract v2: registrations, co-partitioned with the events (same

@@ -107,7 +107,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 generation = self.app.consumer_generation_id
                 skipped: list[tuple[TP, int]] = []
                 halted = False
-                for tp, batch in records.items():
+                first: frozenset[str] = getattr(self.app, "first_topics", frozenset())
+                for tp, batch in sorted(records.items(), key=lambda item: item[0].topic not in first):
                     if not batch:
                         continue
                     # A rebalance or shutdown started while we worked: leave

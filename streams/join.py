@@ -14,17 +14,32 @@ partition number the worker keeps:
   registered becomes a v1 :class:`~logiwatch.detectors.model.ScanEvent`
   at once. One that is not waits, with the parcel's later scans, until the
   registration arrives or the join's clock has moved ``wait_ms`` past where
-  it stood when the parcel's first scan arrived. The clock is the largest
-  Kafka record timestamp seen in the partition (scans and clock ticks), not
-  event time: a feed push resends a history of days at once, and its old
-  scans must still wait. The timestamps are part of the log, so a replay of
-  the topic sees the same clock. (Without timestamps, in process, the
-  records' own times serve.) Then the
-  parcel goes on with defaults (:func:`to_scan_event`) and
-  ``registration="missing"``, and its later scans no longer wait. The
-  waiting scans and the parcels that went on without a registration are
-  part of the events partition's snapshot (hash fields under
-  :data:`JOIN_PREFIX`, never a waybill's field), so a restore resumes them.
+  it stood when the parcel's first scan arrived, but never within the
+  batch in which it began waiting: one that falls due there goes on at the
+  start of the partition's next batch, after the registrations that arrived
+  meanwhile (the worker handles the two topics in separate batches, and a
+  batch of events can span more event time than the wait). Then the parcel
+  goes on with defaults (:func:`to_scan_event`) and
+  ``registration="missing"``, and its later scans no longer wait. The waiting scans and the parcels that
+  went on without a registration are part of the events partition's
+  snapshot (hash fields under :data:`JOIN_PREFIX`, never a waybill's
+  field), so a restore resumes them.
+
+The join's clock is event time: the largest event time of the partition's
+records so far (slim scans, v1 scans and clock ticks), in log order, not
+the Kafka record timestamps (which a replay to another topic or the worker's
+replay of its unsaved records after an engine failure would not share): the
+wait depends on the records, their order and the batch boundaries only. A resent history of old checkpoints arriving in a partition whose
+clock already stands at "now" waits the full ``wait_ms`` from "now" (its old
+times do not move the clock). A history whose own checkpoints are the
+newest records of its partition (a quiet partition, a backfill) moves the
+clock itself: its earlier checkpoints go on once its later ones are
+``wait_ms`` newer, since by event time that much has passed.
+
+A registration that arrives after its parcel went on with defaults, or a
+registration update (a new promise, a change of carrier), reaches the
+parcel with its next scans: they are joined to the newest registration, and
+the engine takes the order fields of a parcel's newest scan.
 
 Registrations that arrive are noticed by the join at its next batch (a scan
 or a clock tick of that partition). v1 scan events pass through untouched.
@@ -64,8 +79,8 @@ _registration_decoder = msgspec.msgpack.Decoder(ShipmentRegistration)
 class JoinConfig:
     """How long a scan waits for its registration, and the defaults it gets without one.
 
-    ``wait_ms`` runs on the join's clock (the records' arrival, see the module
-    docstring). Without a registration the promises are counted from the
+    ``wait_ms`` runs on the join's clock (the partition's event time, see the
+    module docstring). Without a registration the promises are counted from the
     parcel's first scan.
     """
 
@@ -180,8 +195,8 @@ class RegistrationTable:
 class _Waiting(msgspec.Struct, array_like=True):
     """A parcel's join state: scans waiting for the registration, or ``released`` without one.
 
-    ``due_ms`` is when (join clock) the wait ends: the clock's value when the
-    parcel's first scan arrived, plus the wait. ``first_ms`` is that scan's event
+    ``due_ms`` is when (join clock, event time) the wait ends: the clock's value
+    when the parcel's first scan arrived, plus the wait. ``first_ms`` is that scan's event
     time (the defaults' promises count from it).
     """
 
@@ -271,6 +286,12 @@ def to_scan_event(scan: Scan, reg: ShipmentRegistration | None, first_ms: int, c
     )
 
 
+def _time_of(record: object) -> int | None:
+    if type(record) is Tick:
+        return record.tick_time  # type: ignore[attr-defined, no-any-return]
+    return getattr(record, "event_time", None)
+
+
 class _Changed(Protocol):
     @property
     def upserts(self) -> Mapping[str, bytes]: ...
@@ -312,8 +333,7 @@ class JoinEngine:
         self.registry = registry
         self.config = config
         self.waiting: dict[str, _Waiting] = waiting or {}
-        #: the join's clock: the largest arrival (Kafka timestamp) seen, or
-        #: without arrivals the largest scan or tick time
+        #: the join's clock: the largest event time (scan, v1 scan or tick) seen
         self.clock_ms: int | None = None
         self._heap: list[tuple[int, str]] = [
             (w.first_ms + config.retention_ms if w.released else max(w.due_ms, w.first_ms + config.wait_ms), wb)
@@ -323,6 +343,9 @@ class JoinEngine:
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._recheck = bool(self.waiting)  # after a restore: registrations may have landed meanwhile
+        #: parcels that began waiting in the current batch, and those of them already due
+        self._new_waiters: set[str] = set()
+        self._deferred: list[str] = []
         #: outcomes since start (for the stats): joined, waited, defaulted
         self.counts = {"joined": 0, "waited": 0, "defaulted": 0}
 
@@ -349,23 +372,17 @@ class JoinEngine:
     def watermark_ms(self) -> int | None:
         return self.inner.watermark_ms
 
-    def process(
-        self,
-        records: Sequence[ScanEvent | Scan | ShipmentRegistration | Tick],
-        arrivals: Sequence[int] | None = None,
-    ) -> list[Alert]:
-        """Join ``records``; ``arrivals`` are their Kafka timestamps (None: their own times).
+    def process(self, records: Sequence[ScanEvent | Scan | ShipmentRegistration | Tick]) -> list[Alert]:
+        """Join ``records`` (in log order) and run the engine on the result.
 
-        The join's clock runs on arrival: a feed push resends days of history
-        at once, and those old scans must still wait for their registration.
-        The timestamps are stored in the log, so a replay sees the same clock.
+        The join's clock is the records' event time (see the module docstring).
         """
 
         table = self.registry()
-        if arrivals and not self.waiting and Scan not in set(map(type, records)):
+        if not self.waiting and Scan not in set(map(type, records)):
             # the v1-only case: nothing to join, nothing waiting; keep the clock and pass through
-            latest = max(arrivals)
-            if self.clock_ms is None or latest > self.clock_ms:
+            latest = max((t for t in map(_time_of, records) if t is not None), default=None)
+            if latest is not None and (self.clock_ms is None or latest > self.clock_ms):
                 self.clock_ms = latest
             if table is not None:
                 table.arrived.clear()  # only waiting parcels care
@@ -376,19 +393,20 @@ class JoinEngine:
         out: list[ScanEvent | Tick] = []
         if table is not None and (table.arrived or table.recheck_all or self._recheck):
             self._release_registered(table, out)
-        for i, rec in enumerate(records):
+        self._release_deferred(table, out)
+        for rec in records:
             kind = type(rec)
             if kind is Scan:
                 assert isinstance(rec, Scan)
-                self._advance(rec.event_time if arrivals is None else arrivals[i], table, out)
+                self._advance(rec.event_time, table, out)
                 self._on_scan(rec, table, out)
             elif kind is Tick:
                 assert isinstance(rec, Tick)
-                self._advance(rec.tick_time if arrivals is None else arrivals[i], table, out)
+                self._advance(rec.tick_time, table, out)
                 out.append(rec)
             elif kind is ScanEvent:
                 assert isinstance(rec, ScanEvent)
-                self._advance(rec.event_time if arrivals is None else arrivals[i], table, out)
+                self._advance(rec.event_time, table, out)
                 out.append(rec)
             # a registration on the events topic is not an engine record: the decoder never yields one here
         return self.inner.process(out)
@@ -437,10 +455,11 @@ class JoinEngine:
             out.append(to_scan_event(scan, reg, scan.event_time, self.config))
             return
         if w is None:
-            # _advance ran first: the clock is this scan's arrival (or later)
+            # _advance ran first: the clock is this scan's event time or later (an old resend)
             clock = scan.event_time if self.clock_ms is None else self.clock_ms
             w = self.waiting[wb] = _Waiting(first_ms=scan.event_time, due_ms=clock + self.config.wait_ms)
             heapq.heappush(self._heap, (w.due_ms, wb))
+            self._new_waiters.add(wb)
         if w.released:
             self.counts["defaulted"] += 1
             out.append(to_scan_event(scan, None, w.first_ms, self.config))
@@ -507,6 +526,23 @@ class JoinEngine:
                     self._dirty.discard(wb)
                     self._deleted.add(wb)
                 continue
+            if wb in self._new_waiters:  # due within the batch it began waiting in: see the next batch first
+                self._deferred.append(wb)
+                continue
+            reg = table.get(wb) if table is not None else None
+            if reg is not None:
+                self.counts["joined"] += len(w.scans)
+            self._release(wb, reg, out)
+
+    def _release_deferred(self, table: RegistrationTable | None, out: list[ScanEvent | Tick]) -> None:
+        """Release the parcels that fell due in the batch they began waiting in (registrations applied)."""
+
+        deferred, self._deferred = self._deferred, []
+        self._new_waiters.clear()
+        for wb in deferred:
+            w = self.waiting.get(wb)
+            if w is None or w.released:
+                continue  # joined at this batch's start, or finished
             reg = table.get(wb) if table is not None else None
             if reg is not None:
                 self.counts["joined"] += len(w.scans)

@@ -715,12 +715,7 @@ class BatchWorker:
 
         items = [item for _, item in decoded]
         try:
-            if isinstance(part.engine, JoinEngine):
-                # the join's clock runs on the records' Kafka timestamps (see streams/join.py)
-                stamp = {r.offset: r.timestamp for r in records}
-                alerts = part.engine.process(items, [stamp[o] for o, _ in decoded])
-            else:
-                alerts = part.engine.process(items)
+            alerts = part.engine.process(items)
         except Exception:  # an engine bug must not stop the partition or lose the batch
             log.exception("%s[%d]: engine failed on a batch; retrying record by record", topic, partition)
         else:

@@ -11,14 +11,17 @@
    vendor's record);
 3. the adapter maps it to contract-v2 scans; an unusable push gets 400 and a
    dead letter with the reason on the DLQ topic (topic ``ingest/<feed>``);
-4. scans whose event id this waybill already had (a resent history) are
-   dropped, by a per-waybill Redis set of the ids produced; with Redis
-   unreachable they are all produced and the worker's engine drops the
-   duplicates by event id (nothing is lost either way);
-5. the new scans are produced to the events topic keyed by waybill and every
-   acknowledgement is awaited; only then are their ids added to the set and
-   the vendor gets its 2xx. A broker that is down or slow gives 503, so the
-   vendor retries the push: nothing is lost.
+4. each scan's event id is claimed atomically in Redis
+   (:mod:`~logiwatch.streams.ingest.dedup`): scans already produced (a
+   resent history) are dropped; scans another push of the same history is
+   producing right now are waited for (at most ``produce_timeout_s``, then
+   503); the rest are this push's. With Redis unreachable every scan is
+   produced and the worker's engine drops the duplicates by event id
+   (nothing is lost either way);
+5. this push's scans are produced to the events topic keyed by waybill and
+   every acknowledgement is awaited; only then are they marked done and the
+   vendor gets its 2xx. A broker that is down or slow gives 503 (the claims
+   are given back), so the vendor retries the push: nothing is lost.
 
 ``GET /healthz`` answers 200; ``GET /metrics`` serves the receiver's
 Prometheus metrics (``logiwatch_ingest_*``).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,7 @@ from logiwatch.detectors.codec import decode_record, encode_record
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import Scan
 from logiwatch.streams.dlq import encode_dead_letter, make_dead_letter
+from logiwatch.streams.ingest.dedup import CLAIMED, PENDING, ScanClaims
 from logiwatch.streams.ingest.feeds import Adapter, FeedError
 from logiwatch.streams.metrics import IngestMetrics
 
@@ -112,48 +117,13 @@ async def _quiet_stop(producer: Any) -> None:
         pass
 
 
-class SeenStore:
-    """Per-waybill sets of the event ids already produced (Redis), for resent histories."""
-
-    def __init__(self, client: Any, prefix: str, ttl_s: int) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.ttl_s = ttl_s
-
-    def _key(self, feed: str, waybill: str) -> str:
-        return f"{self.prefix}ingest:seen:{feed}:{waybill}"
-
-    async def unseen(self, feed: str, scans: Sequence[Scan]) -> list[Scan]:
-        by_wb: dict[str, list[Scan]] = {}
-        for s in scans:
-            by_wb.setdefault(s.waybill_id, []).append(s)
-        out: list[Scan] = []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for wb, group in by_wb.items():
-                pipe.smismember(self._key(feed, wb), [s.event_id for s in group])
-            results = await pipe.execute()
-        for group, flags in zip(by_wb.values(), results, strict=True):
-            out.extend(s for s, seen in zip(group, flags, strict=True) if not seen)
-        return out
-
-    async def mark(self, feed: str, scans: Sequence[Scan]) -> None:
-        by_wb: dict[str, list[str]] = {}
-        for s in scans:
-            by_wb.setdefault(s.waybill_id, []).append(s.event_id)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for wb, ids in by_wb.items():
-                pipe.sadd(self._key(feed, wb), *ids)
-                pipe.expire(self._key(feed, wb), self.ttl_s)
-            await pipe.execute()
-
-
 @dataclass
 class Receiver:
     """The receiver's parts; :meth:`app` builds the aiohttp application."""
 
     adapters: Mapping[str, Adapter]
     producer: Producer
-    seen: SeenStore | None
+    claims: ScanClaims | None
     events_topic: str
     dlq_topic: str
     metrics: IngestMetrics
@@ -222,34 +192,62 @@ class Receiver:
             return await self._reject(feed, adapter, body, exc)
         scans = _unique(parsed.scans)
         try:
-            fresh = await self._fresh(feed, scans)
-            await self._produce(fresh)
+            produced = await self._produce_new(feed, scans)
         except Unavailable as exc:
             self.metrics.pushes.labels(feed=feed, outcome="unavailable").inc()
             self._count(feed, "unavailable")
             log.warning("ingest %s: answering 503: %s", feed, exc)
             return self._answer(adapter, False, "temporarily unavailable, retry", 503)
-        if self.seen is not None and fresh:
-            try:
-                await self.seen.mark(feed, fresh)
-            except Exception as exc:  # the scans are in Kafka; a later resend is deduplicated by the engine
-                log.warning("ingest %s: could not record the produced ids: %r", feed, exc)
         self.metrics.pushes.labels(feed=feed, outcome="accepted").inc()
-        self.metrics.scans.labels(feed=feed, outcome="produced").inc(len(fresh))
-        self.metrics.scans.labels(feed=feed, outcome="duplicate").inc(len(parsed.scans) - len(fresh))
+        self.metrics.scans.labels(feed=feed, outcome="produced").inc(produced)
+        self.metrics.scans.labels(feed=feed, outcome="duplicate").inc(len(parsed.scans) - produced)
         self._count(feed, "accepted")
-        self._count(feed, "scans_produced", len(fresh))
-        self._count(feed, "scans_duplicate", len(parsed.scans) - len(fresh))
-        return self._answer(adapter, True, f"{len(fresh)} new scans", 200)
+        self._count(feed, "scans_produced", produced)
+        self._count(feed, "scans_duplicate", len(parsed.scans) - produced)
+        return self._answer(adapter, True, f"{produced} new scans", 200)
 
-    async def _fresh(self, feed: str, scans: list[Scan]) -> list[Scan]:
-        if self.seen is None or not scans:
-            return scans
+    async def _produce_new(self, feed: str, scans: list[Scan]) -> int:
+        """Produce the scans no other push has produced or is producing; how many this push produced."""
+
+        if self.claims is None or not scans:
+            await self._produce(scans)
+            return len(scans)
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.produce_timeout_s
+        produced = 0
+        remaining = scans
+        while remaining:
+            try:
+                flags = await self.claims.claim(feed, remaining, token, int(self.wall_s() * 1000))
+            except Exception as exc:
+                log.warning("ingest %s: dedup store unreachable, producing every scan: %r", feed, exc)
+                await self._produce(remaining)
+                return produced + len(remaining)
+            mine = [s for s, flag in flags if flag == CLAIMED]
+            if mine:
+                await self._produce_claimed(feed, mine, token)
+                produced += len(mine)
+            remaining = [s for s, flag in flags if flag == PENDING]
+            if remaining:  # another push of this history is producing them: wait until it is done
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"{len(remaining)} scans still being produced by another push")
+                await asyncio.sleep(0.02)
+        return produced
+
+    async def _produce_claimed(self, feed: str, mine: list[Scan], token: str) -> None:
+        assert self.claims is not None
         try:
-            return await self.seen.unseen(feed, scans)
-        except Exception as exc:
-            log.warning("ingest %s: dedup store unreachable, producing every scan: %r", feed, exc)
-            return scans
+            await self._produce(mine)
+        except Unavailable:
+            try:
+                await self.claims.release(feed, mine, token)
+            except Exception as exc:  # the claims expire on their own
+                log.warning("ingest %s: could not release the claims: %r", feed, exc)
+            raise
+        try:
+            await self.claims.done(feed, mine)
+        except Exception as exc:  # the scans are in Kafka; a resend after the claims expire repeats them
+            log.warning("ingest %s: could not record the produced ids: %r", feed, exc)
 
     async def _produce(self, scans: Sequence[Scan]) -> None:
         if not scans:

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from logiwatch.config import Settings
 from logiwatch.streams.ingest.aftership import AfterShipAdapter
+from logiwatch.streams.ingest.dedup import ScanClaims
 from logiwatch.streams.ingest.feeds import Adapter
 from logiwatch.streams.ingest.kuaidi100 import Kuaidi100Adapter
-from logiwatch.streams.ingest.receiver import KafkaProducer, Receiver, SeenStore
+from logiwatch.streams.ingest.receiver import KafkaProducer, Receiver
 from logiwatch.streams.ingest.seventeentrack import SeventeenTrackAdapter
 from logiwatch.streams.metrics import IngestMetrics
 
@@ -57,7 +58,8 @@ async def start_receiver(settings: Settings, registry: CollectorRegistry | None 
     receiver = Receiver(
         adapters=adapters_from(settings),
         producer=KafkaProducer(settings.kafka.bootstrap, conf.produce_timeout_s),
-        seen=SeenStore(client, settings.redis.key_prefix, conf.dedup_ttl_s),
+        # a claim outlives the produce of the push holding it (then it expires: that receiver died)
+        claims=ScanClaims(client, settings.redis.key_prefix, conf.dedup_ttl_s, int(conf.produce_timeout_s * 3000)),
         events_topic=settings.kafka.topics.events,
         dlq_topic=settings.kafka.topics.dlq,
         metrics=IngestMetrics(registry if registry is not None else CollectorRegistry()),

@@ -34,7 +34,7 @@ def test_a_small_bench_run_reports_every_figure_and_writes_both_files(tmp_path: 
         cmd,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=340,
         env={
             **os.environ,
             "REDIS_URL": redis_url,
@@ -57,6 +57,9 @@ def test_a_small_bench_run_reports_every_figure_and_writes_both_files(tmp_path: 
     # the alert service handled the engine's alerts through its own consume loop
     assert 0 < results["alert_service_clocked"] <= results["alert_service_alerts"]
     assert results["alert_service_aps"] > 0
+    # the front door: `ingest serve` answered signed pushes and produced their new scans to Kafka
+    assert results["ingest_pushes_per_s"] > 0 and results["ingest_scans_per_s"] > 0
+    assert results["ingest_failed"] == 0 and results["ingest_scans_duplicate"] > 0
     assert json.loads(out_json.read_text()) == results
     report = out_md.read_text()
     assert "stale figures" not in report

@@ -107,6 +107,26 @@ def test_demo_runs_the_whole_pipeline_and_accounts_for_every_record(
     liability = re.search(r"liability \(yuan, by party\): (.*)", out)
     assert liability and re.search(r"[a-z]+ \d+\.\d\d", liability.group(1)), out[-3000:]
     assert f"CS board:      {board.group(1)}" in out
+    # a share of the parcels came through the front door (signed pushes -> ingest serve -> the join)
+    assert re.search(r"^demo: front door: `logiwatch ingest serve` at http://127\.0\.0\.1:\d+ ", out, re.M), out[-3000:]
+    assert re.search(r"^  push   #1 +(aftership|kuaidi100) +\S+ +\d+ scans so far -> 200 \d+ new scans$", out, re.M)
+    front = re.search(
+        r"front door: +(\d+) registrations, pushes: aftership (\d+) accepted / (\d+) refused, "
+        r"kuaidi100 (\d+) accepted / (\d+) refused; (\d+) new scans produced, (\d+) resent ones dropped, "
+        r"(\d+) gave up \((\d+) of the (\d+) events above\); the worker joined (\d+) slim scans to their "
+        r"registrations, (\d+) went on",
+        out,
+    )
+    assert front, out[-3000:]
+    regs, as_ok, as_bad, kd_ok, kd_bad, new_scans, dropped, gave_up, records, all_events, joined, defaulted = map(
+        int, front.groups()
+    )
+    assert regs > 0 and as_ok > 0 and kd_ok > 0 and (as_bad, kd_bad, gave_up) == (0, 0, 0), front.group(0)
+    assert new_scans > 0 and dropped > 0, front.group(0)
+    assert records == regs + new_scans and all_events == events, front.group(0)
+    # the slim scans reached the engine through the join, most of them joined to their registration
+    assert 0 < joined + defaulted <= new_scans and joined >= new_scans * 9 // 10, front.group(0)
+    print(front.group(0))
 
     # Nothing of the run is left: its topics are deleted, its Redis keys gone,
     # and it started no stack of its own (the broker was already running).

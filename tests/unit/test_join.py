@@ -213,41 +213,110 @@ def test_the_decoder_tells_v1_from_v2_and_gives_reasons() -> None:
         assert exc.value.reason == reason, raw
 
 
-def test_a_resent_history_of_days_still_waits_for_its_registration() -> None:
-    # one feed push delivers three days of checkpoints at once (arrival = the Kafka timestamps)
+def v1(t: int, wb: str = "WB9", i: int = 0) -> ScanEvent:
+    return ScanEvent(
+        event_id=f"{wb}-v1-{i}", waybill_id=wb, order_id="O", merchant_id="M", carrier_id="C",
+        event_type=EventType.PICKED_UP, node_id="N", node_type=NodeType.OUTLET, region="R",
+        origin_region="R", dest_region="R", event_time=t, promised_dispatch_by=t,
+        promised_delivery_by=t, category="", order_amount=1.0,
+    )  # fmt: skip
+
+
+def test_a_resent_history_of_days_waits_on_event_time_from_where_the_partition_clock_stands() -> None:
+    # the partition is live at `now` (another parcel's scan); one feed push then delivers three
+    # days of old checkpoints at once: they wait wait_ms of event time from `now`
     now = T0 + 90 * 24 * H
     table = RegistrationTable()
     join, inner = make(table, wait_ms=10 * MIN)
+    join.process([v1(now)])
     burst = [scan(1, T0, EventType.PICKED_UP), scan(2, T0 + 24 * H), scan(3, T0 + 72 * H, EventType.HUB_DEPARTED)]
-    join.process(burst, [now, now, now + 1])
-    assert [r for r in inner.seen if isinstance(r, ScanEvent)] == []
+    join.process(burst)
+    assert [r for r in inner.seen if isinstance(r, ScanEvent) and r.waybill_id == "WB1"] == []
     table.put(reg())
-    join.process([Tick(tick_time=now + MIN)], [now + MIN])
-    joined = [r for r in inner.seen if isinstance(r, ScanEvent)]
+    join.process([Tick(tick_time=now + MIN)])
+    joined = [r for r in inner.seen if isinstance(r, ScanEvent) and r.waybill_id == "WB1"]
     assert [e.event_id for e in joined] == ["WB1-1", "WB1-2", "WB1-3"] and all(e.merchant_id == "M1" for e in joined)
-    # without a registration the burst goes on once wait_ms of arrival time passed
+    # without a registration the burst goes on once the event clock is wait_ms past `now`
     join2, inner2 = make(RegistrationTable(), wait_ms=10 * MIN)
-    join2.process([scan(1, T0), scan(2, T0 + 72 * H)], [now, now])
-    join2.process([Tick(tick_time=now + 10 * MIN - 1)], [now + 10 * MIN - 1])
-    assert [r for r in inner2.seen if isinstance(r, ScanEvent)] == []
-    join2.process([Tick(tick_time=now + 10 * MIN)], [now + 10 * MIN])
-    assert [r.registration for r in inner2.seen if isinstance(r, ScanEvent)] == ["missing", "missing"]
+    join2.process([v1(now), scan(1, T0), scan(2, T0 + 72 * H)])
+    join2.process([Tick(tick_time=now + 10 * MIN - 1)])
+    assert [r.event_id for r in inner2.seen if isinstance(r, ScanEvent)] == ["WB9-v1-0"]
+    join2.process([Tick(tick_time=now + 10 * MIN)])
+    assert [r.registration for r in inner2.seen if isinstance(r, ScanEvent)] == [None, "missing", "missing"]
+
+
+def test_a_parcel_due_within_its_first_batch_sees_the_registrations_of_the_next_one_first() -> None:
+    # the worker handles the shipments and events topics in separate batches, and one events batch
+    # can span more than the wait: the registration produced before the scan must still join it
+    table = RegistrationTable()
+    join, inner = make(table, wait_ms=10 * MIN)
+    join.process([scan(1, T0, EventType.PICKED_UP), v1(T0 + H)])  # WB1 falls due inside this batch
+    assert [r.event_id for r in inner.seen if isinstance(r, ScanEvent)] == ["WB9-v1-0"]
+    table.put(reg())  # the shipments batch, handled in between
+    join.process([v1(T0 + 2 * H, i=1)])
+    got = [(r.event_id, r.merchant_id) for r in inner.seen if isinstance(r, ScanEvent)]
+    assert got == [("WB9-v1-0", "M"), ("WB1-1", "M1"), ("WB9-v1-1", "M")]
+    # without a registration it goes on with defaults at the next batch's start, before its records
+    join2, inner2 = make(RegistrationTable(), wait_ms=10 * MIN)
+    join2.process([scan(1, T0, EventType.PICKED_UP), v1(T0 + H)])
+    join2.process([v1(T0 + 2 * H, i=1)])
+    got2 = [(r.event_id, r.registration) for r in inner2.seen if isinstance(r, ScanEvent)]
+    assert got2 == [("WB9-v1-0", None), ("WB1-1", "missing"), ("WB9-v1-1", None)]
+
+
+def test_a_parcel_waiting_since_an_earlier_batch_goes_on_where_the_clock_passes_its_due() -> None:
+    join, inner = make(RegistrationTable(), wait_ms=10 * MIN)
+    join.process([v1(T0), scan(1, T0 - H)])  # due at T0 + 10 min (the clock when it came)
+    join.process([v1(T0 + 5 * MIN, i=1), v1(T0 + 10 * MIN, i=2), v1(T0 + 20 * MIN, i=3)])
+    order = [r.event_id for r in inner.seen if isinstance(r, ScanEvent)]
+    assert order == ["WB9-v1-0", "WB9-v1-1", "WB1-1", "WB9-v1-2", "WB9-v1-3"]
 
 
 def test_v1_records_pass_through_untouched_and_still_move_the_join_clock() -> None:
     join, inner = make(RegistrationTable(), wait_ms=10 * MIN)
-    v1 = ScanEvent(
-        event_id="v1", waybill_id="WB9", order_id="O", merchant_id="M", carrier_id="C",
-        event_type=EventType.PICKED_UP, node_id="N", node_type=NodeType.OUTLET, region="R",
-        origin_region="R", dest_region="R", event_time=T0, promised_dispatch_by=T0,
-        promised_delivery_by=T0, category="", order_amount=1.0,
-    )  # fmt: skip
-    batch = [v1, Tick(tick_time=T0 + MIN)]
-    join.process(batch, [T0 + 5 * MIN, T0 + 6 * MIN])
+    batch = [v1(T0), Tick(tick_time=T0 + 6 * MIN)]
+    join.process(batch)
     assert inner.seen == batch and join.clock_ms == T0 + 6 * MIN
     # a slim scan arriving now waits wait_ms from the clock, not from its old event time
-    join.process([scan(1, T0 - 24 * H)], [T0 + 6 * MIN])
-    join.process([Tick(tick_time=T0 + 16 * MIN - 1)], [T0 + 16 * MIN - 1])
+    join.process([scan(1, T0 - 24 * H)])
+    join.process([Tick(tick_time=T0 + 16 * MIN - 1)])
     assert len(inner.seen) == 3  # the tick only
-    join.process([Tick(tick_time=T0 + 16 * MIN)], [T0 + 16 * MIN])
+    join.process([Tick(tick_time=T0 + 16 * MIN)])
     assert [r.registration for r in inner.seen if isinstance(r, ScanEvent) and r.event_id == "WB1-1"] == ["missing"]
+
+
+def test_a_registration_after_the_defaults_reaches_the_parcel_with_its_next_scan() -> None:
+    table = RegistrationTable()
+    engine = Engine(EngineConfig())
+    join = JoinEngine(engine, lambda: table, JoinConfig(wait_ms=10 * MIN))
+    join.process([scan(1, T0, EventType.PICKED_UP)])
+    join.process([Tick(tick_time=T0 + 10 * MIN)])
+    st = engine.state_of("WB1")
+    assert st is not None and st.merchant == UNREGISTERED_MERCHANT
+    assert st.deliver_by == T0 + JoinConfig().default_delivery_ms
+    table.put(reg(promised_delivery_by=T0 + 96 * H))
+    join.process([scan(2, T0 + H)])
+    st = engine.state_of("WB1")
+    assert st is not None
+    assert (st.order, st.merchant, st.carrier, st.amount, st.category) == ("O1", "M1", "C1", 99.5, "books")
+    assert (st.dest, st.deliver_by, st.dispatch_by) == ("CN-110000", T0 + 96 * H, T0 + 24 * H)
+
+
+def test_a_registration_update_changes_the_promise_and_carrier_of_the_parcel_and_its_alerts() -> None:
+    table = RegistrationTable()
+    table.put(reg(promised_delivery_by=T0 + 72 * H))
+    engine = Engine(EngineConfig())
+    join = JoinEngine(engine, lambda: table, JoinConfig(wait_ms=0))
+    join.process([scan(1, T0, EventType.PICKED_UP), scan(2, T0 + H)])
+    table.put(reg(updated_at=T0 + 2 * H, promised_delivery_by=T0 + 120 * H, carrier_id="C2"))
+    join.process([scan(3, T0 + 3 * H, EventType.HUB_DEPARTED)])
+    st = engine.state_of("WB1")
+    assert st is not None and (st.carrier, st.deliver_by) == ("C2", T0 + 120 * H)
+    alerts = join.process([Tick(tick_time=T0 + 30 * 24 * H)])
+    mine = [a for a in alerts if a.waybill_id == "WB1"]
+    assert mine and all(a.carrier_id == "C2" and a.promised_delivery_by == T0 + 120 * H for a in mine)
+    # only the newest scan carries the order fields: an older scan resent late changes nothing
+    table.put(reg(updated_at=T0 + 4 * H, promised_delivery_by=T0 + 150 * H))
+    join.process([scan(0, T0 - H, EventType.PICKED_UP)])
+    st = engine.state_of("WB1")
+    assert st is not None and st.deliver_by == T0 + 120 * H
