@@ -106,7 +106,7 @@ def redis_url_problem(url: str) -> str | None:
     if problem is not None:
         return problem
     db = parts.path.strip("/")
-    if db and not db.isdigit():
+    if db and not (db.isascii() and db.isdigit()):
         return f"the database {db!r} is not a number (e.g. /0)"
     return None
 
@@ -121,7 +121,7 @@ def _server_problem(server: str) -> str | None:
         host, colon, port = server.partition(":")
     if not host.strip("[]"):
         return "no host (e.g. redis://127.0.0.1:6379/0)"
-    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if colon and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         return f"the port {port!r} is not a number 1..65535"
     return None
 

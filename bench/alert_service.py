@@ -75,7 +75,8 @@ async def _clock(svc_settings: Settings, n: int, max_seconds: float) -> dict[str
     from logiwatch.alerts.liability import load_rules
     from logiwatch.alerts.routing import parse_routes
     from logiwatch.alerts.service import AlertService
-    from logiwatch.demo import NOTIFY_TYPES, DemoReceiver
+    from logiwatch.demo import NOTIFY_TYPES
+    from logiwatch.demo_services import DemoReceiver
 
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     receiver = DemoReceiver(secret, report=lambda _line: None)
