@@ -36,7 +36,7 @@ PARTITIONS = 4
 DAY_MS = 86_400_000
 
 
-@pytest.mark.parametrize("ending", ["simulator-dates", "today", "pooled"])
+@pytest.mark.parametrize("ending", ["simulator-dates", "today", "alone"])
 def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
     ending: str,
     kafka_bootstrap: str,
@@ -57,14 +57,17 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
         # several batches per partition; a replay: event time only, so the final flush tick
         # (FINAL_HORIZON_MS past the last event, ahead of today's clock) is accepted
         worker={"batch_max_records": 500, "event_time_only": True},
-        # learning pooled across the four partitions at 6-hour epochs: the worker's partitions
-        # exchange their deltas through Redis, the backtest's in memory, with the same alerts
-        detection={"pool_epoch_s": 21_600 if ending == "pooled" else 0},
+        # by default learning is pooled across the four partitions (6-hour epochs): the worker's
+        # partitions exchange their deltas through Redis, the backtest's in memory, with the same
+        # alerts; "alone": each partition learns on its own
+        detection={"pool_epoch_s": 0} if ending == "alone" else {},
     )
     expected = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, engine_config(cfg))
     assert expected, "the scenario must produce alerts for this test to mean anything"
-    if ending == "pooled":
-        alone = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, engine_config(settings_factory()))
+    if ending == "simulator-dates":
+        assert cfg.detection.pool_epoch_s > 0
+        alone_cfg = engine_config(settings_factory(detection={"pool_epoch_s": 0}))
+        alone = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, alone_cfg)
         assert Counter(map(encode_alert, alone)) != Counter(map(encode_alert, expected)), "pooling must matter here"
     stats = produce_events(
         kafka_bootstrap, events_topic, events, tick_every_ms=TICK_EVERY_MS, num_partitions=PARTITIONS
