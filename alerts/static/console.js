@@ -220,6 +220,14 @@ async function loadParcel() {
     tr.appendChild(cell);
     return tr;
   }));
+  const sc = data.scans;
+  $("parcel-scans-note").textContent = sc.in_state ? `${sc.scans.length} scan(s), from the worker's state.` + (sc.note ? " " + sc.note : "") : sc.note;
+  $("parcel-scans").hidden = !sc.in_state;
+  $("parcel-scans").querySelector("tbody").replaceChildren(...sc.scans.map((s) => {
+    const tr = el("tr");
+    tr.append(td(s.at), td(s.node_id), td(s.region), td(s.detail));
+    return tr;
+  }));
   $("parcel-timeline").querySelector("tbody").replaceChildren(...data.timeline.map((t) => {
     const tr = el("tr", null, "t-" + t.kind);
     tr.append(td(t.at), td(t.what), td(t.detail));
