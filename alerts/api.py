@@ -32,7 +32,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from logiwatch.alerts import console, openapi
+from logiwatch.alerts import console, console_events, openapi
 from logiwatch.alerts.console_scans import ScanReader
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.metrics import AlertMetrics
@@ -610,6 +610,7 @@ class ApiRunner(web.AppRunner):
 def build_app(ctx: ApiContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[CTX] = ctx
+    console_events.install(app, lambda: app[CTX].store)
     add = app.router.add_route
     add("GET", "/", console_page)
     add("GET", "/static/{name}", static_asset)
@@ -618,6 +619,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add("GET", "/api/openapi.json", openapi_json)
     add("GET", "/api/alerts", list_alerts)
     add("GET", "/api/queue", queue)
+    add("GET", "/api/events", console_events.events)
     add("POST", "/api/queue/ack", bulk_ack)
     add("GET", "/api/alerts/{alert_id}", get_alert)
     add("POST", "/api/alerts/{alert_id}/ack", ack)

@@ -319,6 +319,12 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": _STR}}}, **_errors(400, 404)},
             }
         },
+        "/api/events": {
+            "get": {
+                "summary": "live updates: a server-sent event stream ('changed' after every commit of the alert store)",
+                "responses": {"200": {"description": "an event stream that stays open", "content": {"text/event-stream": {"schema": _STR}}}},
+            }
+        },
         "/api/parcels/{waybill}": {
             "get": _get(
                 "one parcel's story: alerts with evidence in words, deliveries, liability with running balance, promise",
