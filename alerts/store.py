@@ -105,28 +105,6 @@ out[1] = seen
 return out
 """
 
-# How many members of the set KEYS[2] are in every set KEYS[3..] and have a score in
-# KEYS[1] within [ARGV[1], ARGV[2]] (KEYS[2] should be the smallest set).
-_COUNT = """
-local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
-local all = redis.call('SMEMBERS', KEYS[2])
-local n = 0
-for start = 1, #all, 500 do
-  local chunk = {}
-  for i = start, math.min(start + 499, #all) do chunk[#chunk + 1] = all[i] end
-  local ages = redis.call('ZMSCORE', KEYS[1], unpack(chunk))
-  local ok = {}
-  for i = 1, #chunk do local t = tonumber(ages[i]); ok[i] = t ~= nil and t >= lo and t <= hi end
-  for k = 3, #KEYS do
-    local member = redis.call('SMISMEMBER', KEYS[k], unpack(chunk))
-    for i = 1, #chunk do ok[i] = ok[i] and member[i] == 1 end
-  end
-  for i = 1, #chunk do if ok[i] then n = n + 1 end end
-end
-return n
-"""
-
-
 #: (record, previous record, [(notification, due ms)], escalate at ms) for :meth:`AlertStore.commit_many`.
 Commit = tuple[AlertRecord, AlertRecord | None, Sequence[tuple[Notification, int]], int | None]
 
@@ -144,7 +122,6 @@ class AlertStore:
         self.p = f"{key_prefix}alerts:"
         self._enqueue = client.register_script(_ENQUEUE)
         self._walk = client.register_script(_WALK)
-        self._count = client.register_script(_COUNT)
 
     def key(self, *parts: str) -> str:
         return self.p + ":".join(parts)
@@ -296,7 +273,7 @@ class AlertStore:
         an intersection into a temporary key when what matches is a small share of the
         queue (its cost follows the smallest input); or, when it is a large share, a walk of
         the sort order on the server that stops once the page is full (counted by
-        SINTERCARD, ZCOUNT or a pass over the smallest filter set).
+        SINTERCARD, ZCOUNT, or both: :meth:`_count_in_window`).
         """
 
         zkey = self.key("q", sort)
@@ -362,7 +339,7 @@ class AlertStore:
         """A page in the sort's order of the alerts first seen within ``[lo, hi]`` and in every
         filter set. Narrow (window or smallest set under an eighth of the queue): intersect
         starting from the narrowest, cost ~ its size. Wide: walk the sort order (the count is
-        a ZCOUNT of the window without filters, else a pass over the smallest filter set)."""
+        a ZCOUNT of the window without filters, else :meth:`_count_in_window`)."""
 
         age_key = self.key("q", "age")
         lo_s, hi_s = (str(lo) if lo is not None else "-inf"), (str(hi) if hi is not None else "+inf")
@@ -393,12 +370,26 @@ class AlertStore:
             keys=[zkey, age_key, *sets],
             args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi, offset, limit, int(descending), 0, 1],
         )
-        if not sets:
-            total = window
-        else:
-            by_size = sorted(zip(cards, sets, strict=True))
-            total = int(await self._count(keys=[age_key, *(k for _, k in by_size)], args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi]))
+        total = window if not sets else await self._count_in_window(sets, cards, tmp, lo_s, hi_s)
         return [_s(i) for i in got[1:]], total
+
+    async def _count_in_window(self, sets: list[str], cards: list[int], tmp: str, lo_s: str, hi_s: str) -> int:
+        """How many alerts are in every filter set and first seen within the (wide) window: those
+        in the sets less those outside the window (a small part of the age index, copied out)."""
+
+        age_key = self.key("q", "age")
+        pieces = [(tmp + ":lo", "-inf", f"({lo_s}")] if lo_s != "-inf" else []
+        pieces += [(tmp + ":hi", f"({hi_s}", "+inf")] if hi_s != "+inf" else []
+        tx = self.r.pipeline(transaction=True)
+        for key, start, end in pieces:
+            tx.zrangestore(key, age_key, start, end, byscore=True)
+        for key, _, _ in pieces:  # ZINTERCARD walks its smallest input: the piece outside
+            tx.zintercard(1 + len(sets), [key, *sets])
+        tx.delete(*(key for key, _, _ in pieces))
+        got = await tx.execute()
+        outside = sum(int(n) for n in got[len(pieces) : 2 * len(pieces)])
+        inside = cards[0] if len(sets) == 1 else int(await self.r.sintercard(len(sets), list[Any](sets)))
+        return inside - outside
 
     async def _page(
         self, key: str, bands: list[tuple[float, float]] | None, descending: bool, offset: int, limit: int
