@@ -2,8 +2,11 @@
 
 The alert service stores no scans; the worker does, in the parcel state it checkpoints to
 Redis per events partition (:mod:`logiwatch.streams.state`). The partition of a waybill is
-Kafka's default partitioner on the key (the waybill), so one ``HGET`` on that partition's
-parcels hash finds it. The key comes only from :meth:`SnapshotStore.keys`, so a change of
+Kafka's default partitioner on the key (the waybill, as every logiwatch producer keys
+events), taken over ``kafka.topics.events_partitions`` (the count logiwatch creates the topic
+with: a topic made elsewhere with another count sends the reader to the wrong partition, and
+the page then says the parcel is not in state), so one ``HGET`` on that partition's parcels
+hash finds it. The key comes only from :meth:`SnapshotStore.keys`, so a change of
 the key layout there (say, hash tags for Redis Cluster) reaches this reader unchanged.
 
 A parcel leaves the worker's state when its journey ends (delivered or returned, after the
