@@ -11,13 +11,23 @@ that left the open set since the last round is posted once more with ``endsAt`` 
 the time it was resolved, which resolves it there. Silences, grouping and
 inhibition are Alertmanager's own.
 
-Enabled by ``alerts.alertmanager_url``; failures are logged and retried next round
-(Alertmanager keeps what it has until ``endsAt``).
+Two ways in. As a **receiver kind** in the routes file (``kind = "alertmanager"``), an
+Alertmanager gets what its routes match, like any receiver: each notification (firing,
+escalated, resolved) is one POST of the alert as it stands, through the delivery queue
+(retries, dead letters, the parcel page's delivery list); the receiver remembers what it
+holds firing (``alerts:am:<receiver>``) and :class:`Resender` re-posts those every
+``resend_s`` (``endsAt`` = now + 4 x ``resend_s``), posting each resolved one once more
+and forgetting it. An escalation also ends the alert under its lower severities, since
+Alertmanager tells alerts apart by their labels. As a **forwarder**
+(``alerts.alertmanager_url``), :class:`AlertmanagerForwarder` posts every open alert,
+unrouted; failures are logged and retried next round (Alertmanager keeps what it has
+until ``endsAt``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -25,9 +35,10 @@ from urllib.parse import quote
 
 import aiohttp
 
-from logiwatch.alerts.model import AlertRecord, AlertState, NotificationEvent
+from logiwatch.alerts.model import AlertRecord, AlertState, Notification, NotificationEvent, Receiver
 from logiwatch.alerts.store import AlertStore
-from logiwatch.alerts.webhooks import Rendering, alertmanager_payload
+from logiwatch.alerts.webhooks import DeliveryAction, Rendering, alertmanager_payload, make_session, post
+from logiwatch.detectors.model import Severity
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +115,81 @@ class AlertmanagerForwarder:
                     await asyncio.wait_for(stop.wait(), timeout=self.resend_s)
                 except TimeoutError:
                     pass
+
+
+# ---------------------------------------------------------------- receiver kind
+
+
+def _ttl_ms(receiver: Receiver) -> int:
+    return int(4 * receiver.resend_s * 1000)
+
+
+def notification_body(rec: AlertRecord, notif: Notification, receiver: Receiver, public_url: str, now_ms: int) -> bytes:
+    """What a notification posts to an Alertmanager receiver: the alert as it stands now
+    (resolved if it is resolved, whatever the notification said), and, for an escalation,
+    the same alert under each lower severity ended now."""
+
+    alert = am_alert(rec, public_url.rstrip("/"), now_ms, _ttl_ms(receiver))
+    body = [alert]
+    if notif.kind.event == NotificationEvent.ESCALATED:
+        order = list(Severity)
+        for lower in order[: order.index(rec.alert.severity)]:
+            body.append({**alert, "labels": {**alert["labels"], "severity": lower.value}, "endsAt": _iso(now_ms)})
+    return json.dumps(body).encode()
+
+
+def held_key(store: AlertStore, receiver: Receiver) -> str:
+    """The set of alert ids an Alertmanager receiver holds firing."""
+
+    return store.key("am", receiver.name)
+
+
+async def delivered(store: AlertStore, receiver: Receiver, rec: AlertRecord) -> None:
+    """After a successful post: remember a firing alert for re-posting, forget a resolved one."""
+
+    if rec.state == AlertState.RESOLVED:
+        await store.r.srem(held_key(store, receiver), rec.alert.alert_id)
+    else:
+        await store.r.sadd(held_key(store, receiver), rec.alert.alert_id)
+
+
+class Resender:
+    """Re-posts what an Alertmanager receiver holds firing before its ``endsAt`` lapses."""
+
+    def __init__(self, store: AlertStore, receiver: Receiver, public_url: str) -> None:
+        self.store = store
+        self.receiver = receiver
+        self.public_url = public_url.rstrip("/")
+
+    async def resend_once(self, session: aiohttp.ClientSession, now_ms: int) -> int:
+        """One round; returns how many alerts were posted."""
+
+        key = held_key(self.store, self.receiver)
+        ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in await self.store.r.smembers(key))
+        posted = 0
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            recs = await self.store.get_many(chunk)
+            missing = set(chunk) - {r.alert.alert_id for r in recs}
+            if recs:
+                body = json.dumps([am_alert(r, self.public_url, now_ms, _ttl_ms(self.receiver)) for r in recs]).encode()
+                outcome = await post(session, self.receiver, f"resend-{now_ms}-{i}", body)
+                if outcome.action != DeliveryAction.OK:
+                    log.warning("re-posting to Alertmanager receiver %s failed: %s", self.receiver.name, outcome.error or outcome.action)
+                    return posted
+                posted += len(recs)
+            done = missing | {r.alert.alert_id for r in recs if r.state == AlertState.RESOLVED}
+            if done:
+                await self.store.r.srem(key, *sorted(done))
+        return posted
+
+    async def run(self) -> None:
+        async with make_session(self.receiver.allow_private_networks) as session:
+            while True:
+                await asyncio.sleep(self.receiver.resend_s)
+                try:
+                    await self.resend_once(session, int(datetime.now(UTC).timestamp() * 1000))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # Redis or network trouble: the next round tries again
+                    log.exception("Alertmanager receiver %s: re-post round failed", self.receiver.name)

@@ -32,7 +32,8 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from logiwatch.alerts import console, openapi
+from logiwatch.alerts import console, console_events, openapi
+from logiwatch.alerts.console_scans import ScanReader
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.metrics import AlertMetrics
 from logiwatch.alerts.model import AlertRecord, AlertState, Matcher, Silence
@@ -59,6 +60,8 @@ class ApiContext:
     registry: CollectorRegistry
     token: str
     status: dict[str, Any] = field(default_factory=dict)
+    #: the parcel page's scans, from the worker's state (None: not wired, the page says so)
+    scans: ScanReader | None = None
 
 
 CTX = web.AppKey("ctx", ApiContext)
@@ -433,7 +436,7 @@ async def incident(request: web.Request) -> web.Response:
     parcels, total = await ctx.store.incident_parcels(iid, offset, limit)
     grouped = await ctx.store.get_many(sorted(await ctx.store.ids_in("incident", iid)))
     inhibited = [r.alert.alert_id for r in grouped if r.suppressed == "inhibited"]
-    moved = [e for e in await ctx.ledger.entries() if iid in e.evidence]
+    moved = await ctx.ledger.index.entries("ref", iid)  # the entries citing the incident, not the whole ledger
     to_platform = sum(e.amount_fen for e in moved if e.party == "platform")
     return _json(
         {
@@ -465,9 +468,11 @@ async def parcel(request: web.Request) -> web.Response:
     notifs = await ctx.store.notifications_of(r.alert.alert_id for r in recs)
     promise = next((r.alert.promised_delivery_by for r in recs if r.alert.promised_delivery_by), None)
     lateness = max((r.alert.predicted_lateness_s for r in recs if r.alert.predicted_lateness_s is not None), default=None)
+    scans = await ctx.scans.scans(wb) if ctx.scans is not None else {"in_state": False, "scans": [], "note": "this service does not read the worker's state"}
     return _json(
         {
             "waybill_id": wb,
+            "scans": scans,
             "alerts": [_queue_item(r) for r in recs],
             "liability": [to_builtins(e) for e in entries],
             "liability_lines": console.running_balance(entries),
@@ -605,6 +610,7 @@ class ApiRunner(web.AppRunner):
 def build_app(ctx: ApiContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
     app[CTX] = ctx
+    console_events.install(app, lambda: app[CTX].store)
     add = app.router.add_route
     add("GET", "/", console_page)
     add("GET", "/static/{name}", static_asset)
@@ -613,6 +619,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add("GET", "/api/openapi.json", openapi_json)
     add("GET", "/api/alerts", list_alerts)
     add("GET", "/api/queue", queue)
+    add("GET", "/api/events", console_events.events)
     add("POST", "/api/queue/ack", bulk_ack)
     add("GET", "/api/alerts/{alert_id}", get_alert)
     add("POST", "/api/alerts/{alert_id}/ack", ack)

@@ -159,7 +159,7 @@ def timeline(
             {
                 "at_ms": n.created_ms,
                 "kind": "delivery",
-                "what": f"{n.kind} to {n.receiver}: {status}",
+                "what": f"{n.kind.key} to {n.receiver}: {status}",
                 "detail": f"{n.attempts} attempt(s), webhook-id {n.nid}",
                 "alert_id": n.alert_id,
             }

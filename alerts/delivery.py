@@ -23,8 +23,9 @@ import time
 
 import aiohttp
 
+from logiwatch.alerts import alertmanager
 from logiwatch.alerts.metrics import AlertMetrics
-from logiwatch.alerts.model import Notification, Receiver
+from logiwatch.alerts.model import Notification, Receiver, ReceiverKind
 from logiwatch.alerts.routing import RoutingConfig
 from logiwatch.alerts.store import AlertStore, now_ms
 from logiwatch.alerts.webhooks import (
@@ -90,6 +91,9 @@ class Deliverer:
         for receiver in self.routing.receivers.values():
             self._wake[receiver.name] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._worker(receiver), name=f"deliver-{receiver.name}"))
+            if receiver.kind == ReceiverKind.ALERTMANAGER:  # keeps its firing alerts from lapsing
+                resender = alertmanager.Resender(self.store, receiver, self.public_url)
+                self._tasks.append(asyncio.create_task(resender.run(), name=f"resend-{receiver.name}"))
 
     def wake(self, receiver: str) -> None:
         ev = self._wake.get(receiver)
@@ -163,9 +167,12 @@ class Deliverer:
         if rec.alert.alert_type == AnomalyType.HUB_INCIDENT:
             count, sample = await self.store.incident_parcel_count(rec.alert.alert_id)
         rendering = Rendering(nid, receiver.name, notif.kind.event, self.public_url, count, tuple(sample))
-        body = render(receiver.format, rec, rendering)
+        is_am = receiver.kind == ReceiverKind.ALERTMANAGER
+        body = alertmanager.notification_body(rec, notif, receiver, self.public_url, now_ms()) if is_am else render(receiver.format, rec, rendering)
         t0 = time.perf_counter()
         outcome = await post(session, receiver, nid, body)
+        if is_am and outcome.action == DeliveryAction.OK:
+            await alertmanager.delivered(self.store, receiver, rec)
         self.metrics.delivery_seconds.labels(receiver.name).observe(time.perf_counter() - t0)
         self.metrics.notifications.labels(receiver.name, outcome.action).inc()
         await self._book(receiver, notif, outcome)

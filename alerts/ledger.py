@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from logiwatch.alerts.ledger_index import LedgerIndex, index_keys
 from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate, false_alarm_reversals
 from logiwatch.detectors.model import Alert, AnomalyType
 
@@ -36,8 +37,9 @@ _enc = msgspec.json.Encoder()
 
 _APPEND = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3])
+local id = redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3])
 redis.call('HINCRBY', KEYS[3], ARGV[4], ARGV[5])
+for i = 4, #KEYS do redis.call('SADD', KEYS[i], id) end  -- ledger_index.index_keys
 return 1
 """
 
@@ -68,6 +70,8 @@ class Ledger:
         self.p = f"{key_prefix}liability:"
         self.rules = rules
         self._append = client.register_script(_APPEND)
+        #: entries by parcel and by cited alert/incident (alerts/ledger_index.py)
+        self.index = LedgerIndex(client, self.key)
 
     def key(self, name: str) -> str:
         return self.p + name
@@ -146,7 +150,7 @@ class Ledger:
         tx = self.r.pipeline(transaction=True)
         for e in entries:
             await self._append(  # on a pipeline this only queues the EVALSHA
-                keys=[self.key("keys"), self.key("ledger"), self.key("totals")],
+                keys=[self.key("keys"), self.key("ledger"), self.key("totals"), *index_keys(self.key, e)],
                 args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
                 client=tx,
             )
@@ -175,7 +179,7 @@ class Ledger:
         tx = self.r.pipeline(transaction=True)
         for e in found:
             await self._append(  # on a pipeline this only queues the EVALSHA
-                keys=[self.key("keys"), self.key("ledger"), self.key("totals")],
+                keys=[self.key("keys"), self.key("ledger"), self.key("totals"), *index_keys(self.key, e)],
                 args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
                 client=tx,
             )
@@ -185,6 +189,8 @@ class Ledger:
         return [e for e, ok in zip(found, results[: len(found)], strict=True) if ok]
 
     async def entries(self, since_ms: int | None = None, until_ms: int | None = None, waybill: str | None = None) -> list[Entry]:
+        if waybill is not None and since_ms is None and until_ms is None:
+            return await self.index.entries("parcel", waybill)  # not the whole ledger
         out: list[Entry] = []
         start = "-"
         while True:

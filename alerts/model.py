@@ -138,8 +138,17 @@ class Matcher(msgspec.Struct, frozen=True):
         return f"{self.name}{self.op}{self.value}"
 
 
+class ReceiverKind(str, enum.Enum):
+    """``webhook``: signed POSTs of ``format``; ``alertmanager``: a Prometheus Alertmanager's
+    ``POST /api/v2/alerts`` (``url`` is its base URL), kept current (``alerts/alertmanager.py``)."""
+
+    WEBHOOK = "webhook"
+    ALERTMANAGER = "alertmanager"
+
+
 class Receiver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A webhook endpoint with its own secret, limits and payload format.
+    """A webhook endpoint with its own secret, limits and payload format (or, of kind
+    ``alertmanager``, an Alertmanager's API: no secret, re-posted every ``resend_s``).
 
     A ``[[receivers]]`` entry of the routes file decodes into it (unknown keys
     are refused as typos); ``routing.parse_routes`` then checks the values.
@@ -157,6 +166,9 @@ class Receiver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: (tests and on-premise receivers), see ``webhooks.check_address``.
     allow_private_networks: bool = False
     max_payload_bytes: int = 20_000
+    kind: ReceiverKind = ReceiverKind.WEBHOOK
+    #: kind alertmanager: firing alerts are re-posted this often, with endsAt 4 x this ahead
+    resend_s: float = 60.0
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

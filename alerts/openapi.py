@@ -319,13 +319,29 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": _STR}}}, **_errors(400, 404)},
             }
         },
+        "/api/events": {
+            "get": {
+                "summary": "live updates: a server-sent event stream ('changed' after every commit of the alert store)",
+                "responses": {"200": {"description": "an event stream that stays open", "content": {"text/event-stream": {"schema": _STR}}}},
+            }
+        },
         "/api/parcels/{waybill}": {
             "get": _get(
                 "one parcel's story: alerts with evidence in words, deliveries, liability with running balance, promise",
                 _resp(
                     _obj(
-                        ["waybill_id", "alerts", "liability", "liability_lines", "deliveries", "timeline", "promise"],
+                        ["waybill_id", "scans", "alerts", "liability", "liability_lines", "deliveries", "timeline", "promise"],
                         waybill_id=_STR,
+                        scans=_obj(
+                            ["in_state", "scans"],
+                            in_state={"type": "boolean"},
+                            partition=_INT,
+                            note=_STR,
+                            scans={
+                                "type": "array",
+                                "items": _obj(["at_ms", "at", "event_type", "node_id", "region", "detail"], at_ms=_INT, at=_STR, event_type=_STR, node_id=_STR, region=_STR, detail=_STR),
+                            },
+                        ),
                         alerts={"type": "array", "items": _ref("AlertRecord")},
                         liability={"type": "array", "items": _ref("Entry")},
                         liability_lines={"type": "array", "items": _obj(["balance_yuan", "amount_yuan", "party"], balance_yuan=_NUM, amount_yuan=_NUM, party=_STR)},

@@ -9,6 +9,7 @@ inhibition rule applies. Layout (see ``docs/webhooks.md``)::
     escalate_after_s = 1800      # unacknowledged alerts escalate after this
     group_wait_s = 0             # an incident notification waits this long to collect parcels
     [[receivers]]  name, url, secret, format, timeout_s, rate_per_s, retry_schedule_s, ...
+                   (kind = "alertmanager": url of an Alertmanager, no secret, resend_s)
     [[routes]]     receiver, types, severities, merchants, carriers, regions, matchers
     [[silences]]   matchers, starts_at, ends_at (RFC 3339), comment
     [[inhibit_rules]] source_type, target_types, equal
@@ -27,7 +28,9 @@ import msgspec
 from logiwatch.alerts.model import (
     InhibitRule,
     Matcher,
+    PayloadFormat,
     Receiver,
+    ReceiverKind,
     Route,
     Silence,
     alert_labels,
@@ -219,6 +222,8 @@ def _check_receiver(source: Path | str, where: str, entry: _ReceiverEntry) -> Re
     parts = urlsplit(entry.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(source, where, f"url must be http(s)://host/..., got {entry.url!r}")
+    if entry.kind == ReceiverKind.ALERTMANAGER:
+        return _check_alertmanager(source, where, entry)
     secret = entry.secret
     if entry.secret_env:
         secret = os.environ.get(entry.secret_env, "")
@@ -243,6 +248,26 @@ def _check_receiver(source: Path | str, where: str, entry: _ReceiverEntry) -> Re
     fields = msgspec.structs.asdict(entry)
     del fields["secret_env"]
     return Receiver(**{**fields, "secret": secret})
+
+
+def _check_alertmanager(source: Path | str, where: str, entry: _ReceiverEntry) -> Receiver:
+    """A receiver of kind ``alertmanager``: ``url`` is the Alertmanager's base URL (the API
+    path is added here), no secret, the webhook format does not apply."""
+
+    if entry.secret or entry.secret_env:
+        raise _fail(source, where, "an alertmanager receiver takes no secret (Alertmanager's API checks none)")
+    if entry.format != PayloadFormat.GENERIC:
+        raise _fail(source, where, "an alertmanager receiver posts Alertmanager's API v2 alerts: drop 'format'")
+    if not 1 <= entry.resend_s <= 3600:
+        raise _fail(source, where, "resend_s must be within 1..3600 seconds")
+    if not 0 < entry.timeout_s <= 60 or not 0 < entry.connect_timeout_s <= entry.timeout_s:
+        raise _fail(source, where, "timeouts must satisfy 0 < connect_timeout_s <= timeout_s <= 60")
+    if entry.rate_per_s <= 0 or not entry.retry_schedule_s or any(s < 0 for s in entry.retry_schedule_s):
+        raise _fail(source, where, "rate_per_s must be > 0 and retry_schedule_s a non-empty list of seconds >= 0")
+    fields = msgspec.structs.asdict(entry)
+    del fields["secret_env"]
+    base = entry.url.rstrip("/").removesuffix("/api/v2/alerts")
+    return Receiver(**{**fields, "url": base + "/api/v2/alerts", "secret": "", "max_payload_bytes": max(entry.max_payload_bytes, 1_000_000)})
 
 
 def _check_values(

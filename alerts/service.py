@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from logiwatch.alerts.alertmanager import AlertmanagerForwarder
 from logiwatch.alerts.api import ApiContext, ApiRunner, build_app
+from logiwatch.alerts.console_scans import ScanReader
 from logiwatch.alerts.delivery import Deliverer
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet, load_rules
@@ -124,6 +125,7 @@ class AlertService:
             registry=self.registry,
             token=self.settings.alerts.api_token.get_secret_value(),
             status=self.status,
+            scans=ScanReader.from_settings(self.redis, self.settings),
         )
         runner = ApiRunner(build_app(ctx), access_log=None)
         await runner.setup()

@@ -21,6 +21,7 @@ suppression sets:
   or one ZINTERSTORE and the counts are SCARDs; ``P order:<order id>``
   (all alerts of an order, for search); ``P incident-series:<id>`` (an
   incident's revisions over time, for its chart);
+* ``P changes``: a counter bumped by every commit (the console's live updates);
 * ``P silences``, ``P escalation`` (alert id by due time), ``P feedback``
   (stream of false-alarm reports), ``P false-alarms`` (count per type);
 * ``<redis.key_prefix>suppress:<alert_type>``: set of subjects (waybill, or
@@ -64,6 +65,46 @@ return 0
 """
 
 
+# Walks a sorted set (KEYS[1]) in score order, 500 members at a time, keeping those in every
+# set KEYS[3..] and, when ARGV[7] is 1, whose score in KEYS[2] (first seen, ms) lies within
+# [ARGV[1], ARGV[2]]: returns the count of matches walked (to the end only when ARGV[6] is 1)
+# then ARGV[4] ids from match ARGV[3] on.
+_WALK = """
+local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
+local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+local desc, count_all, windowed = ARGV[5] == '1', ARGV[6] == '1', ARGV[7] == '1'
+local out, seen, start = {-1}, 0, 0
+while true do
+  local chunk
+  if desc then chunk = redis.call('ZREVRANGE', KEYS[1], start, start + 499)
+  else chunk = redis.call('ZRANGE', KEYS[1], start, start + 499) end
+  if #chunk == 0 then break end
+  local ok = {}
+  for i = 1, #chunk do ok[i] = true end
+  if windowed then
+    local ages = redis.call('ZMSCORE', KEYS[2], unpack(chunk))
+    for i = 1, #chunk do
+      local t = tonumber(ages[i])
+      ok[i] = t ~= nil and t >= lo and t <= hi
+    end
+  end
+  for k = 3, #KEYS do
+    local member = redis.call('SMISMEMBER', KEYS[k], unpack(chunk))
+    for i = 1, #chunk do ok[i] = ok[i] and member[i] == 1 end
+  end
+  for i = 1, #chunk do
+    if ok[i] then
+      if seen >= offset and #out <= limit then out[#out + 1] = chunk[i] end
+      seen = seen + 1
+    end
+  end
+  if not count_all and #out > limit then break end
+  start = start + 500
+end
+out[1] = seen
+return out
+"""
+
 #: (record, previous record, [(notification, due ms)], escalate at ms) for :meth:`AlertStore.commit_many`.
 Commit = tuple[AlertRecord, AlertRecord | None, Sequence[tuple[Notification, int]], int | None]
 
@@ -80,6 +121,7 @@ class AlertStore:
         self.root = key_prefix
         self.p = f"{key_prefix}alerts:"
         self._enqueue = client.register_script(_ENQUEUE)
+        self._walk = client.register_script(_WALK)
 
     def key(self, *parts: str) -> str:
         return self.p + ":".join(parts)
@@ -115,6 +157,12 @@ class AlertStore:
         [fresh] = await self.commit_many([(record, previous, notifications, escalate_at_ms)])
         return fresh
 
+    async def changes(self) -> int:
+        """How many commits the store has seen (the console's server-sent events watch it)."""
+
+        got = await self.r.get(self.key("changes"))
+        return int(got) if got is not None else 0
+
     async def get_map(self, alert_ids: Iterable[str]) -> dict[str, AlertRecord]:
         ids = sorted(set(alert_ids))
         if not ids:
@@ -136,6 +184,8 @@ class AlertStore:
                     client=pipe,
                 )
             spans.append((n, len(notifications)))
+        if commits:
+            pipe.incr(self.key("changes"))  # the console's live updates watch this (last in the reply)
         results = await pipe.execute()
         out: list[list[bool]] = []
         pos = 0
@@ -214,10 +264,16 @@ class AlertStore:
         offset: int = 0,
         limit: int = 50,
     ) -> tuple[list[AlertRecord], int]:
-        """One page of the CS queue and how many match; a ZRANGE, or one ZINTERSTORE when filtered.
+        """One page of the CS queue and how many match.
 
         ``filters`` maps a :data:`QUEUE_FILTERS` field to one value; ``first_seen_range``
         bounds when the service first saw the alert (ms); ``search`` is a waybill or order id.
+        Each query takes the cheapest of three plans (docs/console.md): a range of the sort's
+        sorted set (within score bands for an age window on the ``severity``/``age`` sorts);
+        an intersection into a temporary key when what matches is a small share of the
+        queue (its cost follows the smallest input); or, when it is a large share, a walk of
+        the sort order on the server that stops once the page is full (counted by
+        SINTERCARD, ZCOUNT, or both: :meth:`_count_in_window`).
         """
 
         zkey = self.key("q", sort)
@@ -226,33 +282,114 @@ class AlertStore:
         aged = lo is not None or hi is not None
         bands = age_bands(sort, lo, hi) if aged else None
         tmp = self.key("tmp", uuid.uuid4().hex)
-        source = zkey
-        if sets or search:
-            tx = self.r.pipeline(transaction=True)
-            if search:
-                tx.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)])
-                sets.append(tmp + ":s")
-            tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
-            tx.expire(tmp, 60)  # a crashed request leaves nothing behind for long
-            tx.delete(tmp + ":s")
-            await tx.execute()
-            source = tmp
+        if search:
+            sets.append(tmp + ":s")
+        elif aged and bands is None:
+            ids, total = await self._aged_page(zkey, sets, tmp, lo, hi, descending, offset, limit)
+            return await self.get_many(ids), total
+        elif sets and not aged and not await self._narrow(zkey, sets, offset, limit):
+            ids, total = await self._walk_page(zkey, sets, None, descending, offset, limit)
+            return await self.get_many(ids), total
+        if not sets:
+            ids, total = await self._page(zkey, bands, descending, offset, limit)
+            return await self.get_many(ids), total
+        tx = self.r.pipeline(transaction=True)
+        if search:
+            tx.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)])
+        tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
+        tx.expire(tmp, 60)  # a crashed request leaves nothing behind for long
+        tx.delete(tmp + ":s")
+        await tx.execute()
         try:
-            if aged and bands is None:
-                # lateness/amount scores say nothing of age: bound by the age set, then re-score
-                tx = self.r.pipeline(transaction=True)
-                tx.zinterstore(tmp, {self.key("q", "age"): 1, source: 0})
-                tx.zremrangebyscore(tmp, "-inf", f"({lo}" if lo is not None else "-inf")
-                tx.zremrangebyscore(tmp, f"({hi}" if hi is not None else "+inf", "+inf")
-                tx.zinterstore(tmp, {tmp: 0, zkey: 1})
-                tx.expire(tmp, 60)
-                await tx.execute()
-                source, bands = tmp, None
-            ids, total = await self._page(source, bands, descending, offset, limit)
+            if aged and bands is None:  # a search: a handful of alerts, walked whole
+                ids, total = await self._walk_page(tmp, [], (lo, hi), descending, offset, limit, count=True)
+            else:
+                ids, total = await self._page(tmp, bands, descending, offset, limit)
         finally:
-            if source == tmp:
-                await self.r.delete(tmp)
+            await self.r.delete(tmp)
         return await self.get_many(ids), total
+
+    async def _narrow(self, zkey: str, sets: list[str], offset: int, limit: int) -> bool:
+        """Whether intersecting the filter sets costs less than walking the sort order."""
+
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(zkey)
+        for k in sets:
+            pipe.scard(k)
+        size, *cards = (int(x) for x in await pipe.execute())
+        return not cheaper_to_walk(size, cards, offset, limit)
+
+    async def _walk_page(
+        self, source: str, sets: list[str], window: tuple[int | None, int | None] | None, descending: bool, offset: int, limit: int, count: bool = False
+    ) -> tuple[list[str], int]:
+        """The page by walking ``source`` in order on the server; the total by SINTERCARD of the
+        sets (no window), or by the walk itself (``count``: it then goes to the end)."""
+
+        lo, hi = window or (None, None)
+        got = await self._walk(
+            keys=[source, self.key("q", "age"), *sets],
+            args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi, offset, limit, int(descending), int(count), int(window is not None)],
+        )
+        total = int(got[0]) if count else int(await self.r.sintercard(len(sets), list[Any](sets)))
+        return [_s(i) for i in got[1:]], total
+
+    async def _aged_page(
+        self, zkey: str, sets: list[str], tmp: str, lo: int | None, hi: int | None, descending: bool, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        """A page in the sort's order of the alerts first seen within ``[lo, hi]`` and in every
+        filter set. Narrow (window or smallest set under an eighth of the queue): intersect
+        starting from the narrowest, cost ~ its size. Wide: walk the sort order (the count is
+        a ZCOUNT of the window without filters, else :meth:`_count_in_window`)."""
+
+        age_key = self.key("q", "age")
+        lo_s, hi_s = (str(lo) if lo is not None else "-inf"), (str(hi) if hi is not None else "+inf")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcount(age_key, lo_s, hi_s)
+        pipe.zcard(zkey)
+        for k in sets:
+            pipe.scard(k)
+        window, size, *cards = (int(x) for x in await pipe.execute())
+        smallest = min(cards, default=size)
+        if not cheaper_to_walk(size, [*cards, window], offset, limit):
+            tx = self.r.pipeline(transaction=True)
+            if window <= smallest:
+                tx.zrangestore(tmp + ":a", age_key, lo_s, hi_s, byscore=True)
+            else:
+                tx.zinterstore(tmp + ":a", {age_key: 1, **dict.fromkeys(sets, 0)})
+                tx.zremrangebyscore(tmp + ":a", "-inf", f"({lo_s}")
+                tx.zremrangebyscore(tmp + ":a", f"({hi_s}", "+inf")
+            tx.zinterstore(tmp, {tmp + ":a": 0, zkey: 1, **dict.fromkeys(sets, 0)})
+            tx.expire(tmp, 60)
+            tx.delete(tmp + ":a")
+            await tx.execute()
+            try:
+                return await self._page(tmp, None, descending, offset, limit)
+            finally:
+                await self.r.delete(tmp)
+        got = await self._walk(
+            keys=[zkey, age_key, *sets],
+            args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi, offset, limit, int(descending), 0, 1],
+        )
+        total = window if not sets else await self._count_in_window(sets, cards, tmp, lo_s, hi_s)
+        return [_s(i) for i in got[1:]], total
+
+    async def _count_in_window(self, sets: list[str], cards: list[int], tmp: str, lo_s: str, hi_s: str) -> int:
+        """How many alerts are in every filter set and first seen within the (wide) window: those
+        in the sets less those outside the window (a small part of the age index, copied out)."""
+
+        age_key = self.key("q", "age")
+        pieces = [(tmp + ":lo", "-inf", f"({lo_s}")] if lo_s != "-inf" else []
+        pieces += [(tmp + ":hi", f"({hi_s}", "+inf")] if hi_s != "+inf" else []
+        tx = self.r.pipeline(transaction=True)
+        for key, start, end in pieces:
+            tx.zrangestore(key, age_key, start, end, byscore=True)
+        for key, _, _ in pieces:  # ZINTERCARD walks its smallest input: the piece outside
+            tx.zintercard(1 + len(sets), [key, *sets])
+        tx.delete(*(key for key, _, _ in pieces))
+        got = await tx.execute()
+        outside = sum(int(n) for n in got[len(pieces) : 2 * len(pieces)])
+        inside = cards[0] if len(sets) == 1 else int(await self.r.sintercard(len(sets), list[Any](sets)))
+        return inside - outside
 
     async def _page(
         self, key: str, bands: list[tuple[float, float]] | None, descending: bool, offset: int, limit: int
@@ -540,6 +677,29 @@ def age_bands(sort: str, lo: int | None, hi: int | None) -> list[tuple[float, fl
         base = rank * 1e13 + 1e13
         out.append((base - hi if hi is not None else rank * 1e13, base - lo if lo is not None else base))
     return out
+
+
+def cheaper_to_walk(size: int, cards: Sequence[int], offset: int, limit: int) -> bool:
+    """Whether walking the sort order (``size`` members) to fill a page beats intersecting
+    sets of sizes ``cards``: an intersection costs about its smallest input, written out
+    (counted twice); a walk about the members it passes before ``offset + limit`` match,
+    guessed from the sets' shares as if independent.
+
+    >>> cheaper_to_walk(100_000, [11_000], 0, 50)   # one filter, 11 %: a few hundred steps
+    True
+    >>> cheaper_to_walk(100_000, [11_000, 20_000, 10_000], 0, 50)  # 0.2 % match: intersect
+    False
+    >>> cheaper_to_walk(100_000, [11_000], 50_000, 50)  # deep page: intersect
+    False
+    """
+
+    if size <= 0 or not cards:
+        return False
+    share = 1.0
+    for c in cards:
+        share *= min(c, size) / size
+    walk = min(float(size), (offset + limit) / share) if share > 0 else float(size)
+    return walk < 2 * min(cards)
 
 
 def in_queue(record: AlertRecord) -> bool:

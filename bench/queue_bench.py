@@ -46,6 +46,9 @@ QUERIES = {
     "filter hub, by amount": "/api/queue?hub=HUB-7&sort=amount",
     "filter age (older than 1 h)": "/api/queue?min_age_s=3600",
     "filter age, by lateness": "/api/queue?min_age_s=3600&sort=lateness",
+    "filter age, by amount": "/api/queue?min_age_s=3600&sort=amount",
+    "filter age > 70 h, by lateness": "/api/queue?min_age_s=252000&sort=lateness",
+    "filter type+age, by amount": "/api/queue?type=stall&min_age_s=3600&sort=amount",
     "search waybill": "/api/queue?q=WB-0004242",
     "page at offset 50,000": "/api/queue?offset=50000",
 }

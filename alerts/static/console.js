@@ -3,11 +3,13 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const POLL_MS = 5000;
+// At most one refresh per MIN_REFRESH_MS however fast alerts arrive (the rest are coalesced).
+const MIN_REFRESH_MS = 1500;
 const TYPES = ["late_dispatch", "pickup_timeout", "stall", "abnormal_segment", "misroute", "contradiction",
   "likely_lost", "suspicious_delivery", "predicted_late"];
 const state = { page: "queue", offset: 0, limit: 50, total: 0, items: [], focus: 0, selected: new Set(),
-  filters: null, wb: null, incident: null, incidentOffset: 0, faAlert: null, timer: null };
+  filters: null, focusId: null, wb: null, incident: null, incidentOffset: 0, faAlert: null,
+  live: { source: null, events: 0, lastRefresh: 0, pending: null } };
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -76,6 +78,7 @@ function applyFilters() {
   state.filters = readFilters();
   state.offset = 0;
   state.focus = 0;
+  state.focusId = null;
   return refresh();
 }
 
@@ -102,7 +105,9 @@ async function loadQueue() {
   state.items = data.items;
   state.total = data.total;
   if (state.offset > 0 && state.offset >= data.total) { state.offset = Math.max(0, data.total - state.limit); return loadQueue(); }
-  state.focus = Math.min(state.focus, Math.max(0, data.items.length - 1));
+  // the focused alert keeps the focus when an update moves it (else the same row number)
+  const kept = data.items.findIndex((r) => r.alert.alert_id === state.focusId);
+  state.focus = kept >= 0 ? kept : Math.min(state.focus, Math.max(0, data.items.length - 1));
   $("queue-total").textContent = data.total;
   const chips = [];
   for (const [group, counts] of [["severity", data.counts.severity], ["type", data.counts.type]]) {
@@ -179,6 +184,8 @@ function updateSelected() {
   $("bulk-ack").disabled = state.selected.size === 0;
 }
 function paintFocus() {
+  const rec = state.items[state.focus];
+  state.focusId = rec ? rec.alert.alert_id : null;
   for (const tr of $("queue").querySelectorAll("tbody tr")) tr.classList.toggle("focused", Number(tr.dataset.index) === state.focus);
 }
 
@@ -220,6 +227,14 @@ async function loadParcel() {
     tr.appendChild(cell);
     return tr;
   }));
+  const sc = data.scans;
+  $("parcel-scans-note").textContent = sc.in_state ? `${sc.scans.length} scan(s), from the worker's state.` + (sc.note ? " " + sc.note : "") : sc.note;
+  $("parcel-scans").hidden = !sc.in_state;
+  $("parcel-scans").querySelector("tbody").replaceChildren(...sc.scans.map((s) => {
+    const tr = el("tr");
+    tr.append(td(s.at), td(s.node_id), td(s.region), td(s.detail));
+    return tr;
+  }));
   $("parcel-timeline").querySelector("tbody").replaceChildren(...data.timeline.map((t) => {
     const tr = el("tr", null, "t-" + t.kind);
     tr.append(td(t.at), td(t.what), td(t.detail));
@@ -227,7 +242,8 @@ async function loadParcel() {
   }));
   $("parcel-deliveries").querySelector("tbody").replaceChildren(...data.deliveries.map((n) => {
     const tr = el("tr");
-    tr.append(td(n.receiver), td(n.kind), td(n.delivered_ms ? "delivered " + iso(n.delivered_ms) : (n.last_error || "pending")), td(n.attempts, "num"), td(n.nid));
+    const kind = n.kind.event + (n.kind.severity ? " " + n.kind.severity : "") + (n.kind.revision != null ? " (revision " + n.kind.revision + ")" : "");
+    tr.append(td(n.receiver), td(kind), td(n.delivered_ms ? "delivered " + iso(n.delivered_ms) : (n.last_error || "pending")), td(n.attempts, "num"), td(n.nid));
     return tr;
   }));
   $("parcel-ledger").querySelector("tbody").replaceChildren(...data.liability_lines.map((l) => {
@@ -378,8 +394,33 @@ function init() {
   document.addEventListener("keydown", onKey);
   window.addEventListener("hashchange", () => { state.focus = 0; refresh(); });
   refresh();
-  // Live updates by polling the page the agent is on: filters, page, selection and focus stay put.
-  state.timer = setInterval(() => { if (!document.hidden) refresh(); }, POLL_MS);
+  listen();
+}
+
+// Live updates by server-sent events (/api/events): on "changed" the page the agent is on is
+// read again with the filters as last applied, the page, the selection and the focused row.
+function listen() {
+  const live = state.live;
+  const source = new EventSource("/api/events");
+  live.source = source;
+  source.addEventListener("hello", () => { $("live").textContent = "live"; document.body.dataset.live = "true"; });
+  source.addEventListener("changed", () => {
+    live.events += 1;
+    document.body.dataset.liveEvents = String(live.events);
+    liveRefresh();
+  });
+  source.addEventListener("error", () => { $("live").textContent = "reconnecting…"; document.body.dataset.live = "false"; });
+}
+
+function liveRefresh() {
+  const live = state.live;
+  if (live.pending) return;
+  const wait = Math.max(0, live.lastRefresh + MIN_REFRESH_MS - Date.now());
+  live.pending = setTimeout(async () => {
+    live.pending = null;
+    live.lastRefresh = Date.now();
+    await refresh();
+  }, wait);
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -1,7 +1,9 @@
-"""Alertmanager as a receiver, against Debian's real ``prometheus-alertmanager`` started on
-a free port: logiwatch's open alerts appear in its API v2 and in ``amtool alert query``,
-are re-posted before their ``endsAt`` lapses, resolve there when logiwatch resolves
-them, and a silence set in Alertmanager (with amtool) is honoured there."""
+"""Alertmanager against Debian's real ``prometheus-alertmanager`` started on a free port,
+both as a receiver kind in the routes (only what the routes match reaches it, through the
+delivery queue) and as the forwarder of every open alert: alerts appear in its API v2 and
+in ``amtool alert query``, are re-posted before their ``endsAt`` lapses, resolve there
+when logiwatch resolves them, and a silence set in Alertmanager (with amtool) is honoured
+there."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from uuid import uuid4
 
 import pytest
 
-from logiwatch.detectors.model import AnomalyType
+from logiwatch.alerts.routing import parse_routes
+from logiwatch.detectors.model import AnomalyType, Severity
 from tests.helpers import wait_until
 from tests.integration.test_alert_service import call
 from tests.integration.test_alert_service_harness import TOKEN, ServiceThread, produce, routes, stall
@@ -69,6 +72,13 @@ def am_alerts(url: str) -> dict[str, dict[str, Any]]:
         return {a["labels"]["alert_id"]: a for a in json.loads(resp.read())}
 
 
+def severities(url: str, alert_id: str) -> list[str]:
+    """The severities under which Alertmanager holds ``alert_id`` active (labels tell alerts apart)."""
+
+    with urllib.request.urlopen(f"{url}/api/v2/alerts?filter=alert_id%3D%22{alert_id}%22", timeout=5) as resp:
+        return sorted(a["labels"]["severity"] for a in json.loads(resp.read()))
+
+
 def amtool(url: str, *args: str) -> str:
     done = subprocess.run(["amtool", f"--alertmanager.url={url}", *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
@@ -113,6 +123,58 @@ def test_open_alerts_reach_alertmanager_stay_firing_resolve_there_and_its_silenc
         assert status == 200
         wait_until(lambda: "stall-1" not in am_alerts(alertmanager), 4 * RESEND_S + 5, what="resolved in Alertmanager")
         assert set(am_alerts(alertmanager)) == {"stall-2", "inc-am"}
+
+
+def test_a_route_to_an_alertmanager_receiver_posts_what_it_matches_keeps_it_firing_and_resolves_it(
+    alertmanager: str, kafka_bootstrap: str, topic_factory: Callable[..., str], settings_factory: Any
+) -> None:
+    topic, ltopic = topic_factory("alerts"), topic_factory("liability", 1)
+    settings = settings_factory(
+        kafka={"topics": {"alerts": topic, "liability": ltopic}, "alerts_group": f"g-{uuid4().hex}", "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+        alerts={"api_port": 0, "api_token": TOKEN, "public_url": "http://console.test"},
+    )
+    routing = parse_routes(
+        {
+            "receivers": [
+                {"name": "ops-am", "kind": "alertmanager", "url": alertmanager, "allow_private_networks": True, "resend_s": RESEND_S, "retry_schedule_s": [0.2, 0.5, 1.0]}
+            ],
+            "routes": [{"receiver": "ops-am", "types": ["stall"]}],
+        }
+    )
+    assert routing.receivers["ops-am"].url == alertmanager + "/api/v2/alerts"
+    lost = stall(3, alert_id="lost-3", alert_type=AnomalyType.LIKELY_LOST)  # not routed to ops-am
+    with ServiceThread(settings, routing) as svc:
+        produce(kafka_bootstrap, topic, [stall(1), stall(2), lost])
+        got = wait_until(lambda: (a := am_alerts(alertmanager)) and len(a) >= 2 and a, 30, what="routed alerts in Alertmanager")
+        assert set(got) == {"stall-1", "stall-2"}
+        one = got["stall-1"]
+        assert one["labels"]["alertname"] == "stall" and one["labels"]["waybill_id"] == "WB1" and one["generatorURL"] == "http://console.test/#/parcel/WB1"
+        listed = amtool(alertmanager, "alert", "query", "source=logiwatch", "-o", "json")
+        assert {a["labels"]["alert_id"] for a in json.loads(listed)} == {"stall-1", "stall-2"}
+        # the delivery is a notification like any other: on the parcel page, delivered
+        status, page = call("GET", f"{svc.url}/api/parcels/WB1")
+        assert status == 200 and [(d["receiver"], bool(d["delivered_ms"])) for d in page["deliveries"]] == [("ops-am", True)]
+
+        # re-posted before endsAt (now + 4 x resend_s) lapses
+        first_end = datetime.fromisoformat(one["endsAt"].replace("Z", "+00:00"))
+        time.sleep(4 * RESEND_S + 2)
+        later = am_alerts(alertmanager)
+        assert later["stall-1"]["status"]["state"] == "active"
+        assert datetime.fromisoformat(later["stall-1"]["endsAt"].replace("Z", "+00:00")) > first_end
+
+        # an escalation ends the alert under its old severity (Alertmanager keys on labels)
+        produce(kafka_bootstrap, topic, [stall(2, revision=1, severity=Severity.CRITICAL)])
+        wait_until(lambda: "critical" in severities(alertmanager, "stall-2"), 30, what="escalated in Alertmanager")
+        assert severities(alertmanager, "stall-2") == ["critical"]  # the warning ended by the same post, not lapsed
+
+        amtool(alertmanager, "silence", "add", "alert_id=stall-1", "--comment=buyer called", "--author=cs", "--duration=1h")
+        wait_until(lambda: am_alerts(alertmanager)["stall-1"]["status"]["state"] == "suppressed", 30, what="silenced in Alertmanager")
+
+        # resolved in logiwatch: the resolved notification ends it there, well within one TTL
+        status, _ = call("POST", f"{svc.url}/api/alerts/stall-1/resolve", {})
+        assert status == 200
+        wait_until(lambda: "stall-1" not in am_alerts(alertmanager), 3, what="resolved in Alertmanager")
+        assert "lost-3" not in am_alerts(alertmanager)
 
 
 def test_the_compose_alertmanager_config_is_valid_for_amtool() -> None:

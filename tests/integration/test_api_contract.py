@@ -113,13 +113,40 @@ def _excluded(case: Any) -> list[Any]:
     return [schemathesis.checks.positive_data_acceptance] if case.operation.path in LOOSER else []
 
 
-@SCHEMA.parametrize()
+#: The live-updates stream stays open (a client reads it until it leaves): its own test below.
+STREAMS = SCHEMA.exclude(path="/api/events")
+
+
+@STREAMS.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_answer_conforms_to_the_document_and_none_is_a_5xx(case: Any, service: ServiceThread) -> None:
     case.call_and_validate(base_url=service.url, headers={"Authorization": f"Bearer {TOKEN}"}, excluded_checks=_excluded(case))
 
 
-@SCHEMA.parametrize()
+@STREAMS.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_answers_without_a_token_conform_too(case: Any, service: ServiceThread) -> None:
     case.call_and_validate(base_url=service.url, excluded_checks=_excluded(case))
+
+
+def test_the_live_stream_says_hello_then_changed_after_a_commit(service: ServiceThread, kafka_bootstrap: str) -> None:
+    with urllib.request.urlopen(f"{service.url}/api/events", timeout=20) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        assert "text/event-stream" in openapi.document()["paths"]["/api/events"]["get"]["responses"]["200"]["content"]
+
+        def event() -> tuple[str, dict[str, Any]]:
+            name, data = "", ""
+            while True:
+                line = resp.readline().decode().rstrip("\n")
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+                elif not line and name:
+                    return name, json.loads(data)
+
+        name, hello = event()
+        assert name == "hello"
+        produce(kafka_bootstrap, service.settings.kafka.topics.alerts, [stall(40, alert_id="live-40")])
+        name, changed = event()
+        assert name == "changed" and changed["version"] > hello["version"]

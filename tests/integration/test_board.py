@@ -20,18 +20,24 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import msgspec
 import pytest
+import redis.asyncio as aioredis
 from playwright.sync_api import Page, expect, sync_playwright
 
-from logiwatch.backtest import run_engine
 from logiwatch.commands.liability import _report
-from logiwatch.detectors.engine import EngineConfig
-from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType
+from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
+from logiwatch.detectors.partitioning import partition_for
+from logiwatch.detectors.runner import interleave_ticks
+from logiwatch.detectors.state import ParcelState
 from logiwatch.sim import traffic as simulator
+from logiwatch.streams.state import SnapshotStore
 from tests.helpers import wait_until
 from tests.integration.test_alert_service_harness import (
     TOKEN,
@@ -54,11 +60,36 @@ def chromium() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def simulated_alerts() -> list[Alert]:
-    """What the detectors fire on simulated traffic, resolutions held back so the queue has work."""
+def simulated() -> tuple[list[Alert], dict[str, bytes]]:
+    """What the detectors fire on simulated traffic (resolutions held back so the queue has
+    work) and each parcel's last state while in flight, as a worker checkpoints it (the
+    engine archives every parcel by the end of the run); the engine is fed as the backtest
+    feeds one partition (ticks interleaved, 4,096 at a time)."""
 
     events, _ = simulator.generate("default", seed=3, parcels=1500)
-    return [a for a in run_engine(events, EngineConfig()) if a.status == AlertStatus.FIRING]
+    records = list(interleave_ticks(events, 60_000))
+    engine = Engine(EngineConfig())
+    alerts: list[Alert] = []
+    last_state: dict[str, bytes] = {}  # each parcel's state at the last batch it was still in flight
+    for i in range(0, len(records), 4096):
+        alerts += engine.process(records[i : i + 4096])
+        last_state.update((wb, bytes(blob)) for wb, blob in engine.parcels.items())
+    return [a for a in alerts if a.status == AlertStatus.FIRING], last_state
+
+
+async def checkpoint(settings: Any, states: dict[str, bytes]) -> None:
+    """Write the parcel states where the worker would (its SnapshotStore, Kafka's partition)."""
+
+    client = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        topics, store = settings.kafka.topics, SnapshotStore(client, settings.redis.key_prefix)
+        by_partition: dict[int, dict[str, bytes]] = {}
+        for wb, blob in states.items():
+            by_partition.setdefault(partition_for(wb, topics.events_partitions), {})[wb] = blob
+        for partition, upserts in by_partition.items():
+            assert await store.save(topics.events, partition, upserts=upserts, deletes=[], models=None, offset=1)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -104,12 +135,15 @@ _ACCESSIBILITY = """() => {
 def test_an_agent_filters_opens_a_parcel_marks_a_false_alarm_and_the_ledger_reverses_it(
     kafka_bootstrap: str, topic_factory: Callable[..., str], settings_factory: Any, page: Page, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    alerts = simulated_alerts()
+    alerts, states = simulated()
     charged = next(a for a in alerts if a.alert_type == AnomalyType.LIKELY_LOST)
     wb = charged.waybill_id
-    assert wb is not None
+    assert wb is not None and wb in states
+    route = msgspec.msgpack.decode(states[wb], type=ParcelState).route
     topic, ltopic = topic_factory("alerts"), topic_factory("liability", 1)
     settings = service_settings(settings_factory, topic, ltopic, f"g-{uuid4().hex}")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's loop owns this thread
+        pool.submit(asyncio.run, checkpoint(settings, {wb: states[wb]})).result()  # the charged parcel is in flight
     with HookReceiver() as hook, ServiceThread(settings, routes({"cs": (hook.url, "generic")})) as svc:
         produce(kafka_bootstrap, topic, alerts)
         wait_until(lambda: svc.consumed == len(alerts), 90, what="simulated alerts consumed")
@@ -132,6 +166,29 @@ def test_an_agent_filters_opens_a_parcel_marks_a_false_alarm_and_the_ledger_reve
         shoot(page, tmp_path, "queue")
         assert page.evaluate(_ACCESSIBILITY) == []
 
+        # live updates by server-sent events: nothing is re-read while nothing changes, a new
+        # alert arrives without a reload, and the agent keeps the focused row and the selection
+        expect(page.locator("body")).to_have_attribute("data-live", "true")
+        page.locator("#queue-title").click()
+        for key in ("j", "j", "x"):
+            page.keyboard.press(key)
+        expect(page.locator("#selected-count")).to_have_text("1")
+        focused = page.locator("#queue tbody tr.focused").get_attribute("data-alert-id")
+        reads: list[str] = []
+        page.on("request", lambda r: reads.append(r.url) if "/api/queue?" in r.url else None)
+        page.wait_for_timeout(6000)  # longer than the 5 s the console used to poll at
+        seen = int(page.get_attribute("body", "data-live-events") or 0)
+        assert len(reads) <= seen, f"{len(reads)} queue reads after {seen} change events: the console polled"
+        other = next(a for a in alerts if a.alert_type not in (AnomalyType.LIKELY_LOST, AnomalyType.HUB_INCIDENT))
+        live = msgspec.structs.replace(other, alert_id="live-update-1", waybill_id="WB-LIVE-1", severity=Severity.CRITICAL)
+        produce(kafka_bootstrap, topic, [live])
+        expect(page.locator("#queue-total")).to_have_text(str(total + 1), timeout=15_000)
+        assert int(page.get_attribute("body", "data-live-events") or 0) > seen
+        expect(page.locator("#selected-count")).to_have_text("1")
+        expect(page.locator("#queue tbody tr.focused")).to_have_attribute("data-alert-id", focused or "")
+        page.keyboard.press("x")  # unselect: the bulk step below makes its own selection
+        expect(page.locator("#selected-count")).to_have_text("0")
+
         # filter by type: every row is that type, the count chip agrees
         page.select_option("#f-type", "likely_lost")
         n_lost = len({a.alert_id for a in alerts if a.alert_type == AnomalyType.LIKELY_LOST})
@@ -149,11 +206,21 @@ def test_an_agent_filters_opens_a_parcel_marks_a_false_alarm_and_the_ledger_reve
         timeline = page.locator("#parcel-timeline tbody")
         expect(timeline).to_contain_text("likely_lost")
         expect(timeline).to_contain_text("silent for")  # the evidence in words
+        # every scan, from the worker's checkpointed state: time, node, region, detail
+        scans = page.locator("#parcel-scans tbody tr")
+        expect(scans).to_have_count(len(route))
+        first_t, _code, first_node, first_region = route[0]
+        assert scans.first.locator("td").all_inner_texts()[:3] == [
+            datetime.fromtimestamp(first_t / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ"), first_node, first_region
+        ]
+        expect(page.locator("#parcel-scans-note")).to_contain_text(f"{len(route)} scan(s)")
         ledger = page.locator("#parcel-ledger tbody tr")
         expect(ledger).to_have_count(1)
         charge = float(ledger.first.locator("td.amount").inner_text())
         assert charge > 0
         expect(page.locator("#parcel-deliveries tbody")).to_contain_text("delivered")
+        expect(page.locator("#parcel-deliveries tbody tr").first.locator("td").nth(1)).to_have_text("firing")  # the event, in words
+        expect(timeline).to_contain_text("firing to cs: delivered")
         shoot(page, tmp_path, "parcel")
 
         # mark the false alarm with a reason: a reversal, balance back to zero
@@ -172,6 +239,12 @@ def test_an_agent_filters_opens_a_parcel_marks_a_false_alarm_and_the_ledger_reve
             [charged.alert_id, TOKEN],
         )
         assert again["recorded"] is False and again["reversals"] == []
+
+        # a parcel no longer in the worker's state says so
+        gone = next(a.waybill_id for a in alerts if a.waybill_id and a.waybill_id != wb)
+        page.goto(f"{svc.url}/#/parcel/{gone}")
+        expect(page.locator("#parcel-scans-note")).to_contain_text("not in the worker's state")
+        expect(page.locator("#parcel-scans")).to_be_hidden()
 
         # the liability report (the CLI) shows the reversal and the totals balance
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's loop owns this thread

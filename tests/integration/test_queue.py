@@ -31,7 +31,7 @@ def make(i: int, rnd: random.Random) -> AlertRecord:
         summary="",
         waybill_id=None if t == AnomalyType.HUB_INCIDENT else f"WB{i % 97}",
         order_id=f"OD{i}",
-        merchant_id=rnd.choice(["M1", "M2", None]),
+        merchant_id="M9" if i % 20 == 0 else rnd.choice(["M1", "M2", None]),  # M9: a filter matching few
         carrier_id=rnd.choice(["C1", "C2"]),
         node_id=rnd.choice(["HUB-1", "HUB-2", "HUB-3"]),
         region=rnd.choice(["R1", "R2"]),
@@ -79,6 +79,20 @@ async def scenario(url: str, prefix: str) -> None:
             ("severity", True, {"severity": "critical"}, (T0 + 2 * 3_600_000, T0 + 8 * 3_600_000), None),
             ("severity", True, {}, (T0 + 3_600_000, None), None),
             ("age", True, {"merchant": "M2"}, (None, None), None),
+            # age windows on sorts whose scores say nothing of age: a wide window walks the sort
+            # order, a narrow one is copied out of the age index (both, filtered and not)
+            ("lateness", True, {}, (T0 + 3_600_000, None), None),
+            ("amount", False, {}, (None, T0 + 9 * 3_600_000), None),
+            ("lateness", True, {}, (T0 + 9 * 3_600_000 + 2_400_000, None), None),
+            ("amount", True, {"carrier": "C1"}, (T0 + 9 * 3_600_000 + 2_400_000, None), None),
+            ("lateness", False, {"state": "open"}, (T0 + 600_000, T0 + 9 * 3_600_000), None),
+            ("lateness", True, {"merchant": "M9"}, (T0 + 3_600_000, None), None),
+            ("amount", True, {"merchant": "M9"}, (T0 + 3_600_000, T0 + 8 * 3_600_000), None),
+            ("lateness", True, {"carrier": "C2", "region": "R1"}, (T0 + 3_600_000, None), None),
+            # filters alone: a rare value is intersected, a common one walked in sort order
+            ("lateness", True, {"merchant": "M9"}, (None, None), None),
+            ("amount", False, {"carrier": "C1"}, (None, None), None),
+            ("severity", True, {"carrier": "C1", "type": "stall"}, (None, None), None),
             ("severity", True, {}, (None, None), "WB5"),
             ("amount", False, {}, (None, None), "OD42"),
         ]

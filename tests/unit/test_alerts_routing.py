@@ -41,6 +41,8 @@ BAD_FILES = {
     "routes_bad_matcher.toml": "routes[0]: matcher 'carrier=C1': unknown label 'carrier'",
     "routes_bad_format.toml": "Invalid enum value 'slack' - at `$.receivers[0].format`",
     "routes_bad_silence.toml": "silences[0]: ends_at must be after starts_at",
+    "routes_bad_alertmanager_secret.toml": "receivers[0] (ops-am): an alertmanager receiver takes no secret",
+    "routes_bad_alertmanager_resend.toml": "receivers[0] (ops-am): resend_s must be within 1..3600 seconds",
 }
 
 
@@ -112,3 +114,12 @@ def test_matchers_follow_alertmanager_semantics(text: str, labels: dict[str, str
 def test_matcher_with_bad_regex_is_rejected() -> None:
     with pytest.raises(ValueError, match="bad regular expression"):
         Matcher.parse("region=~(")
+
+
+def test_an_alertmanager_receiver_needs_no_secret_and_posts_to_its_api_v2() -> None:
+    cfg = parse_routes(
+        {"receivers": [{"name": "ops-am", "kind": "alertmanager", "url": "http://am.example:9093/"}], "routes": [{"receiver": "ops-am", "types": ["stall"]}]}
+    )
+    am = cfg.receivers["ops-am"]
+    assert (am.kind.value, am.url, am.secret, am.resend_s) == ("alertmanager", "http://am.example:9093/api/v2/alerts", "", 60.0)
+    assert cfg.receivers_for(alert()) == ["ops-am"] and cfg.receivers_for(alert(alert_type=AnomalyType.LIKELY_LOST)) == []

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from logiwatch.alerts import console
 from logiwatch.alerts.liability import false_alarm_reversals
-from logiwatch.alerts.model import AlertRecord, AlertState, Notification
+from logiwatch.alerts.model import AlertRecord, AlertState, Notification, NotificationEvent, NotificationKind
 from logiwatch.detectors.model import AnomalyType
 from tests.unit.test_liability import HOUR, T0, Book, alert
 
@@ -98,7 +98,7 @@ def test_timeline_runs_the_balance_and_names_deliveries() -> None:
     book.apply(lost)
     mark(book, "a-lost", "WB1")
     rec = AlertRecord(alert=lost, state=AlertState.OPEN, first_seen_ms=T0, updated_ms=T0, false_alarm=True)
-    n = Notification(nid="msg_1", receiver="cs", alert_id="a-lost", kind="firing", created_ms=T0, attempts=2, delivered_ms=T0 + 5)
+    n = Notification(nid="msg_1", receiver="cs", alert_id="a-lost", kind=NotificationKind(NotificationEvent.FIRING), created_ms=T0, attempts=2, delivered_ms=T0 + 5)
     items = console.timeline([rec], [n], book.entries)
     assert [i["kind"] for i in items].count("liability") == 2
     assert items[0]["detail"] == "silent for 116.0 h, beyond the 48.0 h lost threshold"
