@@ -44,7 +44,7 @@ from logiwatch.alerts.model import (
     notification_id,
 )
 from logiwatch.alerts.routing import RoutingConfig
-from logiwatch.alerts.store import AlertStore, Commit
+from logiwatch.alerts.store import AlertStore, Commit, Guard
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -193,17 +193,22 @@ class Pipeline:
             escalate_at = now + int(self.routing.escalate_after_s * 1000)
         return decision, notifs, (decision.record, previous, [(n, due) for n in notifs], escalate_at)
 
-    async def escalate_due(self, now: int) -> list[Notification]:
-        """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify."""
+    async def escalate_due(self, now: int, guard: Guard | None = None) -> list[Notification]:
+        """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify.
+
+        Each alert's escalation (timer removed, record raised, notifications queued, timer
+        re-armed) is one transaction, fenced by ``guard``: the escalation lease of the HA model.
+        """
 
         out: list[Notification] = []
         for aid in await self.store.due_escalations(now):
             rec = await self.store.get(aid)
-            await self.store.drop_escalation(aid)
             if rec is None or rec.state != AlertState.OPEN or rec.alert.status != AlertStatus.FIRING:
+                await self.store.drop_escalation(aid, guard)
                 continue
             rank = _SEVERITY_RANK[rec.alert.severity]
             if rank >= 2:
+                await self.store.drop_escalation(aid, guard)
                 continue
             new_sev = Severity.WARNING if rank == 0 else Severity.CRITICAL
             new = msgspec.structs.replace(rec, alert=msgspec.structs.replace(rec.alert, severity=new_sev), escalations=rec.escalations + 1, updated_ms=now)
@@ -215,7 +220,7 @@ class Pipeline:
                     for r in self.routing.receivers_for(new.alert)
                 ]
             again = now + int(self.routing.escalate_after_s * 1000) if new_sev != Severity.CRITICAL else None
-            fresh = await self.store.commit(new, rec, [(n, now) for n in notifs], again)
+            [fresh] = await self.store.commit_many([(new, rec, [(n, now) for n in notifs], again)], guard, unescalate=[aid])
             out.extend(n for n, f in zip(notifs, fresh, strict=True) if f)
         return out
 
