@@ -10,10 +10,13 @@ timers, the liability publisher) is owned through a lease per piece:
   lease's script stays in one Redis Cluster slot) is the counter that gives
   every acquisition a new, larger token;
 * every Redis write made under a lease goes through :meth:`Lease.begin`:
-  WATCH the lease key, check that it still holds this holder's token, then
-  MULTI/EXEC. If another instance took the lease in between, EXEC refuses
-  (``WatchError``), so a paused or partitioned ex-owner can never write after
-  a takeover, whatever its own clock says;
+  WATCH the fence counter, check that the lease still holds this holder's
+  token and that the counter has not moved past it, then MULTI/EXEC. If
+  another instance took the lease in between (which INCRs the counter), EXEC
+  refuses (``WatchError``), so a paused or partitioned ex-owner can never
+  write after a takeover, whatever its own clock says. The counter, not the
+  lease key, is watched because renewals (PEXPIRE) touch the lease key and
+  would abort the holder's own transactions;
 * effects outside Redis (a webhook POST, a Kafka send) cannot be fenced:
   they are checked against the holder's local deadline (:meth:`Lease.valid`,
   the monotonic clock keeps running while a process is stopped) and are
@@ -115,6 +118,10 @@ class Lease:
     def value(self) -> str:
         return f"{self.token}|{self.owner}"
 
+    @property
+    def fence_key(self) -> str:
+        return self.key + ":fence"
+
     def valid(self) -> bool:
         """Whether an effect outside Redis may still be started under this lease."""
 
@@ -131,9 +138,9 @@ class Lease:
         """
 
         pipe = client.pipeline(transaction=True)
-        await pipe.watch(self.key)
-        current = await pipe.get(self.key)
-        if _s(current) != self.value:
+        await pipe.watch(self.fence_key)
+        current, fence = await pipe.mget(self.key, self.fence_key)
+        if _s(current) != self.value or _s(fence) != str(self.token):
             await pipe.reset()
             self.lost = True
             raise LeaseLost(f"lease {self.name} is no longer held by {self.owner} (token {self.token})")
@@ -193,7 +200,7 @@ class Leases:
 
         key = self.key(name)
         t0 = time.monotonic()
-        token, how = await self._acquire(keys=[key, key + ":fence"], args=[self.owner, self.ttl_ms])
+        token, how = await self._acquire(keys=[key, key + ":fence"], args=[self.owner, self.ttl_ms])  # see Lease.fence_key
         if not token:
             return None
         lease = Lease(name, key, int(token), self.owner, self.ttl_s)

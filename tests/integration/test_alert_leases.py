@@ -86,6 +86,20 @@ def test_a_write_started_before_a_takeover_is_refused_and_changes_nothing(redis_
     run(redis_url, body)
 
 
+def test_renewing_a_lease_does_not_abort_its_holders_own_write_in_progress(redis_url: str, redis_prefix: str) -> None:
+    async def body(r: aioredis.Redis) -> None:
+        a = Leases(r, redis_prefix, "a", TTL_S)
+        got = await a.acquire("deliver:cs")
+        assert got is not None
+        pipe = await got[0].begin(r)
+        pipe.set(redis_prefix + "booked", "yes")
+        assert await a.renew(got[0])  # the keeper renews while a booking is in flight
+        await pipe.execute()
+        assert await r.get(redis_prefix + "booked") == b"yes"
+
+    run(redis_url, body)
+
+
 def test_an_expired_lease_nobody_took_still_refuses_its_old_holder(redis_url: str, redis_prefix: str) -> None:
     async def body(r: aioredis.Redis) -> None:
         got = await Leases(r, redis_prefix, "a", TTL_S).acquire("escalate")
