@@ -17,8 +17,8 @@ consumer group. The group splits the alert partitions (each instance records
 what it consumes); the shared work is held through leases
 (:mod:`logiwatch.alerts.lease`, kept by :class:`~logiwatch.alerts.ha.LeaseKeeper`):
 ``deliver:<receiver>`` (that receiver's queue and retries), ``escalate`` (the
-escalation timers) and ``liability`` (the outbox publisher). See the HA
-section of ``docs/reliability.md``.
+escalation timers), ``liability`` (the outbox publisher) and, when configured,
+``alertmanager`` (the forwarder). See the HA section of ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ class AlertService:
         work: dict[str, Work] = {Deliverer.lease_name(r.name): partial(self.deliverer.own, r) for r in routing.receivers.values()}
         work["escalate"] = self._escalate
         work["liability"] = self._publish_liability
+        if self.alertmanager is not None:
+            work["alertmanager"] = self._forward_to_alertmanager
         self.keeper = LeaseKeeper(self.leases, work, self.metrics, self.status)
         self.api_url = ""
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
@@ -261,6 +263,16 @@ class AlertService:
             await loop.run_in_executor(pool, discard)
             pool.shutdown(wait=False)
 
+    async def _forward_to_alertmanager(self, lease: Lease) -> None:
+        """One instance posts to Alertmanager; the keeper cancels this when the lease is lost.
+
+        A new holder has not seen what the old one posted: alerts resolved in between
+        lapse at their ``endsAt`` (four resend intervals) instead of being resolved at once.
+        """
+
+        assert self.alertmanager is not None
+        await self.alertmanager.run(asyncio.Event(), now_ms)
+
     async def _escalate(self, lease: Lease) -> None:
         """Fire due escalations while ``lease`` holds; each one's write is fenced by it."""
 
@@ -289,8 +301,6 @@ class AlertService:
             asyncio.create_task(self._consume(stop), name="consume"),
             asyncio.create_task(self.keeper.run(stop), name="leases"),
         ]
-        if self.alertmanager is not None:
-            tasks.append(asyncio.create_task(self.alertmanager.run(stop, now_ms), name="alertmanager"))
         try:
             done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
             for t in done:

@@ -158,7 +158,13 @@ def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], cut_at
         ledger = check_ledger(r, pair)
     finally:
         r.close()
-    return {"webhook_ids": len(want), "redelivered_same_id": sum(n - 1 for n in repeats.values()), **ledger}
+    first_after = min(h.arrived for h in hits if h.arrived >= cut_at) - cut_at
+    return {
+        "webhook_ids": len(want),
+        "redelivered_same_id": sum(n - 1 for n in repeats.values()),
+        "first_delivery_after_fault_s": round(first_after, 2),
+        **ledger,
+    }
 
 
 def check_ledger(r: redis.Redis, pair: Pair) -> dict[str, Any]:
