@@ -123,15 +123,23 @@ class Pair:
             svc.stop()
         self.a.close()
 
-    def wait_takeover(self, since: float, timeout: float) -> float:
-        """Seconds from ``since`` until ``ha-b`` holds every lease."""
+    def wait_takeover(self, since: float, timeout: float) -> tuple[float, float]:
+        """(when ``ha-b`` was first seen holding ``deliver:cs``, seconds from ``since`` until it holds every lease)."""
 
+        wait_until(lambda: "deliver:cs" in leases_of(self.b), timeout, interval=0.1, what=f"ha-b takes deliver:cs: {self.b.log_tail()}")
+        delivering_from = time.monotonic()
         wait_until(lambda: leases_of(self.b) == LEASES, timeout, interval=0.1, what=f"ha-b takes every lease: {self.b.log_tail()}")
-        return time.monotonic() - since
+        return delivering_from, time.monotonic() - since
 
 
-def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], cut_at: float) -> dict[str, Any]:
-    """Everything the issue asks after a fault; returns the figures."""
+def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], fault_at: float, taken_at: float) -> dict[str, Any]:
+    """Everything the issue asks after a fault; returns the figures.
+
+    Until ``taken_at`` (``ha-b`` seen holding ``deliver:cs``) only ``ha-a`` can have sent
+    anything; a request it sent just before the fault may reach the receiver a moment after
+    it, so "in flight at the fault" is "first arrived before the takeover". After that, a
+    resumed ``ha-a`` sending anything again shows up as a repeat and fails the test.
+    """
 
     want = expected_ids([a.alert_id for a in sent])
     wait_until(lambda: {h.webhook_id for h in receiver.ok_hits()} >= set(want), 90, interval=0.5, what="every webhook-id delivered")
@@ -143,7 +151,7 @@ def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], cut_at
         per_alert.setdefault(h.alert_id, set()).add(h.webhook_id)
     assert all(len(ids) == 3 for ids in per_alert.values()) and len(per_alert) == len(sent)
     repeats = {wid: n for wid, n in Counter(h.webhook_id for h in hits).items() if n > 1}
-    before_cut = {h.webhook_id for h in receiver.hits if h.arrived < cut_at}
+    before_cut = {h.webhook_id for h in receiver.hits if h.arrived < taken_at}
     # at-least-once across a takeover: only ids already on the wire at the fault come again
     assert set(repeats) <= before_cut, f"re-sent ids that were not in flight at the fault: {set(repeats) - before_cut}"
     r = redis.Redis.from_url(pair.redis_url)
@@ -158,7 +166,7 @@ def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], cut_at
         ledger = check_ledger(r, pair)
     finally:
         r.close()
-    first_after = min(h.arrived for h in hits if h.arrived >= cut_at) - cut_at
+    first_after = min(h.arrived for h in hits if h.arrived >= taken_at) - fault_at
     return {
         "webhook_ids": len(want),
         "redelivered_same_id": sum(n - 1 for n in repeats.values()),
@@ -211,8 +219,8 @@ def test_sigkill_of_the_delivering_instance_mid_delivery_loses_nothing_and_fires
             pair.a.proc.send_signal(signal.SIGKILL)
             pair.a.proc.wait(10)
             delivered_at_kill = len(receiver.ok_hits())
-            takeover_s = pair.wait_takeover(killed_at, LEASE_TTL_S * 2 + 5)
-            out = check_outcome(pair, receiver, sent, killed_at)
+            taken_at, takeover_s = pair.wait_takeover(killed_at, LEASE_TTL_S * 2 + 5)
+            out = check_outcome(pair, receiver, sent, killed_at, taken_at)
             assert pair.b.alive(), pair.b.log_tail()
             took = metric(pair.b, "logiwatch_alerts_lease_takeovers_total", "deliver:cs")
             assert took == 1.0, took
@@ -239,11 +247,11 @@ def test_an_instance_paused_past_its_lease_writes_nothing_after_the_takeover(
             paused_at = time.monotonic()
             os.kill(pair.a.proc.pid, signal.SIGSTOP)
             delivered_at_pause = len(receiver.ok_hits())
-            takeover_s = pair.wait_takeover(paused_at, LEASE_TTL_S * 2 + 5)
+            taken_at, takeover_s = pair.wait_takeover(paused_at, LEASE_TTL_S * 2 + 5)
             wait_until(lambda: time.monotonic() - paused_at >= 2 * LEASE_TTL_S, 10, interval=0.1)
             os.kill(pair.a.proc.pid, signal.SIGCONT)
             resumed_at = time.monotonic()
-            out = check_outcome(pair, receiver, sent, paused_at)
+            out = check_outcome(pair, receiver, sent, paused_at, taken_at)
             wait_until(lambda: metric(pair.a, "logiwatch_alerts_lease_lost_total", "deliver:cs") >= 1, 20, what="ha-a saw its lease gone")
             fenced = metric(pair.a, "logiwatch_alerts_fenced_writes_total", "deliver:cs")
             # the resumed ex-owner started no new delivery: every hit after the resume came from ha-b,
