@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
+from redis.exceptions import WatchError
 
 from logiwatch.alerts.model import (
     FIRING,
@@ -146,14 +148,43 @@ class Pipeline:
         [result] = await self.process_batch([alert], now)
         return result
 
+    #: times a batch is re-read and re-decided when its records changed under it
+    MAX_CONFLICTS = 5
+
     async def process_batch(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
         """Decide a polled batch in order and record it in one transaction.
 
         Later alerts in the batch see the records earlier ones produced (a
-        firing and its resolution may arrive together).
+        firing and its resolution may arrive together). The records read are
+        WATCHed: if another writer changed one before the EXEC (an escalation,
+        an acknowledgement, or another instance that took over this partition
+        while this one was paused), the batch is read and decided again, so a
+        stale decision never overwrites a newer record.
         """
 
-        known = await self.store.get_map(a.alert_id for a in alerts)
+        for attempt in range(self.MAX_CONFLICTS):
+            try:
+                return await self._process_once(alerts, now)
+            except WatchError:
+                if attempt == self.MAX_CONFLICTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _process_once(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
+        ids = sorted({a.alert_id for a in alerts})
+        keys = [self.store.key("alert", i) for i in ids]
+        pipe = self.store.r.pipeline(transaction=True)
+        try:
+            await pipe.watch(*keys)
+            raws = await pipe.mget(keys)
+            known = {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
+            return await self._decide_and_commit(alerts, now, known, _Watched(pipe))
+        finally:
+            await pipe.reset()
+
+    async def _decide_and_commit(
+        self, alerts: list[Alert], now: int, known: dict[str, AlertRecord], guard: _Watched
+    ) -> list[tuple[Decision, list[Notification]]]:
         silences = await self.silences(now)
         planned: list[tuple[Decision, list[Notification]]] = []
         commits: list[Commit] = []
@@ -164,7 +195,7 @@ class Pipeline:
             if commit is not None:
                 commits.append(commit)
                 known[alert.alert_id] = commit[0]
-        fresh_all = iter(await self.store.commit_many(commits)) if commits else iter(())
+        fresh_all = iter(await self.store.commit_many(commits, guard)) if commits else iter(())
         out: list[tuple[Decision, list[Notification]]] = []
         for decision, notifs in planned:
             if decision.record is None:
@@ -240,3 +271,14 @@ class Pipeline:
         new = msgspec.structs.replace(rec, **changes)
         await self.store.commit(new, rec)
         return new
+
+
+class _Watched:
+    """The guard of a batch: its pipeline already WATCHes the records the batch was decided on."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    async def begin(self, client: Any) -> Any:
+        self.pipe.multi()
+        return self.pipe

@@ -122,13 +122,6 @@ class AlertStore:
         [fresh] = await self.commit_many([(record, previous, notifications, escalate_at_ms)])
         return fresh
 
-    async def get_map(self, alert_ids: Iterable[str]) -> dict[str, AlertRecord]:
-        ids = sorted(set(alert_ids))
-        if not ids:
-            return {}
-        raws = await self.r.mget([self.key("alert", i) for i in ids])
-        return {i: _rec_dec.decode(raw) for i, raw in zip(ids, raws, strict=True) if raw}
-
     async def commit_many(self, commits: Sequence[Commit], guard: Guard | None = None, unescalate: Sequence[str] = ()) -> list[list[bool]]:
         """Several :meth:`commit` calls in one MULTI/EXEC (one round trip for a polled batch).
 

@@ -207,3 +207,29 @@ def test_keepers_share_the_leases_and_a_survivor_takes_a_dead_ones_within_the_tt
             await kb._drop(n, release=True)
 
     run(redis_url, body)
+
+
+def test_a_batch_decided_on_a_record_that_changed_before_its_write_is_decided_again(redis_url: str, redis_prefix: str) -> None:
+    """A consumer paused between reading and writing (its partition moved meanwhile) must not
+    overwrite what happened in between: here, an acknowledgement."""
+
+    class Interleaved(Pipeline):
+        calls = 0
+
+        async def silences(self, now: int) -> Any:
+            Interleaved.calls += 1
+            if Interleaved.calls == 2:  # the first decision of the second batch: CS acks meanwhile
+                await Pipeline(self.store, self.routing).set_state("stall-1", AlertState.ACKNOWLEDGED, "cs-lead", now)
+            return await super().silences(now)
+
+    async def body(r: aioredis.Redis) -> None:
+        store = AlertStore(r, redis_prefix)
+        pipeline = Interleaved(store, routes({"cs": ("http://127.0.0.1:9/hook", "generic")}))
+        await pipeline.process(stall(1), now_ms())
+        decision, _ = await pipeline.process(stall(1, revision=1, summary="still stalled"), now_ms())
+        assert Interleaved.calls == 3  # decided twice: the first EXEC was refused
+        rec = await store.get("stall-1")
+        assert rec is not None and rec.state == AlertState.ACKNOWLEDGED and rec.acknowledged_by == "cs-lead"
+        assert rec.alert.revision == 1 and decision.outcome.value == "update"
+
+    run(redis_url, body)
