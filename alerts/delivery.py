@@ -10,13 +10,21 @@ consumer never waits for any of them. A crash between a receiver's answer
 and the bookkeeping re-sends with the same webhook-id, which receivers
 deduplicate on (at-least-once, as every webhook sender). An id in flight
 stays in the queue (the worker's ``busy`` set keeps it from being taken
-twice), so a restart re-sends it at once; that is also why one service
-instance delivers per Redis key prefix.
+twice), so a restart re-sends it at once.
+
+With several service instances on one prefix, a receiver's queue is worked
+by the instance holding the lease ``deliver:<receiver>`` (see
+:mod:`logiwatch.alerts.lease`): :meth:`Deliverer.own` runs the worker while
+the lease lasts; every booking is fenced by it, and no POST starts once the
+lease's local deadline has passed, so after a takeover the old holder books
+nothing and sends at most the attempts already on the wire (same
+webhook-ids, which receivers deduplicate on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -24,6 +32,7 @@ import time
 import aiohttp
 
 from logiwatch.alerts import alertmanager
+from logiwatch.alerts.lease import FENCED, Lease
 from logiwatch.alerts.metrics import AlertMetrics
 from logiwatch.alerts.model import Notification, Receiver, ReceiverKind
 from logiwatch.alerts.routing import RoutingConfig
@@ -84,37 +93,47 @@ class Deliverer:
         self.public_url = public_url.rstrip("/")
         self.in_flight = in_flight
         self.rng = rng or random.Random()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._wake: dict[str, asyncio.Event] = {}
+        self._wake: dict[str, asyncio.Event] = {r: asyncio.Event() for r in routing.receivers}
 
-    def start(self) -> None:
-        for receiver in self.routing.receivers.values():
-            self._wake[receiver.name] = asyncio.Event()
-            self._tasks.append(asyncio.create_task(self._worker(receiver), name=f"deliver-{receiver.name}"))
-            if receiver.kind == ReceiverKind.ALERTMANAGER:  # keeps its firing alerts from lapsing
-                resender = alertmanager.Resender(self.store, receiver, self.public_url)
-                self._tasks.append(asyncio.create_task(resender.run(), name=f"resend-{receiver.name}"))
+    @staticmethod
+    def lease_name(receiver: str) -> str:
+        return f"deliver:{receiver}"
 
     def wake(self, receiver: str) -> None:
         ev = self._wake.get(receiver)
         if ev is not None:
             ev.set()
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+    async def own(self, receiver: Receiver, lease: Lease) -> None:
+        """Work ``receiver``'s queue while ``lease`` holds; returns once it is lost."""
 
-    async def _worker(self, receiver: Receiver) -> None:
+        log.info("delivering to %s (lease token %d)", receiver.name, lease.token)
+        if receiver.kind != ReceiverKind.ALERTMANAGER:
+            await self._worker(receiver, lease)
+            return
+        # an Alertmanager receiver's firing alerts are re-posted by the instance that delivers to it
+        resender = asyncio.create_task(
+            alertmanager.Resender(self.store, receiver, self.public_url).run(), name=f"resend-{receiver.name}"
+        )
+        try:
+            await self._worker(receiver, lease)
+        finally:
+            resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resender
+
+    async def _worker(self, receiver: Receiver, lease: Lease) -> None:
         bucket = TokenBucket(receiver.rate_per_s)
         sem = asyncio.Semaphore(self.in_flight)
         busy: set[str] = set()
         pending: set[asyncio.Task[None]] = set()
         wake = self._wake[receiver.name]
         async with make_session(receiver.allow_private_networks) as session:
-            while True:
+            while not lease.lost:
                 try:
+                    if not lease.valid():  # not renewed in time: start nothing until it is, or is lost
+                        await asyncio.sleep(POLL_S)
+                        continue
                     if receiver.name in await self.store.disabled():
                         await asyncio.sleep(1.0)
                         continue
@@ -132,8 +151,11 @@ class Deliverer:
                     for nid in nids:
                         await bucket.take()
                         await sem.acquire()
+                        if not lease.valid():  # lost or late while waiting for a slot: take no more ids
+                            sem.release()
+                            break
                         busy.add(nid)
-                        task = asyncio.create_task(self._attempt(session, receiver, nid))
+                        task = asyncio.create_task(self._fenced_attempt(session, receiver, nid, lease))
                         pending.add(task)
 
                         def _done(t: asyncio.Task[None], nid: str = nid) -> None:
@@ -150,16 +172,27 @@ class Deliverer:
                 except Exception:  # Redis hiccup: keep the worker alive, try again shortly
                     log.exception("delivery worker %s failed; retrying", receiver.name)
                     await asyncio.sleep(1.0)
+            for t in pending:
+                t.cancel()
 
-    async def _attempt(self, session: aiohttp.ClientSession, receiver: Receiver, nid: str) -> None:
+    async def _fenced_attempt(self, session: aiohttp.ClientSession, receiver: Receiver, nid: str, lease: Lease) -> None:
+        try:
+            await self._attempt(session, receiver, nid, lease)
+        except FENCED as exc:
+            # another instance holds the queue now: it re-sends this id if it was not booked
+            lease.lost = True
+            self.metrics.fenced_writes.labels(self.lease_name(receiver.name)).inc()
+            log.warning("delivery to %s: booking of %s refused (%s); queue handed over", receiver.name, nid, exc)
+
+    async def _attempt(self, session: aiohttp.ClientSession, receiver: Receiver, nid: str, lease: Lease) -> None:
         notif = await self.store.notification(nid)
         if notif is None or notif.delivered_ms is not None:
-            await self.store.unqueue(receiver.name, nid)
+            await self.store.unqueue(receiver.name, nid, lease)
             return
         rec = await self.store.get(notif.alert_id)
         if rec is None:
             notif.last_error = "alert record missing"
-            await self.store.dead_letter(notif)
+            await self.store.dead_letter(notif, lease)
             self.metrics.dead_letters.labels(receiver.name).inc()
             return
         count: int = 0
@@ -169,33 +202,35 @@ class Deliverer:
         rendering = Rendering(nid, receiver.name, notif.kind.event, self.public_url, count, tuple(sample))
         is_am = receiver.kind == ReceiverKind.ALERTMANAGER
         body = alertmanager.notification_body(rec, notif, receiver, self.public_url, now_ms()) if is_am else render(receiver.format, rec, rendering)
+        if not lease.valid():
+            return  # the lease may have moved while this instance was stopped: leave the id to its holder
         t0 = time.perf_counter()
         outcome = await post(session, receiver, nid, body)
         if is_am and outcome.action == DeliveryAction.OK:
             await alertmanager.delivered(self.store, receiver, rec)
         self.metrics.delivery_seconds.labels(receiver.name).observe(time.perf_counter() - t0)
         self.metrics.notifications.labels(receiver.name, outcome.action).inc()
-        await self._book(receiver, notif, outcome)
+        await self._book(receiver, notif, outcome, lease)
 
-    async def _book(self, receiver: Receiver, notif: Notification, outcome: Outcome) -> None:
+    async def _book(self, receiver: Receiver, notif: Notification, outcome: Outcome, lease: Lease) -> None:
         notif.attempts += 1
         now = now_ms()
         if outcome.action == DeliveryAction.OK:
             notif.delivered_ms = now
             notif.last_error = None
-            await self.store.delivered(notif)
+            await self.store.delivered(notif, lease)
             return
         notif.last_error = outcome.error
         if outcome.action == DeliveryAction.RETRY:
             delay = next_delay_s(notif.attempts, receiver.retry_schedule_s, outcome.retry_after_s, self.rng)
             if delay is not None:
                 self.metrics.retries.labels(receiver.name).inc()
-                await self.store.reschedule(notif, now + int(delay * 1000))
+                await self.store.reschedule(notif, now + int(delay * 1000), lease)
                 return
             notif.last_error = f"gave up after {notif.attempts} attempts: {outcome.error}"
         if outcome.action == DeliveryAction.DISABLE:
-            await self.store.disable(receiver.name, outcome.error or "HTTP 410")
+            await self.store.disable(receiver.name, outcome.error or "HTTP 410", lease)
             log.warning("receiver %s answered 410 Gone: disabled until redriven", receiver.name)
         log.warning("notification %s to %s dead-lettered: %s", notif.nid, receiver.name, notif.last_error)
-        await self.store.dead_letter(notif)
+        await self.store.dead_letter(notif, lease)
         self.metrics.dead_letters.labels(receiver.name).inc()

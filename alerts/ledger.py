@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 
 from logiwatch.alerts.ledger_index import LedgerIndex, index_keys
 from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate, false_alarm_reversals
+from logiwatch.alerts.store import Guard
 from logiwatch.detectors.model import Alert, AnomalyType
 
 _entry_dec = msgspec.json.Decoder(Entry)
@@ -228,10 +229,18 @@ class Ledger:
             records.append((_entry_dec.decode(raw).waybill_id.encode(), raw))
         return records, (got[-1][0] if got else None)
 
-    async def advance(self, last_id: Any) -> None:
-        """Move the cursor once the broker has acknowledged everything up to ``last_id``."""
+    async def advance(self, last_id: Any, guard: Guard | None = None) -> None:
+        """Move the cursor once the broker has acknowledged everything up to ``last_id``.
 
-        await self.r.set(self.key("published"), last_id)
+        ``guard`` (the publisher's lease) fences it: a paused ex-publisher cannot move the cursor back.
+        """
+
+        if guard is None:
+            await self.r.set(self.key("published"), last_id)
+            return
+        pipe = await guard.begin(self.r)
+        pipe.set(self.key("published"), last_id)
+        await pipe.execute()
 
 
 def _raw(fields: Any) -> bytes:

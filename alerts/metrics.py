@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -62,6 +62,28 @@ class AlertMetrics:
         )
         self.ledger_entries = Counter(
             "logiwatch_liability_entries_total", "Ledger entries appended, by kind and party.", ["kind", "party"], registry=registry
+        )
+        # Leases (alerts/lease.py): label values are the lease names (deliver:<receiver>, escalate, liability).
+        self.lease_held = Gauge(
+            "logiwatch_alerts_lease_held", "1 while this instance holds the lease, else 0.", ["lease"], registry=registry
+        )
+        self.lease_acquired = Counter(
+            "logiwatch_alerts_lease_acquired_total", "Leases this instance acquired.", ["lease"], registry=registry
+        )
+        self.lease_takeovers = Counter(
+            "logiwatch_alerts_lease_takeovers_total",
+            "Leases this instance took over after their holder stopped renewing them (expired, not released).",
+            ["lease"],
+            registry=registry,
+        )
+        self.lease_lost = Counter(
+            "logiwatch_alerts_lease_lost_total", "Leases this instance found taken by another at renewal.", ["lease"], registry=registry
+        )
+        self.fenced_writes = Counter(
+            "logiwatch_alerts_fenced_writes_total",
+            "Writes under a lease that Redis refused because another instance holds it now (fencing).",
+            ["lease"],
+            registry=registry,
         )
 
 
@@ -124,3 +146,25 @@ class RedisCollector(Collector):
             key = k.decode() if isinstance(k, bytes) else k
             queue.add_metric([key.rsplit(":", 1)[1]], int(self.r.zcard(key)))
         yield queue
+        yield from self._leases()
+
+    def _leases(self) -> Iterator[GaugeMetricFamily]:
+        """Who holds each lease and its fencing token (the token counts acquisitions ever made)."""
+
+        owner = GaugeMetricFamily("logiwatch_alerts_lease_owner", "1 for the instance holding each lease.", labels=["lease", "owner"])
+        token = GaugeMetricFamily("logiwatch_alerts_lease_token", "Fencing token of each lease's last acquisition.", labels=["lease"])
+        root = self.p.removesuffix("alerts:")
+        start = len(f"{self.p}lease:{{{root}lease:")  # keys are <P>alerts:lease:{<P>lease:<name>} (lease.lease_key)
+        for k in self.r.scan_iter(match=self.p + "lease:{*", count=100):
+            key = k.decode() if isinstance(k, bytes) else k
+            if key.endswith("}:fence"):
+                name = key[start:-len("}:fence")]
+                raw = self.r.get(key)
+                token.add_metric([name], int(raw or 0))
+            elif key.endswith("}"):
+                raw = self.r.get(key)
+                tok, _, who = (raw.decode() if isinstance(raw, bytes) else str(raw or "")).partition("|")
+                if tok not in ("", "0"):
+                    owner.add_metric([key[start:-1], who], 1)
+        yield owner
+        yield token

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
+from redis.exceptions import WatchError
 
 from logiwatch.alerts.model import (
     FIRING,
@@ -44,7 +46,7 @@ from logiwatch.alerts.model import (
     notification_id,
 )
 from logiwatch.alerts.routing import RoutingConfig
-from logiwatch.alerts.store import AlertStore, Commit
+from logiwatch.alerts.store import AlertStore, Commit, Guard
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -146,14 +148,43 @@ class Pipeline:
         [result] = await self.process_batch([alert], now)
         return result
 
+    #: times a batch is re-read and re-decided when its records changed under it
+    MAX_CONFLICTS = 5
+
     async def process_batch(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
         """Decide a polled batch in order and record it in one transaction.
 
         Later alerts in the batch see the records earlier ones produced (a
-        firing and its resolution may arrive together).
+        firing and its resolution may arrive together). The records read are
+        WATCHed: if another writer changed one before the EXEC (an escalation,
+        an acknowledgement, or another instance that took over this partition
+        while this one was paused), the batch is read and decided again, so a
+        stale decision never overwrites a newer record.
         """
 
-        known = await self.store.get_map(a.alert_id for a in alerts)
+        for attempt in range(self.MAX_CONFLICTS):
+            try:
+                return await self._process_once(alerts, now)
+            except WatchError:
+                if attempt == self.MAX_CONFLICTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _process_once(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
+        ids = sorted({a.alert_id for a in alerts})
+        keys = [self.store.key("alert", i) for i in ids]
+        pipe = self.store.r.pipeline(transaction=True)
+        try:
+            await pipe.watch(*keys)
+            raws = await pipe.mget(keys)
+            known = {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
+            return await self._decide_and_commit(alerts, now, known, _Watched(pipe))
+        finally:
+            await pipe.reset()
+
+    async def _decide_and_commit(
+        self, alerts: list[Alert], now: int, known: dict[str, AlertRecord], guard: _Watched
+    ) -> list[tuple[Decision, list[Notification]]]:
         silences = await self.silences(now)
         planned: list[tuple[Decision, list[Notification]]] = []
         commits: list[Commit] = []
@@ -164,7 +195,7 @@ class Pipeline:
             if commit is not None:
                 commits.append(commit)
                 known[alert.alert_id] = commit[0]
-        fresh_all = iter(await self.store.commit_many(commits)) if commits else iter(())
+        fresh_all = iter(await self.store.commit_many(commits, guard)) if commits else iter(())
         out: list[tuple[Decision, list[Notification]]] = []
         for decision, notifs in planned:
             if decision.record is None:
@@ -193,17 +224,22 @@ class Pipeline:
             escalate_at = now + int(self.routing.escalate_after_s * 1000)
         return decision, notifs, (decision.record, previous, [(n, due) for n in notifs], escalate_at)
 
-    async def escalate_due(self, now: int) -> list[Notification]:
-        """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify."""
+    async def escalate_due(self, now: int, guard: Guard | None = None) -> list[Notification]:
+        """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify.
+
+        Each alert's escalation (timer removed, record raised, notifications queued, timer
+        re-armed) is one transaction, fenced by ``guard``: the escalation lease of the HA model.
+        """
 
         out: list[Notification] = []
         for aid in await self.store.due_escalations(now):
             rec = await self.store.get(aid)
-            await self.store.drop_escalation(aid)
             if rec is None or rec.state != AlertState.OPEN or rec.alert.status != AlertStatus.FIRING:
+                await self.store.drop_escalation(aid, guard)
                 continue
             rank = _SEVERITY_RANK[rec.alert.severity]
             if rank >= 2:
+                await self.store.drop_escalation(aid, guard)
                 continue
             new_sev = Severity.WARNING if rank == 0 else Severity.CRITICAL
             new = msgspec.structs.replace(rec, alert=msgspec.structs.replace(rec.alert, severity=new_sev), escalations=rec.escalations + 1, updated_ms=now)
@@ -215,7 +251,7 @@ class Pipeline:
                     for r in self.routing.receivers_for(new.alert)
                 ]
             again = now + int(self.routing.escalate_after_s * 1000) if new_sev != Severity.CRITICAL else None
-            fresh = await self.store.commit(new, rec, [(n, now) for n in notifs], again)
+            [fresh] = await self.store.commit_many([(new, rec, [(n, now) for n in notifs], again)], guard, unescalate=[aid])
             out.extend(n for n, f in zip(notifs, fresh, strict=True) if f)
         return out
 
@@ -235,3 +271,14 @@ class Pipeline:
         new = msgspec.structs.replace(rec, **changes)
         await self.store.commit(new, rec)
         return new
+
+
+class _Watched:
+    """The guard of a batch: its pipeline already WATCHes the records the batch was decided on."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    async def begin(self, client: Any) -> Any:
+        self.pipe.multi()
+        return self.pipe

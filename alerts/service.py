@@ -11,6 +11,14 @@ alert id and revision, so nothing is lost and nothing is re-notified.
 Undecodable records are kept in the hash ``<prefix>alerts:bad`` (source
 position -> reason and bytes) and
 counted, never dropped silently.
+
+High availability: any number of instances may run on one prefix and one
+consumer group. The group splits the alert partitions (each instance records
+what it consumes); the shared work is held through leases
+(:mod:`logiwatch.alerts.lease`, kept by :class:`~logiwatch.alerts.ha.LeaseKeeper`):
+``deliver:<receiver>`` (that receiver's queue and retries), ``escalate`` (the
+escalation timers), ``liability`` (the outbox publisher) and, when configured,
+``alertmanager`` (the forwarder). See the HA section of ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import socket
 import time
+import uuid
+from functools import partial
 from typing import Any
 
 import redis
@@ -31,6 +43,8 @@ from logiwatch.alerts.alertmanager import AlertmanagerForwarder
 from logiwatch.alerts.api import ApiContext, ApiRunner, build_app
 from logiwatch.alerts.console_scans import ScanReader
 from logiwatch.alerts.delivery import Deliverer
+from logiwatch.alerts.ha import LeaseKeeper, Work
+from logiwatch.alerts.lease import FENCED, Lease, Leases
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet, load_rules
 from logiwatch.alerts.metrics import AlertMetrics, RedisCollector
@@ -75,6 +89,14 @@ class AlertService:
             AlertmanagerForwarder(self.store, am, settings.alerts.public_url, settings.alerts.alertmanager_resend_s) if am else None
         )
         self.status: dict[str, Any] = {"consumer": "starting", "consumed": 0}
+        self.instance = settings.alerts.instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.leases = Leases(self.redis, settings.redis.key_prefix, self.instance, settings.alerts.lease_ttl_s)
+        work: dict[str, Work] = {Deliverer.lease_name(r.name): partial(self.deliverer.own, r) for r in routing.receivers.values()}
+        work["escalate"] = self._escalate
+        work["liability"] = self._publish_liability
+        if self.alertmanager is not None:
+            work["alertmanager"] = self._forward_to_alertmanager
+        self.keeper = LeaseKeeper(self.leases, work, self.metrics, self.status)
         self.api_url = ""
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
 
@@ -156,7 +178,7 @@ class AlertService:
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             max_poll_records=500,
-            client_id="logiwatch-alerts",
+            client_id=f"logiwatch-alerts-{self.instance}",
         )
 
     async def _consume(self, stop: asyncio.Event) -> None:
@@ -196,7 +218,9 @@ class AlertService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _publish_liability(self, stop: asyncio.Event) -> None:
+    async def _publish_liability(self, lease: Lease) -> None:
+        """Publish the ledger outbox while ``lease`` holds (one publisher per prefix)."""
+
         from kafka import KafkaProducer
 
         loop = asyncio.get_running_loop()
@@ -223,30 +247,47 @@ class AlertService:
 
         delay = 0.5
         try:
-            while not stop.is_set():
+            while not lease.lost:
                 try:
-                    n = await _publish_via(loop, pool, self.ledger, send)
+                    n = await _publish_via(loop, pool, self.ledger, send, lease)
                     delay = 0.5
+                except FENCED:
+                    raise  # another instance publishes now
                 except Exception as exc:  # keep publishing later; the stream is the outbox
                     log.warning("publishing liability entries failed (%s); new producer in %.1f s", exc, delay)
                     await loop.run_in_executor(pool, discard)
-                    await _sleep_or_stop(stop, delay)
+                    await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
                 if not n:
-                    await _sleep_or_stop(stop, 0.5)
+                    await asyncio.sleep(0.5)
         finally:
             await loop.run_in_executor(pool, discard)
             pool.shutdown(wait=False)
 
-    async def _escalate(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _forward_to_alertmanager(self, lease: Lease) -> None:
+        """One instance posts to Alertmanager; the keeper cancels this when the lease is lost.
+
+        A new holder has not seen what the old one posted: alerts resolved in between
+        lapse at their ``endsAt`` (four resend intervals) instead of being resolved at once.
+        """
+
+        assert self.alertmanager is not None
+        await self.alertmanager.run(asyncio.Event(), now_ms)
+
+    async def _escalate(self, lease: Lease) -> None:
+        """Fire due escalations while ``lease`` holds; each one's write is fenced by it."""
+
+        while not lease.lost:
             try:
-                for n in await self.pipeline.escalate_due(now_ms()):
-                    self.deliverer.wake(n.receiver)
+                if lease.valid():
+                    for n in await self.pipeline.escalate_due(now_ms(), lease):
+                        self.deliverer.wake(n.receiver)
+            except FENCED:
+                raise
             except redis.exceptions.RedisError as exc:
                 log.warning("escalation check failed: %s", exc)
-            await _sleep_or_stop(stop, 1.0)
+            await asyncio.sleep(1.0)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.redis.ping()
@@ -254,18 +295,14 @@ class AlertService:
         if indexed:
             log.info("queue index built for %d open alerts", indexed)
         runner = await self.start_api()
-        self.deliverer.start()
-        log.info("alert service up: board at %s/", self.api_url)
+        log.info("alert service %s up: board at %s/", self.instance, self.api_url)
         print(f"logiwatch alerts: CS board at {self.api_url}/ (metrics at {self.api_url}/metrics)", flush=True)
         if ready is not None:
             ready.set()
         tasks = [
             asyncio.create_task(self._consume(stop), name="consume"),
-            asyncio.create_task(self._publish_liability(stop), name="liability"),
-            asyncio.create_task(self._escalate(stop), name="escalate"),
+            asyncio.create_task(self.keeper.run(stop), name="leases"),
         ]
-        if self.alertmanager is not None:
-            tasks.append(asyncio.create_task(self.alertmanager.run(stop, now_ms), name="alertmanager"))
         try:
             done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -274,29 +311,25 @@ class AlertService:
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.deliverer.stop()
             await runner.cleanup()
             await self.redis.aclose()
             self.sync_redis.close()
             self._executor.shutdown(wait=False)
 
 
-async def _publish_via(loop: asyncio.AbstractEventLoop, pool: concurrent.futures.Executor, ledger: Ledger, send: Any) -> int:
-    """One outbox step: read pending entries, produce them off the loop, then advance the cursor."""
+async def _publish_via(
+    loop: asyncio.AbstractEventLoop, pool: concurrent.futures.Executor, ledger: Ledger, send: Any, lease: Lease
+) -> int:
+    """One outbox step: read pending entries, produce them off the loop, then advance the cursor (fenced)."""
 
+    if not lease.valid():
+        return 0
     records, last = await ledger.pending()
     if not records:
         return 0
     await loop.run_in_executor(pool, send, records)
-    await ledger.advance(last)
+    await ledger.advance(last, lease)
     return len(records)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 def _check_broker(bootstrap: str, timeout_s: float = 3.0) -> None:

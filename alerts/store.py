@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
@@ -113,6 +113,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Guard(Protocol):
+    """A lease (:class:`logiwatch.alerts.lease.Lease`): writes made under it are fenced."""
+
+    async def begin(self, client: aioredis.Redis) -> Any:
+        """A MULTI pipeline whose EXEC fails once the lease has another holder."""
+
+
 class AlertStore:
     """Typed access to the alert keys; every method is one or two round trips."""
 
@@ -163,17 +170,17 @@ class AlertStore:
         got = await self.r.get(self.key("changes"))
         return int(got) if got is not None else 0
 
-    async def get_map(self, alert_ids: Iterable[str]) -> dict[str, AlertRecord]:
-        ids = sorted(set(alert_ids))
-        if not ids:
-            return {}
-        raws = await self.r.mget([self.key("alert", i) for i in ids])
-        return {i: _rec_dec.decode(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+    async def commit_many(self, commits: Sequence[Commit], guard: Guard | None = None, unescalate: Sequence[str] = ()) -> list[list[bool]]:
+        """Several :meth:`commit` calls in one MULTI/EXEC (one round trip for a polled batch).
 
-    async def commit_many(self, commits: Sequence[Commit]) -> list[list[bool]]:
-        """Several :meth:`commit` calls in one MULTI/EXEC (one round trip for a polled batch)."""
+        ``unescalate``: alert ids whose escalation timer is removed first (an escalation
+        re-arms it in the same transaction); ``guard``: fence the write by that lease.
+        """
 
-        pipe = self.r.pipeline(transaction=True)
+        pipe = await self._tx(guard)
+        for aid in unescalate:
+            pipe.zrem(self.key("escalation"), aid)
+        base = len(unescalate)
         spans: list[tuple[int, int]] = []
         for record, previous, notifications, escalate_at_ms in commits:
             n = self._queue_commit(pipe, record, previous, escalate_at_ms)
@@ -188,7 +195,7 @@ class AlertStore:
             pipe.incr(self.key("changes"))  # the console's live updates watch this (last in the reply)
         results = await pipe.execute()
         out: list[list[bool]] = []
-        pos = 0
+        pos = base
         for n_ops, n_notifs in spans:
             pos += n_ops
             out.append([bool(x) for x in results[pos : pos + n_notifs]])
@@ -549,25 +556,32 @@ class AlertStore:
         got = await self.r.zrange(self.key("queue", receiver), 0, 0, withscores=True)
         return int(got[0][1]) if got else None
 
-    async def unqueue(self, receiver: str, nid: str) -> None:
+    async def _tx(self, guard: Guard | None) -> Any:
+        """A MULTI/EXEC pipeline; under a lease, one that is refused once another instance holds it."""
+
+        return await guard.begin(self.r) if guard is not None else self.r.pipeline(transaction=True)
+
+    async def unqueue(self, receiver: str, nid: str, guard: Guard | None = None) -> None:
         """Drop a webhook-id from the receiver's queue (its notification is gone or already delivered)."""
 
-        await self.r.zrem(self.key("queue", receiver), nid)
+        pipe = await self._tx(guard)
+        pipe.zrem(self.key("queue", receiver), nid)
+        await pipe.execute()
 
-    async def reschedule(self, notif: Notification, due_ms: int) -> None:
-        pipe = self.r.pipeline(transaction=True)
+    async def reschedule(self, notif: Notification, due_ms: int, guard: Guard | None = None) -> None:
+        pipe = await self._tx(guard)
         pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
         pipe.zadd(self.key("queue", notif.receiver), {notif.nid: due_ms})
         await pipe.execute()
 
-    async def delivered(self, notif: Notification) -> None:
-        pipe = self.r.pipeline(transaction=True)
+    async def delivered(self, notif: Notification, guard: Guard | None = None) -> None:
+        pipe = await self._tx(guard)
         pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
         pipe.zrem(self.key("queue", notif.receiver), notif.nid)
         await pipe.execute()
 
-    async def dead_letter(self, notif: Notification) -> None:
-        pipe = self.r.pipeline(transaction=True)
+    async def dead_letter(self, notif: Notification, guard: Guard | None = None) -> None:
+        pipe = await self._tx(guard)
         pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
         pipe.zrem(self.key("queue", notif.receiver), notif.nid)
         pipe.rpush(self.key("dead", notif.receiver), notif.nid)
@@ -595,8 +609,10 @@ class AlertStore:
         await self.r.hdel(self.key("disabled"), receiver)
         return n
 
-    async def disable(self, receiver: str, reason: str) -> None:
-        await self.r.hset(self.key("disabled"), receiver, reason)
+    async def disable(self, receiver: str, reason: str, guard: Guard | None = None) -> None:
+        pipe = await self._tx(guard)
+        pipe.hset(self.key("disabled"), receiver, reason)
+        await pipe.execute()
 
     async def disabled(self) -> dict[str, str]:
         got = await self.r.hgetall(self.key("disabled"))
@@ -615,8 +631,10 @@ class AlertStore:
         got = await self.r.zrangebyscore(self.key("escalation"), "-inf", now, start=0, num=100)
         return [_s(g) for g in got]
 
-    async def drop_escalation(self, alert_id: str) -> None:
-        await self.r.zrem(self.key("escalation"), alert_id)
+    async def drop_escalation(self, alert_id: str, guard: Guard | None = None) -> None:
+        pipe = await self._tx(guard)
+        pipe.zrem(self.key("escalation"), alert_id)
+        await pipe.execute()
 
     async def record_false_alarm(self, record: AlertRecord, by: str, note: str) -> bool:
         """Store the report and publish the subject to the detectors' suppression set.

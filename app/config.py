@@ -257,6 +257,11 @@ class AlertsConfig(_Section):
     #: post open alerts to this Prometheus Alertmanager (API v2), e.g. http://127.0.0.1:9093
     alertmanager_url: str | None = None
     alertmanager_resend_s: float = Field(default=60.0, gt=0, le=3600)
+    #: HA (several ``alerts serve`` on one prefix): a dead instance's delivery queues, escalation
+    #: timers and liability publisher move to a live one within about 4/3 of this (docs/reliability.md)
+    lease_ttl_s: float = Field(default=10.0, ge=1, le=300)
+    #: this instance's name in the leases and metrics (default: host:pid:random); no "|" or braces
+    instance_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[^|{}\s]+$")
 
     @model_validator(mode="after")
     def _no_default_token_beyond_loopback(self) -> AlertsConfig:
