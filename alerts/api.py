@@ -40,6 +40,7 @@ from logiwatch.alerts.model import AlertRecord, AlertState, Matcher, Silence
 from logiwatch.alerts.pipeline import Pipeline
 from logiwatch.alerts.store import QUEUE_FILTERS, QUEUE_SORTS, AlertStore, now_ms
 from logiwatch.detectors.codec import to_builtins
+from logiwatch.detectors.model import AnomalyType
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -412,7 +413,7 @@ async def incidents(request: web.Request) -> web.Response:
     recs = list(await ctx.store.open_incidents())
     if recent:
         known = {r.alert.alert_id for r in recs}
-        recs += [r for r in await ctx.store.query(alert_type="hub_incident", limit=50) if r.alert.alert_id not in known]
+        recs += [r for r in await ctx.store.query(alert_type=AnomalyType.HUB_INCIDENT.value, limit=50) if r.alert.alert_id not in known]
     recs.sort(key=lambda r: (r.state == AlertState.RESOLVED, -r.alert.detected_at))
     out = [await _incident_view(ctx, r) for r in recs]
     return _json({"incidents": out, "count": len(out)})
@@ -421,7 +422,7 @@ async def incidents(request: web.Request) -> web.Response:
 async def _incident_or_404(request: web.Request) -> AlertRecord:
     iid = _text(request.match_info["incident_id"], "incident id")
     rec = await _ctx(request).store.get(iid)
-    if rec is None or rec.alert.alert_type.value != "hub_incident":
+    if rec is None or rec.alert.alert_type is not AnomalyType.HUB_INCIDENT:
         raise ApiError(404, f"no hub incident with id {iid!r}")
     return rec
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from logiwatch.alerts.liability import Entry
 from logiwatch.alerts.model import AlertRecord, Notification
-from logiwatch.detectors.model import Alert
+from logiwatch.detectors.model import Alert, AnomalyType
 
 
 def hours(seconds: float) -> str:
@@ -90,7 +90,7 @@ def evidence_words(rec: AlertRecord | Alert) -> str:
         after = f", {hours(late)} after the promise" if late and late > 0 else ""
         prom = f" (promised {iso(int(promised_by))})" if isinstance(promised_by, int) else ""
         return f"predicted to arrive {iso(pred)}{after}{prom}{source}"
-    if t == "hub_incident" and num("overdue_parcels") is not None:
+    if a.alert_type is AnomalyType.HUB_INCIDENT and num("overdue_parcels") is not None:
         share, expected = num("overdue_share"), num("expected_share")
         tail = f" ({share:.0%} overdue, usual {expected:.0%})" if share is not None and expected is not None else ""
         return f"{_count(ev['overdue_parcels'])} of {_count(ev.get('present_parcels', '?'))} parcels overdue at {at}{tail}"

@@ -279,10 +279,6 @@ def decode_alert(data: bytes) -> Alert:
         raise DecodeError("bad_json", str(exc)) from None
 
 
-def encode_label(label: Label) -> bytes:
-    return _encoder.encode(label)
-
-
 def to_builtins(obj: object) -> object:
     """Plain dict/list form of a record (for JSON APIs and tests)."""
 

@@ -36,10 +36,3 @@ class StateError(LogiwatchError):
     """Stored state is missing, corrupt or from an incompatible version."""
 
 
-class DeliveryError(LogiwatchError):
-    """A webhook delivery failed; ``retryable`` says whether to try again."""
-
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status

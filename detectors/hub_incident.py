@@ -234,15 +234,14 @@ class HubIncidentDetector(DeadlineMixin):
         # a p95 the data cannot pin down yet (censored stalls above it) falls back on the prior
         return [int(_finite(quantiles(keys)[P95], prior) * factor * 1000) for keys in chains]
 
-    def _evaluate(self, hub: str, region: str, now: int) -> list[Finding]:
-        env = self.env
-        present = env.present[hub]
-        limits = self._limits(hub)
+    def _cohort(self, counts: dict[int, int], limits: list[int], first: int, now: int) -> int:
+        """Arrivals whose dwell limit ran out within the last span: they should all have left by now.
+
+        Buckets older than any cohort still to be scored are dropped from ``counts``.
+        """
+
         lo = now - self.cohort_span_ms
-        # the cohort: parcels whose limit ran out within the last span should all have left
-        counts = env.arrivals.setdefault(hub, {})
         oldest = (now - max(limits) - self.cohort_span_ms) // self.bucket_ms
-        first = min((b for b in counts if b >= 0), default=0)
         cohort = 0
         for b in list(counts):
             if b < 0 or b == first:
@@ -253,6 +252,16 @@ class HubIncidentDetector(DeadlineMixin):
             due = b * self.bucket_ms + self.bucket_ms // 2 + limits[(b * self.bucket_ms // QUARTER_DAY_MS) % 4]
             if lo <= due <= now:
                 cohort += counts[b]
+        return cohort
+
+    def _evaluate(self, hub: str, region: str, now: int) -> list[Finding]:
+        env = self.env
+        present = env.present[hub]
+        limits = self._limits(hub)
+        lo = now - self.cohort_span_ms
+        counts = env.arrivals.setdefault(hub, {})
+        first = min((b for b in counts if b >= 0), default=0)
+        cohort = self._cohort(counts, limits, first, now)
         overdue = []
         backlog = 0  # all present parcels past their limit (within max_present_s)
         stale = now - self.max_present_ms

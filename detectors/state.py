@@ -179,7 +179,6 @@ class Env:
         self.latest = True
         #: type code of the event being processed (``CODES[event.event_type]``, looked up once)
         self.code = 0
-        self.event_region = ""
 
     def baselines(self) -> dict[str, DurationBaseline]:
         return {

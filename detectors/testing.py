@@ -46,21 +46,6 @@ NODES: dict[str, tuple[str, float, float, NodeType]] = {
 
 
 @dataclass
-class Clock:
-    """A settable event-time clock for tests (ms)."""
-
-    now_ms: int = DEFAULT_START_MS
-
-    def advance(self, ms: int) -> int:
-        self.now_ms += ms
-        return self.now_ms
-
-    def set(self, ms: int) -> int:
-        self.now_ms = ms
-        return ms
-
-
-@dataclass
 class ParcelBuilder:
     """Scans of one parcel; every method takes the offset from the scenario start (ms)."""
 
