@@ -163,6 +163,293 @@ def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]] | None =
     return op
 
 
+def _console_paths() -> dict[str, Any]:
+    """The console page, its assets, health, metrics and this document."""
+
+    return {
+    "/": {"get": {"summary": "the CS console (HTML)", "responses": {"200": {"description": "page", "content": {"text/html": {"schema": _STR}}}}}},
+    "/static/{name}": {
+        "get": {
+            "summary": "console assets (scripts, styles) served by the service itself",
+            "parameters": [_p("name", "asset file name")],
+            "responses": {
+                "200": {
+                    "description": "asset",
+                    "content": {"text/javascript": {"schema": _STR}, "text/css": {"schema": _STR}},
+                },
+                **_errors(404),
+            },
+        }
+    },
+    "/healthz": {"get": _get("liveness and consumer status", _resp(_obj(["status"], status=_STR), "healthy"), errors=())},
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus exposition",
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": _STR}}}},
+        }
+    },
+    "/api/openapi.json": {"get": _get("this document", _resp({"type": "object"}, "OpenAPI 3.1"), errors=())},
+    }
+
+
+def _alert_paths(queue_params: list[dict[str, Any]], counts: dict[str, Any]) -> dict[str, Any]:
+    """The alerts, the queue and one alert's actions."""
+
+    return {
+    "/api/alerts": {
+        "get": _get(
+            "list and filter alert records (newest first)",
+            _resp(_obj(["alerts", "count"], alerts={"type": "array", "items": _ref("AlertRecord")}, count=_INT), "records"),
+            [
+                _q("state", {"type": "string", "enum": ["open", "acknowledged", "resolved"]}, "lifecycle state"),
+                _q("type", {"type": "string", "maxLength": 128}, "alert type"),
+                _q("waybill", {"type": "string", "maxLength": 128}, "waybill id"),
+                _q("incident", {"type": "string", "maxLength": 128}, "incident id"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "at most this many"),
+            ],
+        )
+    },
+    "/api/queue": {
+        "get": _get(
+            "the CS queue: open and acknowledged parcel alerts, sorted, filtered, paged, with counts",
+            _resp(
+                _obj(
+                    ["items", "total", "offset", "limit", "sort", "order", "counts"],
+                    items={"type": "array", "items": _ref("AlertRecord")},
+                    total=_INT,
+                    offset=_INT,
+                    limit=_INT,
+                    sort=_STR,
+                    order=_STR,
+                    counts=counts,
+                ),
+                "one page",
+            ),
+            queue_params,
+        )
+    },
+    "/api/queue/ack": {
+        "post": _mutation(
+            "acknowledge many alerts at once",
+            _obj(["alert_ids"], alert_ids={"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128}, "minItems": 1, "maxItems": 500}, by=_BY),
+            _resp(_obj(["acknowledged", "missing"], acknowledged={"type": "array", "items": _STR}, missing={"type": "array", "items": _STR}), "done"),
+            path_param=False,
+        )
+    },
+    "/api/alerts/{alert_id}": {"get": _get("one alert record", _resp(_ref("AlertRecord"), "record"), [_p("alert_id", "the alert id")], (400, 404))},
+    "/api/alerts/{alert_id}/ack": {"post": _mutation("acknowledge", _obj([], by=_BY), _resp(_ref("AlertRecord"), "the record"))},
+    "/api/alerts/{alert_id}/resolve": {"post": _mutation("resolve", _obj([], by=_BY), _resp(_ref("AlertRecord"), "the record"))},
+    "/api/alerts/{alert_id}/false-alarm": {
+        "post": _mutation(
+            "mark a false alarm: feeds the detectors' suppression and reverses what the alert charged",
+            _obj([], note={"type": "string", "maxLength": 500}, by=_BY),
+            _resp(
+                _obj(
+                    ["alert_id", "recorded", "suppression_key", "reversals"],
+                    alert_id=_STR,
+                    recorded={"type": "boolean"},
+                    suppression_key=_STR,
+                    reversals={"type": "array", "items": _ref("Entry")},
+                ),
+                "recorded (false: already marked; counted once)",
+            ),
+        )
+    },
+    }
+
+
+def _feedback_and_incident_paths() -> dict[str, Any]:
+    """Feedback and the list of hub incidents."""
+
+    return {
+    "/api/feedback": {
+        "get": _get(
+            "false-alarm marks per detector",
+            _resp(_obj(["false_alarms_by_detector", "total"], false_alarms_by_detector={"type": "object", "additionalProperties": _INT}, total=_INT), "counts"),
+            errors=(),
+        )
+    },
+    "/api/incidents": {
+        "get": _get(
+            "open hub incidents (and recent ones with include=recent)",
+            _resp(_obj(["incidents", "count"], incidents={"type": "array", "items": _ref("AlertRecord")}, count=_INT), "incidents"),
+            [_q("include", {"type": "string", "enum": ["recent"]}, "also the last resolved incidents")],
+        )
+    },
+    }
+
+
+def _incident_and_parcel_paths() -> dict[str, Any]:
+    """One incident, its chart, live events and the parcel page."""
+
+    return {
+    "/api/incidents/{incident_id}": {
+        "get": _get(
+            "one incident: affected parcels (paged), its series, inhibited alerts, liability moved",
+            _resp(
+                {
+                    "allOf": [
+                        _ref("AlertRecord"),
+                        _obj(
+                            ["parcels", "series", "inhibited_alert_ids", "liability_to_platform_yuan"],
+                            parcels=_obj(["waybills", "total"], waybills={"type": "array", "items": _STR}, total=_INT, offset=_INT, limit=_INT),
+                            series={"type": "array", "items": {"type": "object"}},
+                            inhibited_alert_ids={"type": "array", "items": _STR},
+                            inhibited_count=_INT,
+                            liability_to_platform_yuan=_NUM,
+                            liability_entries={"type": "array", "items": _ref("Entry")},
+                        ),
+                    ]
+                },
+                "incident",
+            ),
+            [
+                _p("incident_id", "the incident's alert id"),
+                _q("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000}, "parcel page start"),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "parcel page size"),
+            ],
+            (400, 404),
+        )
+    },
+    "/api/incidents/{incident_id}/chart.svg": {
+        "get": {
+            "summary": "the incident's backlog over time (server-drawn SVG)",
+            "parameters": [_p("incident_id", "the incident's alert id")],
+            "responses": {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": _STR}}}, **_errors(400, 404)},
+        }
+    },
+    "/api/events": {
+        "get": {
+            "summary": "live updates: a server-sent event stream ('changed' after every commit of the alert store)",
+            "responses": {"200": {"description": "an event stream that stays open", "content": {"text/event-stream": {"schema": _STR}}}},
+        }
+    },
+    "/api/parcels/{waybill}": {
+        "get": _get(
+            "one parcel's story: alerts with evidence in words, deliveries, liability with running balance, promise",
+            _resp(
+                _obj(
+                    ["waybill_id", "scans", "alerts", "liability", "liability_lines", "deliveries", "timeline", "promise"],
+                    waybill_id=_STR,
+                    scans=_obj(
+                        ["in_state", "scans"],
+                        in_state={"type": "boolean"},
+                        partition=_INT,
+                        note=_STR,
+                        scans={
+                            "type": "array",
+                            "items": _obj(["at_ms", "at", "event_type", "node_id", "region", "detail"], at_ms=_INT, at=_STR, event_type=_STR, node_id=_STR, region=_STR, detail=_STR),
+                        },
+                    ),
+                    alerts={"type": "array", "items": _ref("AlertRecord")},
+                    liability={"type": "array", "items": _ref("Entry")},
+                    liability_lines={"type": "array", "items": _obj(["balance_yuan", "amount_yuan", "party"], balance_yuan=_NUM, amount_yuan=_NUM, party=_STR)},
+                    liability_net_yuan={"type": "object", "additionalProperties": _NUM},
+                    deliveries={"type": "array", "items": _ref("Notification")},
+                    timeline={"type": "array", "items": _obj(["at", "kind", "what"], at=_STR, kind=_STR, what=_STR, detail=_STR)},
+                    promise={"type": "object"},
+                ),
+                "parcel",
+            ),
+            [_p("waybill", "the waybill id")],
+            (400, 404),
+        )
+    },
+    }
+
+
+def _liability_paths() -> dict[str, Any]:
+    """Liability totals, reports, charts and exports."""
+
+    return {
+    "/api/liability/totals": {
+        "get": _get(
+            "net amounts per party and rule (yuan)",
+            _resp(
+                _obj(
+                    ["by_party_yuan", "by_rule_yuan", "net_yuan", "entries"],
+                    by_party_yuan={"type": "object", "additionalProperties": _NUM},
+                    by_rule_yuan={"type": "object", "additionalProperties": _NUM},
+                    net_yuan=_NUM,
+                    entries=_INT,
+                ),
+                "totals",
+            ),
+            _PERIOD,
+        )
+    },
+    "/api/liability/report": {
+        "get": _get(
+            "totals per party and rule split into charged, re-attributed and reversed (yuan)",
+            _resp(
+                _obj(
+                    ["by_party", "by_rule", "net_yuan", "entries"],
+                    by_party={"type": "array", "items": _TOTALS_ROW},
+                    by_rule={"type": "array", "items": _TOTALS_ROW},
+                    net_yuan=_NUM,
+                    entries=_INT,
+                ),
+                "report",
+            ),
+            _PERIOD,
+        )
+    },
+    "/api/liability/chart.svg": {
+        "get": {
+            "summary": "the liability report as a bar chart (server-drawn SVG)",
+            "parameters": [*_PERIOD, _q("by", {"type": "string", "enum": ["party", "rule"]}, "group by")],
+            "responses": {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": _STR}}}, **_errors(400)},
+        }
+    },
+    "/api/liability/entries.csv": {
+        "get": {
+            "summary": "ledger lines of the period as CSV",
+            "parameters": _PERIOD,
+            "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": _STR}}}, **_errors(400)},
+        }
+    },
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    """Silences and receivers."""
+
+    return {
+    "/api/silences": {
+        "get": _get("silences", _resp(_obj(["silences"], silences={"type": "array", "items": _ref("Silence")}), "silences"), errors=()),
+        "post": _mutation(
+            "add a silence (at most 5 years, times 2000..2100)",
+            _obj(
+                ["matchers", "ends_at"],
+                matchers={"type": "array", "minItems": 1, "items": {"type": "string"}},
+                starts_at={"type": ["string", "integer"]},
+                ends_at={"type": ["string", "integer"]},
+                comment={"type": "string", "maxLength": 500},
+            ),
+            _resp(_ref("Silence"), "created"),
+            ok_code="201",
+            path_param=False,
+        ),
+    },
+    "/api/receivers": {
+        "get": _get(
+            "receivers with queue depth and dead letters",
+            _resp(
+                _obj(
+                    ["receivers"],
+                    receivers={
+                        "type": "array",
+                        "items": _obj(["name", "queued", "dead_letters"], name=_STR, queued=_INT, dead_letters=_INT, disabled=_NSTR),
+                    },
+                ),
+                "receivers",
+            ),
+            errors=(),
+        )
+    },
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh dict each call)."""
 
@@ -189,251 +476,12 @@ def document() -> dict[str, Any]:
         state={"type": "object", "additionalProperties": _INT},
     )
     paths: dict[str, Any] = {
-        "/": {"get": {"summary": "the CS console (HTML)", "responses": {"200": {"description": "page", "content": {"text/html": {"schema": _STR}}}}}},
-        "/static/{name}": {
-            "get": {
-                "summary": "console assets (scripts, styles) served by the service itself",
-                "parameters": [_p("name", "asset file name")],
-                "responses": {
-                    "200": {
-                        "description": "asset",
-                        "content": {"text/javascript": {"schema": _STR}, "text/css": {"schema": _STR}},
-                    },
-                    **_errors(404),
-                },
-            }
-        },
-        "/healthz": {"get": _get("liveness and consumer status", _resp(_obj(["status"], status=_STR), "healthy"), errors=())},
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus exposition",
-                "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": _STR}}}},
-            }
-        },
-        "/api/openapi.json": {"get": _get("this document", _resp({"type": "object"}, "OpenAPI 3.1"), errors=())},
-        "/api/alerts": {
-            "get": _get(
-                "list and filter alert records (newest first)",
-                _resp(_obj(["alerts", "count"], alerts={"type": "array", "items": _ref("AlertRecord")}, count=_INT), "records"),
-                [
-                    _q("state", {"type": "string", "enum": ["open", "acknowledged", "resolved"]}, "lifecycle state"),
-                    _q("type", {"type": "string", "maxLength": 128}, "alert type"),
-                    _q("waybill", {"type": "string", "maxLength": 128}, "waybill id"),
-                    _q("incident", {"type": "string", "maxLength": 128}, "incident id"),
-                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "at most this many"),
-                ],
-            )
-        },
-        "/api/queue": {
-            "get": _get(
-                "the CS queue: open and acknowledged parcel alerts, sorted, filtered, paged, with counts",
-                _resp(
-                    _obj(
-                        ["items", "total", "offset", "limit", "sort", "order", "counts"],
-                        items={"type": "array", "items": _ref("AlertRecord")},
-                        total=_INT,
-                        offset=_INT,
-                        limit=_INT,
-                        sort=_STR,
-                        order=_STR,
-                        counts=counts,
-                    ),
-                    "one page",
-                ),
-                queue_params,
-            )
-        },
-        "/api/queue/ack": {
-            "post": _mutation(
-                "acknowledge many alerts at once",
-                _obj(["alert_ids"], alert_ids={"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128}, "minItems": 1, "maxItems": 500}, by=_BY),
-                _resp(_obj(["acknowledged", "missing"], acknowledged={"type": "array", "items": _STR}, missing={"type": "array", "items": _STR}), "done"),
-                path_param=False,
-            )
-        },
-        "/api/alerts/{alert_id}": {"get": _get("one alert record", _resp(_ref("AlertRecord"), "record"), [_p("alert_id", "the alert id")], (400, 404))},
-        "/api/alerts/{alert_id}/ack": {"post": _mutation("acknowledge", _obj([], by=_BY), _resp(_ref("AlertRecord"), "the record"))},
-        "/api/alerts/{alert_id}/resolve": {"post": _mutation("resolve", _obj([], by=_BY), _resp(_ref("AlertRecord"), "the record"))},
-        "/api/alerts/{alert_id}/false-alarm": {
-            "post": _mutation(
-                "mark a false alarm: feeds the detectors' suppression and reverses what the alert charged",
-                _obj([], note={"type": "string", "maxLength": 500}, by=_BY),
-                _resp(
-                    _obj(
-                        ["alert_id", "recorded", "suppression_key", "reversals"],
-                        alert_id=_STR,
-                        recorded={"type": "boolean"},
-                        suppression_key=_STR,
-                        reversals={"type": "array", "items": _ref("Entry")},
-                    ),
-                    "recorded (false: already marked; counted once)",
-                ),
-            )
-        },
-        "/api/feedback": {
-            "get": _get(
-                "false-alarm marks per detector",
-                _resp(_obj(["false_alarms_by_detector", "total"], false_alarms_by_detector={"type": "object", "additionalProperties": _INT}, total=_INT), "counts"),
-                errors=(),
-            )
-        },
-        "/api/incidents": {
-            "get": _get(
-                "open hub incidents (and recent ones with include=recent)",
-                _resp(_obj(["incidents", "count"], incidents={"type": "array", "items": _ref("AlertRecord")}, count=_INT), "incidents"),
-                [_q("include", {"type": "string", "enum": ["recent"]}, "also the last resolved incidents")],
-            )
-        },
-        "/api/incidents/{incident_id}": {
-            "get": _get(
-                "one incident: affected parcels (paged), its series, inhibited alerts, liability moved",
-                _resp(
-                    {
-                        "allOf": [
-                            _ref("AlertRecord"),
-                            _obj(
-                                ["parcels", "series", "inhibited_alert_ids", "liability_to_platform_yuan"],
-                                parcels=_obj(["waybills", "total"], waybills={"type": "array", "items": _STR}, total=_INT, offset=_INT, limit=_INT),
-                                series={"type": "array", "items": {"type": "object"}},
-                                inhibited_alert_ids={"type": "array", "items": _STR},
-                                inhibited_count=_INT,
-                                liability_to_platform_yuan=_NUM,
-                                liability_entries={"type": "array", "items": _ref("Entry")},
-                            ),
-                        ]
-                    },
-                    "incident",
-                ),
-                [
-                    _p("incident_id", "the incident's alert id"),
-                    _q("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000}, "parcel page start"),
-                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "parcel page size"),
-                ],
-                (400, 404),
-            )
-        },
-        "/api/incidents/{incident_id}/chart.svg": {
-            "get": {
-                "summary": "the incident's backlog over time (server-drawn SVG)",
-                "parameters": [_p("incident_id", "the incident's alert id")],
-                "responses": {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": _STR}}}, **_errors(400, 404)},
-            }
-        },
-        "/api/events": {
-            "get": {
-                "summary": "live updates: a server-sent event stream ('changed' after every commit of the alert store)",
-                "responses": {"200": {"description": "an event stream that stays open", "content": {"text/event-stream": {"schema": _STR}}}},
-            }
-        },
-        "/api/parcels/{waybill}": {
-            "get": _get(
-                "one parcel's story: alerts with evidence in words, deliveries, liability with running balance, promise",
-                _resp(
-                    _obj(
-                        ["waybill_id", "scans", "alerts", "liability", "liability_lines", "deliveries", "timeline", "promise"],
-                        waybill_id=_STR,
-                        scans=_obj(
-                            ["in_state", "scans"],
-                            in_state={"type": "boolean"},
-                            partition=_INT,
-                            note=_STR,
-                            scans={
-                                "type": "array",
-                                "items": _obj(["at_ms", "at", "event_type", "node_id", "region", "detail"], at_ms=_INT, at=_STR, event_type=_STR, node_id=_STR, region=_STR, detail=_STR),
-                            },
-                        ),
-                        alerts={"type": "array", "items": _ref("AlertRecord")},
-                        liability={"type": "array", "items": _ref("Entry")},
-                        liability_lines={"type": "array", "items": _obj(["balance_yuan", "amount_yuan", "party"], balance_yuan=_NUM, amount_yuan=_NUM, party=_STR)},
-                        liability_net_yuan={"type": "object", "additionalProperties": _NUM},
-                        deliveries={"type": "array", "items": _ref("Notification")},
-                        timeline={"type": "array", "items": _obj(["at", "kind", "what"], at=_STR, kind=_STR, what=_STR, detail=_STR)},
-                        promise={"type": "object"},
-                    ),
-                    "parcel",
-                ),
-                [_p("waybill", "the waybill id")],
-                (400, 404),
-            )
-        },
-        "/api/liability/totals": {
-            "get": _get(
-                "net amounts per party and rule (yuan)",
-                _resp(
-                    _obj(
-                        ["by_party_yuan", "by_rule_yuan", "net_yuan", "entries"],
-                        by_party_yuan={"type": "object", "additionalProperties": _NUM},
-                        by_rule_yuan={"type": "object", "additionalProperties": _NUM},
-                        net_yuan=_NUM,
-                        entries=_INT,
-                    ),
-                    "totals",
-                ),
-                _PERIOD,
-            )
-        },
-        "/api/liability/report": {
-            "get": _get(
-                "totals per party and rule split into charged, re-attributed and reversed (yuan)",
-                _resp(
-                    _obj(
-                        ["by_party", "by_rule", "net_yuan", "entries"],
-                        by_party={"type": "array", "items": _TOTALS_ROW},
-                        by_rule={"type": "array", "items": _TOTALS_ROW},
-                        net_yuan=_NUM,
-                        entries=_INT,
-                    ),
-                    "report",
-                ),
-                _PERIOD,
-            )
-        },
-        "/api/liability/chart.svg": {
-            "get": {
-                "summary": "the liability report as a bar chart (server-drawn SVG)",
-                "parameters": [*_PERIOD, _q("by", {"type": "string", "enum": ["party", "rule"]}, "group by")],
-                "responses": {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": _STR}}}, **_errors(400)},
-            }
-        },
-        "/api/liability/entries.csv": {
-            "get": {
-                "summary": "ledger lines of the period as CSV",
-                "parameters": _PERIOD,
-                "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": _STR}}}, **_errors(400)},
-            }
-        },
-        "/api/silences": {
-            "get": _get("silences", _resp(_obj(["silences"], silences={"type": "array", "items": _ref("Silence")}), "silences"), errors=()),
-            "post": _mutation(
-                "add a silence (at most 5 years, times 2000..2100)",
-                _obj(
-                    ["matchers", "ends_at"],
-                    matchers={"type": "array", "minItems": 1, "items": {"type": "string"}},
-                    starts_at={"type": ["string", "integer"]},
-                    ends_at={"type": ["string", "integer"]},
-                    comment={"type": "string", "maxLength": 500},
-                ),
-                _resp(_ref("Silence"), "created"),
-                ok_code="201",
-                path_param=False,
-            ),
-        },
-        "/api/receivers": {
-            "get": _get(
-                "receivers with queue depth and dead letters",
-                _resp(
-                    _obj(
-                        ["receivers"],
-                        receivers={
-                            "type": "array",
-                            "items": _obj(["name", "queued", "dead_letters"], name=_STR, queued=_INT, dead_letters=_INT, disabled=_NSTR),
-                        },
-                    ),
-                    "receivers",
-                ),
-                errors=(),
-            )
-        },
+        **_console_paths(),
+        **_alert_paths(queue_params, counts),
+        **_feedback_and_incident_paths(),
+        **_incident_and_parcel_paths(),
+        **_liability_paths(),
+        **_admin_paths(),
     }
     return {
         "openapi": "3.1.0",
