@@ -395,14 +395,18 @@ class DurationBaseline:
         return out
 
     def export(self) -> dict[str, object]:
-        return {"hist": self.hist, "cache": self.cache, "cens": self.cens}
+        return {"hist": self.hist, "cache": self.cache, "cens": self.cens, "delta": self.delta}
 
     def take_changed(self) -> dict[str, list[object]]:
-        """``key -> [histogram, cache entry or None, censored bins or None]`` for the keys changed since the last call."""
+        """``key -> [histogram, cache entry or None, censored bins or None, pooled delta or None]`` for the keys changed since the last call.
 
-        hist, cache, cens = self.hist, self.cache, self.cens
+        The pooled delta (``detectors/pool.py``) is what the key learned since the partition last
+        published: a restored partition publishes the same.
+        """
+
+        hist, cache, cens, delta = self.hist, self.cache, self.cens, self.delta
         out: dict[str, list[object]] = {
-            k: [hist[k], cache.get(k), cens.get(k)] for k in self.changed if k in hist
+            k: [hist[k], cache.get(k), cens.get(k), delta.get(k)] for k in self.changed if k in hist
         }
         self.changed.clear()
         return out
@@ -413,6 +417,7 @@ class DurationBaseline:
         for key, entry in entries.items():
             h, q = entry[0], entry[1]
             c = entry[2] if len(entry) > 2 else None
+            d = entry[3] if len(entry) > 3 else None
             if (
                 not isinstance(h, list)
                 or len(h) != NBINS + 1
@@ -426,6 +431,10 @@ class DurationBaseline:
                 self.cens.pop(key, None)
             else:
                 self.cens[key] = [int(x) for x in c]
+            if isinstance(d, list) and len(d) == 2:
+                self.delta[key] = [{int(i): int(n) for i, n in part.items()} for part in d]
+            else:
+                self.delta.pop(key, None)
             self._fast.pop(key, None)
 
     def _load_cache(self, key: str, q: object) -> None:
@@ -445,4 +454,7 @@ class DurationBaseline:
         for k, v in cache.items():
             self._load_cache(str(k), v)
         self.cens = {str(k): [int(x) for x in v] for k, v in cens.items()}
+        delta = data.get("delta", {})
+        assert isinstance(delta, dict)
+        self.delta = {str(k): [{int(i): int(n) for i, n in part.items()} for part in v] for k, v in delta.items()}
         self._fast = {}

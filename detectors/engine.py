@@ -305,7 +305,7 @@ class Engine:
             name, sep, key = field_name.partition(":")
             try:
                 entry = msgspec.msgpack.decode(value)
-                valid = bool(sep) and isinstance(entry, list) and len(entry) in (2, 3)
+                valid = bool(sep) and isinstance(entry, list) and len(entry) in (2, 3, 4)
             except msgspec.DecodeError:
                 valid = False
             if not valid:

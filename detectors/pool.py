@@ -60,6 +60,10 @@ class Pool(Protocol):
         """The sum of every partition's deltas of ``epoch`` (``total``), or None while any is missing."""
         ...
 
+    def own(self, epoch: int, partition: int) -> Delta:
+        """``partition``'s own deltas of ``epoch`` as published (empty if they are not in the total)."""
+        ...
+
 
 class MemoryPool:
     """A pool inside one process: the backtest's partitions share it.
@@ -84,6 +88,10 @@ class MemoryPool:
     def publish(self, epoch: int, partition: int, blob: bytes) -> None:
         self.epochs.setdefault(epoch, {})[partition] = blob
         self._totals.pop(epoch, None)
+
+    def own(self, epoch: int, partition: int) -> Delta:
+        blob = self.epochs.get(epoch, {}).get(partition)
+        return total({partition: blob}) if blob is not None else total({})
 
     def collect(self, epoch: int) -> Delta | None:
         got = self.epochs.get(epoch, {})
@@ -112,10 +120,8 @@ class PoolMember:
         #: the epoch open now and the last one closed (whose total the next close applies)
         self.epoch: int | None = None
         self.closed: int | None = None
-        #: this partition's deltas of the last closed epoch (taken away from that epoch's total)
-        self.own_closed: Delta = {"baselines": {}, "feeds": {}}
-        #: its deltas of the epoch it is closing, published, until the close completes
-        self.closing: Delta | None = None
+        #: its deltas of the epoch it is closing are published (the close waits for the others)
+        self.published = False
         #: records from the tick that waits for the epoch before (the engine goes on from them)
         self.held: list[ScanEvent | Tick] = []
 
@@ -143,31 +149,33 @@ class PoolMember:
             return True
         if epoch <= self.epoch:
             return True
-        if self.closing is None:
-            self.closing = take_delta(env)
-            pool.publish(self.epoch, self.partition, encode_delta(self.closing))
+        if not self.published:
+            pool.publish(self.epoch, self.partition, encode_delta(take_delta(env)))
+            self.published = True
         if self.closed is not None:
             everyone = pool.collect(self.closed)
             if everyone is None:
                 return False
             apply_delta(env, everyone)
-            apply_delta(env, self.own_closed, -1)  # its own were learned already
-        self.own_closed = self.closing
-        self.closing = None
+            apply_delta(env, pool.own(self.closed, self.partition), -1)  # its own were learned already
+        self.published = False
         self.closed = self.epoch
         self.epoch = epoch
         return True
 
     def export(self, env: Env) -> dict[str, Any]:
-        """For the engine's models blob: epochs, and (when pooled) what a restored partition needs."""
+        """For the engine's models blob: epochs, and (when pooled) what a restored partition needs.
+
+        Small on purpose, since the core blob is written at every checkpoint: the baselines'
+        pending deltas travel with their keys' own entries (``DurationBaseline.take_changed``),
+        and this partition's published deltas are read back from the pool.
+        """
 
         pending = None
         if self.pool is not None:
             pending = {
-                "baselines": {n: b.delta for n, b in env.baselines().items()},
                 "feeds": env.feeds_delta,
-                "closed": self.own_closed,
-                "closing": self.closing,
+                "published": self.published,
                 "held": [[1, encode_tick(r)] if isinstance(r, Tick) else [0, encode_event(r)] for r in self.held],
             }
         return {"pool_epochs": [self.epoch, self.closed], "pool_delta": pending}
@@ -176,11 +184,8 @@ class PoolMember:
         self.epoch, self.closed = blob.get("pool_epochs") or (None, None)
         pending = blob.get("pool_delta")
         if pending:
-            for name, b in env.baselines().items():
-                b.delta = pending["baselines"].get(name, {})
             env.feeds_delta = pending["feeds"]
-            self.own_closed = pending["closed"]
-            self.closing = pending["closing"]
+            self.published = bool(pending["published"])
             self.held = [decode_event(raw) if kind == 0 else decode_tick(raw) for kind, raw in pending["held"]]
 
 
@@ -191,6 +196,7 @@ def take_delta(env: Env) -> Delta:
     for name, b in env.baselines().items():
         if b.delta:
             baselines[name] = b.delta
+            b.changed.update(b.delta)  # their checkpointed entries must drop the taken delta
             b.delta = {}
     delta: Delta = {"version": POOL_VERSION, "baselines": baselines, "feeds": env.feeds_delta}
     env.feeds_delta = {}

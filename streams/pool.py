@@ -63,6 +63,8 @@ class RedisPool:
         self._totals: dict[int, Delta] = {}
         #: epoch -> (when an engine first asked for it, the blobs read so far)
         self._wanted: dict[int, tuple[float, dict[int, bytes]]] = {}
+        #: epoch -> the blobs its total was made of (a partition takes its own back out of the total)
+        self._blobs: dict[int, dict[int, bytes]] = {}
 
     def key(self, epoch: int) -> str:
         return f"{self.prefix}pool:{self.topic}:{epoch}"
@@ -70,6 +72,10 @@ class RedisPool:
     # -- the engines' side (synchronous) ---------------------------------------
     def publish(self, epoch: int, partition: int, blob: bytes) -> None:
         self._outbox[(epoch, partition)] = blob
+
+    def own(self, epoch: int, partition: int) -> Delta:
+        blob = self._blobs.get(epoch, {}).get(partition)
+        return total({partition: blob}) if blob is not None else total({})
 
     def collect(self, epoch: int) -> Delta | None:
         got = self._totals.get(epoch)
@@ -92,6 +98,7 @@ class RedisPool:
         if self.on_partial is not None:
             self.on_partial()
         got = self._totals[epoch] = total(blobs)
+        self._blobs[epoch] = blobs
         del self._wanted[epoch]
         return got
 
@@ -119,6 +126,7 @@ class RedisPool:
             since = self._wanted[epoch][0]
             if len(blobs) >= self.partitions:
                 self._totals[epoch] = total(blobs)
+                self._blobs[epoch] = blobs
                 del self._wanted[epoch]
                 ready = True
             else:
@@ -126,4 +134,5 @@ class RedisPool:
         # an engine needs an epoch's total once per partition, within about an epoch of its close
         for old in sorted(self._totals)[:-4]:
             del self._totals[old]
+            self._blobs.pop(old, None)
         return ready

@@ -86,3 +86,31 @@ def test_a_partition_waits_for_the_others_deltas_and_keeps_its_records() -> None
     with pytest.raises(PoolMissing):
         run_partitioned(ticks, 2, POOLED, engines=stuck[:1] * 2)
 
+
+
+def test_a_checkpoint_of_changed_fields_restores_a_pooled_partition(records: list[ScanEvent | Tick]) -> None:
+    """The worker's checkpoint (changed baseline fields + core blob), not the full export: pending deltas ride on the fields."""
+
+    reference = _alerts(run_partitioned(records, 4, POOLED))
+    pool = MemoryPool(4)
+    engines = _engines(POOLED, 4, pool)
+    fields: list[dict[str, bytes]] = [{} for _ in engines]
+    parcels: list[dict[str, bytes]] = [{} for _ in engines]
+    alerts = []
+    third = len(records) // 3
+    for chunk in (records[:third], records[third : 2 * third]):
+        alerts += run_partitioned(chunk, 4, POOLED, engines=engines)
+        for p, e in enumerate(engines):  # a checkpoint: what changed since the last one
+            changes, models = e.take_changes(), e.take_model_changes()
+            parcels[p].update(changes.upserts)
+            for wb in changes.deletes:
+                parcels[p].pop(wb, None)
+            fields[p].update(models.baselines)
+    restored = []
+    for p in range(4):
+        core = engines[p].take_model_changes().core
+        r = Engine.restore(POOLED, parcels[p], core, fields[p])
+        r.attach_pool(pool, p)
+        restored.append(r)
+    alerts += run_partitioned(records[2 * third :], 4, POOLED, engines=restored)
+    assert _alerts(alerts) == reference
