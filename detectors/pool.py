@@ -28,7 +28,7 @@ says that a partition needed an epoch another partition has not closed yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -84,14 +84,15 @@ class MemoryPool:
         self.partitions = partitions
         self.epochs: dict[int, dict[int, bytes]] = {}
         self._totals: dict[int, Delta] = {}
+        self._decoded: dict[int, dict[int, Delta]] = {}
 
     def publish(self, epoch: int, partition: int, blob: bytes) -> None:
         self.epochs.setdefault(epoch, {})[partition] = blob
         self._totals.pop(epoch, None)
 
     def own(self, epoch: int, partition: int) -> Delta:
-        blob = self.epochs.get(epoch, {}).get(partition)
-        return total({partition: blob}) if blob is not None else total({})
+        got = self._decoded.get(epoch, {}).get(partition)
+        return got if got is not None else total_of([])
 
     def collect(self, epoch: int) -> Delta | None:
         got = self.epochs.get(epoch, {})
@@ -99,11 +100,13 @@ class MemoryPool:
             return None
         t = self._totals.get(epoch)
         if t is None:
-            t = self._totals[epoch] = total(got)
+            decoded = self._decoded[epoch] = {p: decode_delta(got[p]) for p in sorted(got)}
+            t = self._totals[epoch] = total_of(list(decoded.values()))
             # an epoch every partition has applied is not needed again (each applies it once)
             for old in [e for e in self.epochs if e < epoch - 1]:
                 del self.epochs[old]
                 self._totals.pop(old, None)
+                self._decoded.pop(old, None)
         return t
 
 
@@ -207,27 +210,56 @@ def encode_delta(delta: Delta) -> bytes:
     return _encoder.encode(delta)
 
 
+class _Blob(msgspec.Struct):
+    """The wire form of one partition's deltas (typed: decoded fast, bin numbers as ints)."""
+
+    version: int
+    baselines: dict[str, dict[str, tuple[dict[int, int], dict[int, int]]]]
+    feeds: dict[str, list[int]]
+
+
+_blob_decoder = msgspec.msgpack.Decoder(_Blob)
+
+
+def decode_delta(blob: bytes) -> Delta:
+    """One partition's published deltas (raises ``ValueError`` on another version)."""
+
+    try:
+        data = _blob_decoder.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"pooled deltas are not readable: {exc}") from None
+    if data.version != POOL_VERSION:
+        raise ValueError(f"pooled deltas have an unknown version {data.version}")
+    return {"version": POOL_VERSION, "baselines": data.baselines, "feeds": data.feeds}
+
+
 def total(blobs: Mapping[int, bytes]) -> Delta:
     """The sum of every partition's deltas of one epoch (decoded once, applied by each partition)."""
 
+    return total_of([decode_delta(blobs[p]) for p in sorted(blobs)])
+
+
+def total_of(deltas: Sequence[Delta]) -> Delta:
+    """The sum of decoded deltas (the inputs are not changed)."""
+
     baselines: dict[str, dict[str, list[dict[int, int]]]] = {}
     feeds: dict[str, list[int]] = {}
-    for partition in sorted(blobs):
-        data = msgspec.msgpack.decode(blobs[partition], strict=False)
-        if not isinstance(data, dict) or data.get("version") != POOL_VERSION:
-            raise ValueError(f"pooled deltas of partition {partition} have an unknown version")
-        for name, entries in data["baselines"].items():
+    for data in deltas:
+        by_name = data["baselines"]
+        assert isinstance(by_name, dict)
+        for name, entries in by_name.items():
             into = baselines.setdefault(name, {})
             for key, (h_add, c_add) in entries.items():
                 cur = into.get(key)
                 if cur is None:
-                    into[key] = [{int(i): n for i, n in h_add.items()}, {int(i): n for i, n in c_add.items()}]
+                    into[key] = [dict(h_add), dict(c_add)]
                     continue
-                for part_i, add in ((0, h_add), (1, c_add)):
-                    dst = cur[part_i]
+                for dst, add in ((cur[0], h_add), (cur[1], c_add)):
                     for i, n in add.items():
-                        dst[int(i)] = dst.get(int(i), 0) + n
-        for carrier, counts in data["feeds"].items():
+                        dst[i] = dst.get(i, 0) + n
+        feed_counts = data["feeds"]
+        assert isinstance(feed_counts, dict)
+        for carrier, counts in feed_counts.items():
             profile = feeds.setdefault(carrier, [0, 0, 0, 0])
             for i, n in enumerate(counts):
                 profile[i] += n

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from logiwatch.detectors.pool import Delta, total
+from logiwatch.detectors.pool import Delta, decode_delta, total_of
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -63,8 +63,8 @@ class RedisPool:
         self._totals: dict[int, Delta] = {}
         #: epoch -> (when an engine first asked for it, the blobs read so far)
         self._wanted: dict[int, tuple[float, dict[int, bytes]]] = {}
-        #: epoch -> the blobs its total was made of (a partition takes its own back out of the total)
-        self._blobs: dict[int, dict[int, bytes]] = {}
+        #: epoch -> the decoded deltas its total was made of (a partition takes its own back out)
+        self._parts: dict[int, dict[int, Delta]] = {}
 
     def key(self, epoch: int) -> str:
         return f"{self.prefix}pool:{self.topic}:{epoch}"
@@ -74,8 +74,13 @@ class RedisPool:
         self._outbox[(epoch, partition)] = blob
 
     def own(self, epoch: int, partition: int) -> Delta:
-        blob = self._blobs.get(epoch, {}).get(partition)
-        return total({partition: blob}) if blob is not None else total({})
+        got = self._parts.get(epoch, {}).get(partition)
+        return got if got is not None else total_of([])
+
+    def _sum(self, epoch: int, blobs: dict[int, bytes]) -> Delta:
+        parts = self._parts[epoch] = {p: decode_delta(blobs[p]) for p in sorted(blobs)}
+        got = self._totals[epoch] = total_of(list(parts.values()))
+        return got
 
     def collect(self, epoch: int) -> Delta | None:
         got = self._totals.get(epoch)
@@ -97,8 +102,7 @@ class RedisPool:
         )
         if self.on_partial is not None:
             self.on_partial()
-        got = self._totals[epoch] = total(blobs)
-        self._blobs[epoch] = blobs
+        got = self._sum(epoch, blobs)
         del self._wanted[epoch]
         return got
 
@@ -125,8 +129,7 @@ class RedisPool:
             blobs = {int(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
             since = self._wanted[epoch][0]
             if len(blobs) >= self.partitions:
-                self._totals[epoch] = total(blobs)
-                self._blobs[epoch] = blobs
+                self._sum(epoch, blobs)
                 del self._wanted[epoch]
                 ready = True
             else:
@@ -134,5 +137,5 @@ class RedisPool:
         # an engine needs an epoch's total once per partition, within about an epoch of its close
         for old in sorted(self._totals)[:-4]:
             del self._totals[old]
-            self._blobs.pop(old, None)
+            self._parts.pop(old, None)
         return ready
