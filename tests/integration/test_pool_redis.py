@@ -12,6 +12,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -121,5 +122,31 @@ def test_an_epoch_missing_past_the_wait_goes_on_with_what_is_there(redis_url: st
             assert a.held == 0 and partial == [1]
         finally:
             await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_pool_sync_waits_out_a_redis_that_does_not_answer(tmp_path: Path) -> None:
+    """Redis gone for a moment: the sync retries and writes what was published once Redis is back."""
+
+    port = stack.free_port()
+    first = stack.start_redis(port, tmp_path / "a")
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        pool = RedisPool(client, prefix="t:", topic="ev", partitions=2, backoff_max_s=0.2)
+        pool.publish(3, 0, b"x")
+        stack.stop_pid(first.pid, timeout=5, popen=first.popen)  # Redis goes away
+        task = asyncio.create_task(pool.sync())
+        await asyncio.sleep(1.0)
+        assert not task.done(), "the sync must wait for Redis, not fail the batch"
+        again = stack.start_redis(port, tmp_path / "b")
+        try:
+            await asyncio.wait_for(task, 30)
+            assert await client.hget(pool.key(3), "0") == b"x"
+        finally:
+            await client.aclose()
+            stack.stop_pid(again.pid, timeout=5, popen=again.popen)
 
     asyncio.run(run())
