@@ -36,7 +36,7 @@ PARTITIONS = 4
 DAY_MS = 86_400_000
 
 
-@pytest.mark.parametrize("ending", ["simulator-dates", "today", "alone"])
+@pytest.mark.parametrize("ending", ["simulator-dates", "today", "pooled"])
 def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
     ending: str,
     kafka_bootstrap: str,
@@ -57,15 +57,13 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
         # several batches per partition; a replay: event time only, so the final flush tick
         # (FINAL_HORIZON_MS past the last event, ahead of today's clock) is accepted
         worker={"batch_max_records": 500, "event_time_only": True},
-        # by default learning is pooled across the four partitions (6-hour epochs): the worker's
-        # partitions exchange their deltas through Redis, the backtest's in memory, with the same
-        # alerts; "alone": each partition learns on its own
-        detection={"pool_epoch_s": 0} if ending == "alone" else {},
+        # "pooled": learning pooled across the four partitions at 6-hour epochs (the worker's
+        # partitions exchange their deltas through Redis, the backtest's in memory), same alerts
+        detection={"pool_epoch_s": 21_600} if ending == "pooled" else {},
     )
     expected = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, engine_config(cfg))
     assert expected, "the scenario must produce alerts for this test to mean anything"
-    if ending == "simulator-dates":
-        assert cfg.detection.pool_epoch_s > 0
+    if ending == "pooled":
         alone_cfg = engine_config(settings_factory(detection={"pool_epoch_s": 0}))
         alone = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, alone_cfg)
         assert Counter(map(encode_alert, alone)) != Counter(map(encode_alert, expected)), "pooling must matter here"
