@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from logiwatch import redisconn
 from logiwatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,8 +57,18 @@ class KafkaConfig(_Section):
 
 
 class RedisConfig(_Section):
+    #: ``redis://host:port/db``, or ``redis+cluster://host:port[,host:port...]`` for Redis Cluster
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "lw:"
+
+    @model_validator(mode="after")
+    def _url_and_prefix(self) -> RedisConfig:
+        try:
+            redisconn.validate_url(self.url)
+            redisconn.check_prefix(self.key_prefix)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class StackConfig(_Section):

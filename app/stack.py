@@ -336,9 +336,12 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
 
     import redis
 
+    from logiwatch.errors import ConfigError
+    from logiwatch.redisconn import connect_sync
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    except ValueError:
+        client = connect_sync(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except (ValueError, ConfigError, redis.RedisError, OSError):
         return False
     try:
         return bool(client.ping())
@@ -351,22 +354,21 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
 def delete_redis_prefix(url: str, prefix: str) -> None:
     """Delete every Redis key under ``prefix`` (a run's or a test's).
 
-    Keys are found with SCAN, never KEYS, and deleted in batches, so a large
-    prefix does not block the server.
+    Keys are found with SCAN, never KEYS (on every primary of a cluster), and
+    deleted in batches, so a large prefix does not block the server.
     """
 
-    import redis
+    from logiwatch.redisconn import connect_sync, delete_keys, scan_keys
 
-    client = redis.Redis.from_url(url)
+    client = connect_sync(url)
     try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch: list[bytes | str] = []
+        for key in scan_keys(client, f"{prefix}*"):
             batch.append(key)
             if len(batch) >= 500:
-                client.delete(*batch)
+                delete_keys(client, batch)
                 batch.clear()
-        if batch:
-            client.delete(*batch)
+        delete_keys(client, batch)
     finally:
         client.close()
 

@@ -24,6 +24,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from logiwatch.config import Settings
+from logiwatch.redisconn import connect
 from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
 from logiwatch.streams.join import InnerEngine, JoinConfig
 from logiwatch.streams.metrics import WorkerMetrics
@@ -114,7 +115,7 @@ def build_worker(
         topic_allow_declare=True,
     )
     metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
-    client = aioredis.Redis.from_url(settings.redis.url, decode_responses=False)
+    client = connect(settings.redis.url, decode_responses=False)
     store = SnapshotStore(
         client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)
     )

@@ -1,12 +1,15 @@
 """Per-partition state snapshots in Redis, written before offsets are committed.
 
-Each events partition owns four keys under the configured prefix:
-``{prefix}parcels:{topic}:{partition}`` (hash: waybill -> the engine's
-serialised parcel state), ``{prefix}models:{topic}:{partition}`` (the
+Each events partition owns four keys under the configured prefix, all
+carrying the partition's hash tag ``{topic:partition}`` (so on Redis Cluster
+they live in one slot and share one transaction; :func:`partition_keys` is
+the one place that spells them):
+``{prefix}parcels:{topic:partition}`` (hash: waybill -> the engine's
+serialised parcel state), ``{prefix}models:{topic:partition}`` (the
 engine's clock, hub tracker and other small models),
-``{prefix}baselines:{topic}:{partition}`` (hash: one field per learned
+``{prefix}baselines:{topic:partition}`` (hash: one field per learned
 duration-baseline key; a checkpoint writes only the keys that changed) and
-``{prefix}offset:{topic}:{partition}`` (the next offset the snapshot has *not*
+``{prefix}offset:{topic:partition}`` (the next offset the snapshot has *not*
 applied). A checkpoint writes all four in ONE ``MULTI/EXEC`` pipeline, so a reader never sees parcels from one batch
 with the offset of another, fenced so that a snapshot never moves backwards. Redis trouble is retried with capped
 exponential backoff for as long as it lasts: the caller is the batch
@@ -26,12 +29,25 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, WatchError
 
+from logiwatch.redisconn import check_prefix, slot_tag
 from logiwatch.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def partition_keys(prefix: str, topic: str, partition: int) -> tuple[str, str, str, str]:
+    """The parcels, models, baselines and offset keys of one events partition (one slot).
+
+    >>> partition_keys("lw:", "ev", 3)[0]
+    'lw:parcels:{ev:3}'
+    """
+
+    tag = slot_tag(topic, partition)
+    return (f"{prefix}parcels:{tag}", f"{prefix}models:{tag}", f"{prefix}baselines:{tag}", f"{prefix}offset:{tag}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class SnapshotStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         prefix: str,
         metrics: WorkerMetrics | None = None,
         *,
@@ -63,7 +79,7 @@ class SnapshotStore:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.client = client
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.metrics = metrics
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -72,13 +88,7 @@ class SnapshotStore:
     def keys(self, topic: str, partition: int) -> tuple[str, str, str, str]:
         """The partition's parcels, models, baselines and offset keys."""
 
-        suffix = f"{topic}:{partition}"
-        return (
-            f"{self.prefix}parcels:{suffix}",
-            f"{self.prefix}models:{suffix}",
-            f"{self.prefix}baselines:{suffix}",
-            f"{self.prefix}offset:{suffix}",
-        )
+        return partition_keys(self.prefix, topic, partition)
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         delay = self.backoff_initial_s
