@@ -1,6 +1,11 @@
 """The append-only liability ledger in Redis, and its publication to Kafka.
 
-Keys under ``<redis.key_prefix>liability:``:
+Keys under ``<redis.key_prefix>liability:``, all in ONE Redis Cluster slot
+(hash tag ``{<prefix>ledger}``, spelled only by :func:`ledger_key`): the
+append script and the batch transaction write the stream, its idempotency
+keys, the totals and the parcels' charges together, atomically. Ledger
+traffic is one write per chargeable alert, far below the event rate, so one
+slot (one cluster node) carries it (docs/operations.md has the figures):
 
 * ``ledger``: a Redis stream; each entry's ``entry`` field is the JSON
   :class:`~logiwatch.alerts.liability.Entry`. Adjustments are new entries
@@ -25,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate, false_alarm_reversals
 from logiwatch.detectors.model import Alert, AnomalyType
+from logiwatch.redisconn import check_prefix
 
 _entry_dec = msgspec.json.Decoder(Entry)
 _charge_dec = msgspec.json.Decoder(Charge)
@@ -60,17 +66,36 @@ class Totals:
         return sum(self.by_party.values())
 
 
+def ledger_key(key_prefix: str, name: str) -> str:
+    """The ledger key ``name`` (``ledger``, ``keys``, ``totals``, ``parcel:<waybill>``...).
+
+    >>> ledger_key("lw:", "totals")
+    'lw:liability:{lw:ledger}totals'
+    """
+
+    return f"{check_prefix(key_prefix)}liability:{{{key_prefix}ledger}}{name}"
+
+
 class Ledger:
     """Applies the rules engine to alerts and appends the outcome."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, rules: RuleSet) -> None:
+    def __init__(self, client: Any, key_prefix: str, rules: RuleSet) -> None:
         self.r = client
-        self.p = f"{key_prefix}liability:"
+        self.prefix = check_prefix(key_prefix)
         self.rules = rules
         self._append = client.register_script(_APPEND)
+        self.cluster = isinstance(client, RedisCluster)
 
     def key(self, name: str) -> str:
-        return self.p + name
+        return ledger_key(self.prefix, name)
+
+    async def _queue_append(self, tx: Any, e: Entry) -> None:
+        keys = [self.key("keys"), self.key("ledger"), self.key("totals")]
+        args = [e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen]
+        if self.cluster:  # a cluster pipeline sends EVAL: its nodes may not hold the script's SHA
+            tx.eval(_APPEND, len(keys), *keys, *args)
+        else:
+            await self._append(keys=keys, args=args, client=tx)  # on a pipeline this only queues the EVALSHA
 
     async def charges(self, waybills: Iterable[str]) -> dict[str, Charge]:
         wbs = list(waybills)
@@ -145,11 +170,7 @@ class Ledger:
             return []
         tx = self.r.pipeline(transaction=True)
         for e in entries:
-            await self._append(  # on a pipeline this only queues the EVALSHA
-                keys=[self.key("keys"), self.key("ledger"), self.key("totals")],
-                args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
-                client=tx,
-            )
+            await self._queue_append(tx, e)
         for c in touched.values():
             tx.hset(self.key(f"parcel:{c.charge_key.split('|', 1)[0]}"), c.charge_key, _enc.encode(c))
         if new_incident_of:
@@ -174,11 +195,7 @@ class Ledger:
             return []
         tx = self.r.pipeline(transaction=True)
         for e in found:
-            await self._append(  # on a pipeline this only queues the EVALSHA
-                keys=[self.key("keys"), self.key("ledger"), self.key("totals")],
-                args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
-                client=tx,
-            )
+            await self._queue_append(tx, e)
         for c in updated:
             tx.hset(self.key(f"parcel:{wb}"), c.charge_key, _enc.encode(c))
         results = await tx.execute()

@@ -1,48 +1,63 @@
 """Redis persistence of the alert service.
 
-One :class:`AlertStore` per process, on ``redis.asyncio``. Keys live under
-``<redis.key_prefix>alerts:`` (``P`` below) except the detector-facing
-suppression sets:
+One :class:`AlertStore` per process, on ``redis.asyncio`` (one Redis) or its
+cluster client. :class:`AlertKeys` is the one place that spells the keys.
+They live under ``<redis.key_prefix>alerts:`` (``P`` below) except the
+detector-facing suppression sets, and each carries a hash tag naming its
+Redis Cluster slot: per alert (``{<alert id>}``), per receiver
+(``{<prefix>r:<receiver>}``), or the one index slot (``I`` =
+``{<prefix>alerts}``) for the sets that order and filter many alerts, since
+ZINTERSTORE needs all its sets in one slot:
 
-* ``P alert:<id>``: the :class:`AlertRecord` (msgspec JSON);
-  index sets ``P state:<state>``, ``P type:<type>``, ``P waybill:<id>``,
-  ``P incident:<incident id>`` (parcel alert ids grouped under it),
-  ``P incident-parcels:<incident id>`` (waybills), ``P incidents:open``;
-* ``P nlog``: the notification log, webhook-id -> :class:`Notification`;
-  a webhook-id is added once, ever, which is what stops re-notification;
-* ``P queue:<receiver>``: sorted set of webhook-ids by due time (ms);
-  ``P dead:<receiver>``: the dead-letter list; ``P disabled``: receivers
-  switched off by a 410;
-* ``P revisions:<alert id>``: the alert's revisions as they arrived (last 50);
-* ``P notifs:<alert id>``: the webhook-ids an alert caused (the parcel page's deliveries);
-* the CS queue (open and acknowledged parcel alerts, no incidents, see :data:`QUEUE_SORTS`):
-  sorted sets ``P q:<sort>`` (one score per sort order) and filter sets
-  ``P qf:<field>:<value>`` holding only queue members, so a page is a ZRANGE
-  or one ZINTERSTORE and the counts are SCARDs; ``P order:<order id>``
-  (all alerts of an order, for search); ``P incident-series:<id>`` (an
-  incident's revisions over time, for its chart);
-* ``P silences``, ``P escalation`` (alert id by due time), ``P feedback``
-  (stream of false-alarm reports), ``P false-alarms`` (count per type);
+* ``P alert:{<id>}``: the :class:`AlertRecord` (msgspec JSON);
+  ``P revisions:{<id>}``: the alert's revisions as they arrived (last 50);
+  ``P notifs:{<id>}``: webhook-id -> receiver of each notification the alert
+  caused (the parcel page's deliveries); ``P incident-series:{<id>}``: an
+  incident's revisions over time, for its chart;
+* ``P nlog:{<prefix>r:<receiver>}``: the receiver's notification log,
+  webhook-id -> :class:`Notification`; a webhook-id is added once, ever,
+  which is what stops re-notification; ``P queue:{..r:<receiver>}``: sorted
+  set of webhook-ids by due time (ms); ``P dead:{..r:<receiver>}``: the
+  dead-letter list;
+* in the index slot, ``P I state:<state>``, ``P I type:<type>``,
+  ``P I waybill:<id>``, ``P I incident:<incident id>`` (parcel alert ids
+  grouped under it), ``P I incident-parcels:<incident id>`` (waybills),
+  ``P I incidents:open``; the CS queue (open and acknowledged parcel alerts,
+  no incidents, see :data:`QUEUE_SORTS`): sorted sets ``P I q:<sort>`` and
+  filter sets ``P I qf:<field>:<value>`` holding only queue members, so a page
+  is a ZRANGE or one ZINTERSTORE and the counts are SCARDs; ``P I order:<order
+  id>`` (all alerts of an order, for search); ``P I disabled`` (receivers
+  switched off by a 410), ``P I silences``, ``P I escalation`` (alert id by
+  due time), ``P I feedback`` (stream of false-alarm reports), ``P I
+  false-alarms`` (count per type);
 * ``<redis.key_prefix>suppress:<alert_type>``: set of subjects (waybill, or
   hub for incidents) that customer service marked as false alarms, for the
   detectors to skip.
 
-An alert and the notifications it causes are written in one MULTI/EXEC, so
-the consumer may commit its offset as soon as :meth:`commit` returns.
+:meth:`AlertStore.commit_many` writes alerts and the notifications they cause
+so that the consumer may commit its offset as soon as it returns. On one
+Redis that is one MULTI/EXEC. On a cluster it is one MULTI/EXEC (or script)
+per slot, in an order that makes a crash anywhere harmless to a replay:
+first the notifications (added only if their webhook-id is new), then the
+indexes, last the alert record itself. A replay computes the same writes
+from the same stored record (each is a set, a sorted-set score or an
+idempotent add), so it finishes what the crash interrupted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence
 from logiwatch.detectors.model import Alert, AnomalyType
+from logiwatch.redisconn import check_prefix
 
 _rec_dec = msgspec.json.Decoder(AlertRecord)
 _notif_dec = msgspec.json.Decoder(Notification)
@@ -52,16 +67,18 @@ _alert_dec = msgspec.json.Decoder(Alert)
 MAX_REVISIONS = 50
 _enc = msgspec.json.Encoder()
 
-# Adds the notification to the log and the receiver's queue only if its id
-# is new: the log is the dedup that survives restarts and redeliveries.
+# Adds the notification to the receiver's log and queue only if its id is
+# new: the log is the dedup that survives restarts and redeliveries.
 _ENQUEUE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
   return 1
 end
 return 0
 """
+
+#: queues one command (or script call) on a pipeline
+Op = Callable[[Any], Awaitable[Any] | Any]
 
 
 #: (record, previous record, [(notification, due ms)], escalate at ms) for :meth:`AlertStore.commit_many`.
@@ -72,20 +89,120 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class AlertStore:
-    """Typed access to the alert keys; every method is one or two round trips."""
+class AlertKeys:
+    """The alert service's key layout (the one place that spells it), with each key's slot tag.
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str) -> None:
-        self.r = client
-        self.root = key_prefix
+    >>> k = AlertKeys("lw:")
+    >>> k.key("alert", "a1"), k.key("queue", "cs"), k.key("state", "open")
+    ('lw:alerts:alert:{a1}', 'lw:alerts:queue:{lw:r:cs}', 'lw:alerts:{lw:alerts}state:open')
+    """
+
+    #: kinds keyed by one alert id (its slot); kinds keyed by one receiver (its slot)
+    PER_ALERT = frozenset({"alert", "revisions", "notifs", "incident-series"})
+    PER_RECEIVER = frozenset({"nlog", "queue", "dead"})
+
+    def __init__(self, key_prefix: str) -> None:
+        self.root = check_prefix(key_prefix)
         self.p = f"{key_prefix}alerts:"
-        self._enqueue = client.register_script(_ENQUEUE)
+        self.index = "{" + key_prefix + "alerts}"
 
-    def key(self, *parts: str) -> str:
-        return self.p + ":".join(parts)
+    def key(self, kind: str, *parts: str) -> str:
+        # Ids go into the tag as they are: the text before the tag has no brace, so
+        # every key of one alert hashes the same text even if its id holds one.
+        if kind in self.PER_ALERT:
+            return f"{self.p}{kind}:{{{parts[0]}}}"
+        if kind in self.PER_RECEIVER:
+            return f"{self.p}{kind}:{{{self.root}r:{parts[0]}}}"
+        return self.p + self.index + ":".join((kind, *parts))
+
+    def receiver_of_queue(self, key: str) -> str:
+        """The receiver whose queue ``key`` is (for collectors that SCAN ``key("queue", "*")``)."""
+
+        return key.rsplit(f"{self.root}r:", 1)[-1].rstrip("}")
 
     def suppression_key(self, alert_type: str) -> str:
         return f"{self.root}suppress:{alert_type}"
+
+
+class AlertStore:
+    """Typed access to the alert keys; every method is one or two round trips."""
+
+    def __init__(self, client: Any, key_prefix: str) -> None:
+        self.r = client
+        self.keys = AlertKeys(key_prefix)
+        self.root = key_prefix
+        self.p = self.keys.p
+        self.cluster = isinstance(client, RedisCluster)
+        self._enqueue = client.register_script(_ENQUEUE)
+
+    def key(self, *parts: str) -> str:
+        return self.keys.key(*parts)
+
+    def suppression_key(self, alert_type: str) -> str:
+        return self.keys.suppression_key(alert_type)
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        # MGET needs one slot on a cluster; the cluster client splits it per node itself
+        return list(await (self.r.mget_nonatomic(keys) if self.cluster else self.r.mget(keys)))
+
+    async def _eval(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue the enqueue script; a cluster pipeline gets EVAL (its nodes may not hold the SHA)."""
+
+        if self.cluster:
+            pipe.eval(_ENQUEUE, len(keys), *keys, *args)
+        else:
+            await self._enqueue(keys=keys, args=args, client=pipe)  # only queues the EVALSHA
+
+    async def _index_tx(self, ops: Sequence[Op]) -> None:
+        """Temporary-key work in the index slot: one MULTI/EXEC on one Redis; on a cluster the
+        commands one by one (redis-py's async cluster transaction cannot queue ZINTERSTORE,
+        whose keys it looks up with a blocking call), each temporary key given its expiry first."""
+
+        if self.cluster:
+            for op in ops:
+                await op(self.r)
+            return
+        tx = self.r.pipeline(transaction=True)
+        for op in ops:
+            op(tx)
+        await tx.execute()
+
+    async def _transact(self, phases: Sequence[Sequence[Sequence[Op]]]) -> list[list[list[Any]]]:
+        """Run groups of ops, each group touching one slot; results per phase, per group.
+
+        One Redis: everything in one MULTI/EXEC, in order. A cluster: one
+        MULTI/EXEC per group, the groups of a phase concurrently, phase after phase.
+        """
+
+        if not self.cluster:
+            pipe = self.r.pipeline(transaction=True)
+            spans: list[list[tuple[int, int]]] = []
+            for phase in phases:
+                spans.append([])
+                for group in phase:
+                    start = len(pipe)
+                    for op in group:
+                        got = op(pipe)
+                        if isinstance(got, Awaitable):
+                            await got
+                    spans[-1].append((start, len(pipe)))
+            results = await pipe.execute() if len(pipe) else []
+            return [[results[a:b] for a, b in phase_spans] for phase_spans in spans]
+
+        async def one(group: Sequence[Op]) -> list[Any]:
+            if not group:
+                return []
+            async with self.r.pipeline(transaction=True) as pipe:
+                for op in group:
+                    got = op(pipe)
+                    if isinstance(got, Awaitable):
+                        await got
+                return list(await pipe.execute())
+
+        out = []
+        for phase in phases:
+            out.append(list(await asyncio.gather(*(one(g) for g in phase))))
+        return out
 
     # ----------------------------------------------------------------- alerts
 
@@ -97,7 +214,7 @@ class AlertStore:
         ids = list(alert_ids)
         if not ids:
             return []
-        raws = await self.r.mget([self.key("alert", i) for i in ids])
+        raws = await self._mget([self.key("alert", i) for i in ids])
         return [_rec_dec.decode(x) for x in raws if x]
 
     async def commit(
@@ -119,72 +236,88 @@ class AlertStore:
         ids = sorted(set(alert_ids))
         if not ids:
             return {}
-        raws = await self.r.mget([self.key("alert", i) for i in ids])
+        raws = await self._mget([self.key("alert", i) for i in ids])
         return {i: _rec_dec.decode(raw) for i, raw in zip(ids, raws, strict=True) if raw}
 
     async def commit_many(self, commits: Sequence[Commit]) -> list[list[bool]]:
-        """Several :meth:`commit` calls in one MULTI/EXEC (one round trip for a polled batch)."""
+        """Several :meth:`commit` calls at once: one MULTI/EXEC on one Redis, one per slot on a cluster.
 
-        pipe = self.r.pipeline(transaction=True)
-        spans: list[tuple[int, int]] = []
-        for record, previous, notifications, escalate_at_ms in commits:
-            n = self._queue_commit(pipe, record, previous, escalate_at_ms)
-            for notif, due_ms in notifications:
-                await self._enqueue(  # on a pipeline this only queues the EVALSHA; execute() runs it
-                    keys=[self.key("nlog"), self.key("queue", notif.receiver), self.key("notifs", notif.alert_id)],
-                    args=[notif.nid, _enc.encode(notif), due_ms],
-                    client=pipe,
-                )
-            spans.append((n, len(notifications)))
-        results = await pipe.execute()
-        out: list[list[bool]] = []
-        pos = 0
-        for n_ops, n_notifs in spans:
-            pos += n_ops
-            out.append([bool(x) for x in results[pos : pos + n_notifs]])
-            pos += n_notifs
+        Notifications first, then the indexes, the records last (see the module notes).
+        """
+
+        by_receiver: dict[str, list[tuple[int, int, Op]]] = {}
+        for ci, (_record, _previous, notifications, _esc) in enumerate(commits):
+            for ni, (notif, due_ms) in enumerate(notifications):
+                keys = [self.key("nlog", notif.receiver), self.key("queue", notif.receiver)]
+                args = [notif.nid, _enc.encode(notif), due_ms]
+                op = lambda pipe, keys=keys, args=args: self._eval(pipe, keys, args)  # noqa: E731
+                by_receiver.setdefault(notif.receiver, []).append((ci, ni, op))
+        receivers = sorted(by_receiver)
+        index = [self._index_op(record, previous, esc) for record, previous, _n, esc in commits]
+        alerts = [[self._alert_op(record, previous, notifications)] for record, previous, notifications, _e in commits]
+        queued, _indexed, _written = await self._transact(
+            [[[op for _c, _n, op in by_receiver[r]] for r in receivers], [index], alerts]
+        )
+        out: list[list[bool]] = [[False] * len(c[2]) for c in commits]
+        for receiver, results in zip(receivers, queued, strict=True):
+            for (ci, ni, _op), fresh in zip(by_receiver[receiver], results, strict=True):
+                out[ci][ni] = bool(fresh)
         return out
 
-    def _queue_commit(self, pipe: Any, record: AlertRecord, previous: AlertRecord | None, escalate_at_ms: int | None) -> int:
-        """Queue the record and its indexes on ``pipe``; returns how many commands were queued."""
+    def _alert_op(self, record: AlertRecord, previous: AlertRecord | None, notifications: Sequence[tuple[Notification, int]]) -> Op:
+        """The writes to the alert's own slot: its record, revisions, chart points and webhook-ids."""
 
         a = record.alert
         aid = a.alert_id
-        before = len(pipe.command_stack)
-        pipe.set(self.key("alert", aid), _enc.encode(record))
-        if previous is not None and previous.state != record.state:
-            pipe.srem(self.key("state", previous.state.value), aid)
-        pipe.sadd(self.key("state", record.state.value), aid)
-        pipe.sadd(self.key("type", a.alert_type.value), aid)
-        if a.waybill_id:
-            pipe.sadd(self.key("waybill", a.waybill_id), aid)
-        if a.incident_id and a.alert_type != AnomalyType.HUB_INCIDENT:
-            pipe.sadd(self.key("incident", a.incident_id), aid)
+
+        def op(pipe: Any) -> None:
+            if notifications:
+                pipe.hset(self.key("notifs", aid), mapping={n.nid: n.receiver for n, _due in notifications})
+            if a.alert_type == AnomalyType.HUB_INCIDENT:
+                point: dict[str, Any] = {"t": a.detected_at, "revision": a.revision, "parcels": len(a.affected_waybills), "severity": a.severity.value}
+                point.update({k: v for k, v in a.evidence.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+                pipe.zadd(self.key("incident-series", aid), {_enc.encode(point): a.detected_at})
+            if previous is None or (previous.alert.revision, previous.alert.status, previous.alert.severity) != (a.revision, a.status, a.severity):
+                # the parcel page's timeline shows every revision, not only the latest record
+                pipe.rpush(self.key("revisions", aid), _enc.encode(a))
+                pipe.ltrim(self.key("revisions", aid), -MAX_REVISIONS, -1)
+            pipe.set(self.key("alert", aid), _enc.encode(record))  # last: the commit point of a replay
+
+        return op
+
+    def _index_op(self, record: AlertRecord, previous: AlertRecord | None, escalate_at_ms: int | None) -> Op:
+        """The writes to the index slot: state, type, waybill, incident, order sets, the queue, escalation."""
+
+        a = record.alert
+        aid = a.alert_id
+
+        def op(pipe: Any) -> None:
+            if previous is not None and previous.state != record.state:
+                pipe.srem(self.key("state", previous.state.value), aid)
+            pipe.sadd(self.key("state", record.state.value), aid)
+            pipe.sadd(self.key("type", a.alert_type.value), aid)
             if a.waybill_id:
-                pipe.sadd(self.key("incident-parcels", a.incident_id), a.waybill_id)
-        if a.alert_type == AnomalyType.HUB_INCIDENT:
-            if a.affected_waybills:
-                pipe.sadd(self.key("incident-parcels", aid), *a.affected_waybills)
-            if record.state == AlertState.RESOLVED:
-                pipe.srem(self.key("incidents:open"), aid)
-            else:
-                pipe.sadd(self.key("incidents:open"), aid)
-        if a.order_id:
-            pipe.sadd(self.key("order", a.order_id), aid)
-        if a.alert_type.value == "hub_incident":
-            point: dict[str, Any] = {"t": a.detected_at, "revision": a.revision, "parcels": len(a.affected_waybills), "severity": a.severity.value}
-            point.update({k: v for k, v in a.evidence.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-            pipe.zadd(self.key("incident-series", aid), {_enc.encode(point): a.detected_at})
-        self._queue_index(pipe, record, previous)
-        if previous is None or (previous.alert.revision, previous.alert.status, previous.alert.severity) != (a.revision, a.status, a.severity):
-            # the parcel page's timeline shows every revision, not only the latest record
-            pipe.rpush(self.key("revisions", aid), _enc.encode(a))
-            pipe.ltrim(self.key("revisions", aid), -MAX_REVISIONS, -1)
-        if record.state == AlertState.RESOLVED or record.state == AlertState.ACKNOWLEDGED:
-            pipe.zrem(self.key("escalation"), aid)
-        elif escalate_at_ms is not None:
-            pipe.zadd(self.key("escalation"), {aid: escalate_at_ms}, nx=True)
-        return len(pipe.command_stack) - before
+                pipe.sadd(self.key("waybill", a.waybill_id), aid)
+            if a.incident_id and a.alert_type != AnomalyType.HUB_INCIDENT:
+                pipe.sadd(self.key("incident", a.incident_id), aid)
+                if a.waybill_id:
+                    pipe.sadd(self.key("incident-parcels", a.incident_id), a.waybill_id)
+            if a.alert_type == AnomalyType.HUB_INCIDENT:
+                if a.affected_waybills:
+                    pipe.sadd(self.key("incident-parcels", aid), *a.affected_waybills)
+                if record.state == AlertState.RESOLVED:
+                    pipe.srem(self.key("incidents:open"), aid)
+                else:
+                    pipe.sadd(self.key("incidents:open"), aid)
+            if a.order_id:
+                pipe.sadd(self.key("order", a.order_id), aid)
+            self._queue_index(pipe, record, previous)
+            if record.state == AlertState.RESOLVED or record.state == AlertState.ACKNOWLEDGED:
+                pipe.zrem(self.key("escalation"), aid)
+            elif escalate_at_ms is not None:
+                pipe.zadd(self.key("escalation"), {aid: escalate_at_ms}, nx=True)
+
+        return op
 
     def _queue_index(self, pipe: Any, record: AlertRecord, previous: AlertRecord | None) -> None:
         """Keep the queue's sorted sets and filter sets in step with the record (same transaction)."""
@@ -228,25 +361,29 @@ class AlertStore:
         tmp = self.key("tmp", uuid.uuid4().hex)
         source = zkey
         if sets or search:
-            tx = self.r.pipeline(transaction=True)
+            ops: list[Op] = []
             if search:
-                tx.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)])
+                ops.append(lambda c: c.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)]))
+                ops.append(lambda c: c.expire(tmp + ":s", 60))
                 sets.append(tmp + ":s")
-            tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
-            tx.expire(tmp, 60)  # a crashed request leaves nothing behind for long
-            tx.delete(tmp + ":s")
-            await tx.execute()
+            weights = {zkey: 1, **dict.fromkeys(sets, 0)}
+            ops.append(lambda c: c.zinterstore(tmp, weights))
+            ops.append(lambda c: c.expire(tmp, 60))  # a crashed request leaves nothing behind for long
+            ops.append(lambda c: c.delete(tmp + ":s"))
+            await self._index_tx(ops)
             source = tmp
         try:
             if aged and bands is None:
                 # lateness/amount scores say nothing of age: bound by the age set, then re-score
-                tx = self.r.pipeline(transaction=True)
-                tx.zinterstore(tmp, {self.key("q", "age"): 1, source: 0})
-                tx.zremrangebyscore(tmp, "-inf", f"({lo}" if lo is not None else "-inf")
-                tx.zremrangebyscore(tmp, f"({hi}" if hi is not None else "+inf", "+inf")
-                tx.zinterstore(tmp, {tmp: 0, zkey: 1})
-                tx.expire(tmp, 60)
-                await tx.execute()
+                aged_from = source
+                await self._index_tx([
+                    lambda c: c.zinterstore(tmp, {self.key("q", "age"): 1, aged_from: 0}),
+                    lambda c: c.expire(tmp, 60),
+                    lambda c: c.zremrangebyscore(tmp, "-inf", f"({lo}" if lo is not None else "-inf"),
+                    lambda c: c.zremrangebyscore(tmp, f"({hi}" if hi is not None else "+inf", "+inf"),
+                    lambda c: c.zinterstore(tmp, {tmp: 0, zkey: 1}),
+                    lambda c: c.expire(tmp, 60),
+                ])
                 source, bands = tmp, None
             ids, total = await self._page(source, bands, descending, offset, limit)
         finally:
@@ -311,11 +448,17 @@ class AlertStore:
             return []
         pipe = self.r.pipeline(transaction=False)
         for aid in ids:
-            pipe.smembers(self.key("notifs", aid))
-        nids = sorted({_s(n) for got in await pipe.execute() for n in got})
-        if not nids:
+            pipe.hgetall(self.key("notifs", aid))
+        by_receiver: dict[str, set[str]] = {}
+        for got in await pipe.execute():
+            for nid, receiver in got.items():
+                by_receiver.setdefault(_s(receiver), set()).add(_s(nid))
+        if not by_receiver:
             return []
-        raws = await self.r.hmget(self.key("nlog"), nids)
+        pipe = self.r.pipeline(transaction=False)
+        for receiver, nids in sorted(by_receiver.items()):
+            pipe.hmget(self.key("nlog", receiver), sorted(nids))
+        raws = [raw for got in await pipe.execute() for raw in got]
         return sorted((_notif_dec.decode(r) for r in raws if r), key=lambda n: (n.created_ms, n.nid))
 
     async def revisions(self, alert_ids: Iterable[str]) -> dict[str, list[Alert]]:
@@ -400,8 +543,8 @@ class AlertStore:
 
     # ----------------------------------------------------------------- notifications
 
-    async def notification(self, nid: str) -> Notification | None:
-        raw = await self.r.hget(self.key("nlog"), nid)
+    async def notification(self, nid: str, receiver: str) -> Notification | None:
+        raw = await self.r.hget(self.key("nlog", receiver), nid)
         return _notif_dec.decode(raw) if raw else None
 
     async def due(self, receiver: str, now: int, limit: int = 16) -> list[str]:
@@ -419,19 +562,19 @@ class AlertStore:
 
     async def reschedule(self, notif: Notification, due_ms: int) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
+        pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
         pipe.zadd(self.key("queue", notif.receiver), {notif.nid: due_ms})
         await pipe.execute()
 
     async def delivered(self, notif: Notification) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
+        pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
         pipe.zrem(self.key("queue", notif.receiver), notif.nid)
         await pipe.execute()
 
     async def dead_letter(self, notif: Notification) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
+        pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
         pipe.zrem(self.key("queue", notif.receiver), notif.nid)
         pipe.rpush(self.key("dead", notif.receiver), notif.nid)
         await pipe.execute()
@@ -448,7 +591,7 @@ class AlertStore:
             raw = await self.r.lpop(self.key("dead", receiver))
             if raw is None:
                 break
-            notif = await self.notification(_s(raw))
+            notif = await self.notification(_s(raw), receiver)
             if notif is None:
                 continue
             notif.attempts = 0
@@ -490,16 +633,17 @@ class AlertStore:
         a = record.alert
         subject = a.waybill_id or a.node_id or a.alert_id
         first = await self.r.sadd(self.key("false-alarm-ids"), a.alert_id)
+        await self.r.sadd(self.suppression_key(a.alert_type.value), subject)  # its own slot
+        if not first:
+            return False
         pipe = self.r.pipeline(transaction=True)
-        pipe.sadd(self.suppression_key(a.alert_type.value), subject)
-        if first:
-            pipe.xadd(
-                self.key("feedback"),
-                {"alert_id": a.alert_id, "alert_type": a.alert_type.value, "subject": subject, "by": by, "note": note[:500]},
-            )
-            pipe.hincrby(self.key("false-alarms"), a.alert_type.value, 1)
+        pipe.xadd(
+            self.key("feedback"),
+            {"alert_id": a.alert_id, "alert_type": a.alert_type.value, "subject": subject, "by": by, "note": note[:500]},
+        )
+        pipe.hincrby(self.key("false-alarms"), a.alert_type.value, 1)
         await pipe.execute()
-        return bool(first)
+        return True
 
     async def counts(self) -> dict[str, Any]:
         """Open alerts per (type, severity) and open incidents, for the scrape-time collector."""

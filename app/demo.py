@@ -347,12 +347,11 @@ NOTIFY_TYPES = tuple(t.value for t in AnomalyType if t != AnomalyType.PREDICTED_
 
 
 async def _totals(settings: Settings) -> dict[str, Any]:
-    import redis.asyncio as aioredis
-
     from logiwatch.alerts.ledger import Ledger
     from logiwatch.alerts.liability import load_rules
+    from logiwatch.redisconn import connect
 
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = connect(settings.redis.url)
     try:
         t = await Ledger(client, settings.redis.key_prefix, load_rules(settings.alerts.liability_rules_file)).totals()
     finally:

@@ -149,12 +149,7 @@ def scan_keys(client: Any, match: str, count: int = 1000) -> Iterator[bytes | st
 
     if isinstance(client, RedisCluster):
         for node in client.get_primaries():
-            cursor = 0
-            while True:
-                cursor, keys = client.scan(cursor=cursor, match=match, count=count, target_nodes=node)
-                yield from keys
-                if cursor == 0:
-                    break
+            yield from client.get_redis_connection(node).scan_iter(match=match, count=count)
         return
     yield from client.scan_iter(match=match, count=count)
 
