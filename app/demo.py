@@ -52,7 +52,9 @@ from logiwatch import stack
 from logiwatch.config import Settings
 from logiwatch.detectors.model import AnomalyType, ScanEvent
 from logiwatch.errors import ConfigError, LogiwatchError
+from logiwatch.redisconn import redact
 from logiwatch.streams.metrics import WorkerCounters, parse_worker_metrics, sum_samples
+from logiwatch.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -86,6 +88,8 @@ SAMPLE_FIRST, SAMPLE_EVERY = 10, 50
 DRAIN_TIMEOUT_S = 60.0
 #: At most this long for queued notifications after the alerts are recorded.
 NOTIFY_DRAIN_S = 10.0
+#: how long past --duration the demo may take to drain and clean up before its watchdog ends it
+DEADLINE_GRACE_S = 30.0
 START_TIMEOUT_S = 60.0
 
 
@@ -763,7 +767,13 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
     # kafka-python warns when one of its I/O tasks runs >100 ms; on a busy
     # 2-core machine running the whole pipeline that is expected, not news.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    # The backstop of --duration (and of a broker or Redis that goes away): see logiwatch.watchdog.
+    watchdog = Watchdog("demo", options.duration, grace_s=DEADLINE_GRACE_S, log=lambda line: print(line, flush=True))
+    watchdog.start()
     services = stack.find_services(settings, _demo_log)
+    watchdog.watch(f"the broker at {services.bootstrap}", lambda: stack.broker_reachable(services.bootstrap))
+    watchdog.watch(f"the Redis at {redact(services.redis_url)}", lambda: stack.redis_reachable(services.redis_url))
+    watchdog.start()
     live = Live()
     try:
         run_id = uuid.uuid4().hex[:8]
@@ -779,6 +789,7 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         worker: Worker | None = None
         try:
             worker = Worker(rs, Path(rs.stack.state_dir) / "demo-worker.log", options.config)
+            watchdog.on_exit(worker.popen.kill)
             asyncio.run(LiveRun(options, plan, rs, worker, live).run())
         finally:
             if worker is not None:
@@ -787,6 +798,7 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
             _cleanup(rs, print)
     finally:
         services.close(settings, _demo_log)
+        watchdog.close()
     lines, missing = _summary(live)
     print("\n".join(lines), flush=True)
     if missing and not live.hurried:

@@ -690,14 +690,34 @@ class Services:
             stack_down(settings, log=log)
 
 
+def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    """True if the first bootstrap address accepts a TCP connection (a cheap liveness probe)."""
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host or LOOPBACK, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+#: appended to the line that names a service this run did not start
+_WATCHED = "which this run did not start: watching it, the run stops if it goes away"
+
+
 def _redis_for(
     settings: Settings, recorded: str | None, log: Callable[[str], None]
 ) -> tuple[str, RunningProcess | None]:
+    from logiwatch.redisconn import redact
+
     if recorded and redis_reachable(recorded):
+        log(f"using the Redis at {redact(recorded)}, {_WATCHED}")
         return recorded, None
     url, proc = ensure_redis(preferred_redis_url(settings), free_port(), Path(settings.stack.state_dir))
     if proc is not None:
         log(f"started redis-server at {url} for this run")
+    else:
+        log(f"using the Redis at {redact(url)}, {_WATCHED}")
     return url, proc
 
 
@@ -707,18 +727,18 @@ def find_services(settings: Settings, log: Callable[[str], None] = print) -> Ser
     status = {s.name: s for s in stack_status(settings)}
     kafka = status.get("kafka")
     if kafka is not None and kafka.running:
-        log(f"reusing the running stack (kafka {kafka.url})")
+        log(f"reusing the running stack's broker at {kafka.url}, {_WATCHED}")
         redis = status.get("redis")
         url, proc = _redis_for(settings, redis.url if redis and redis.running else None, log)
         return Services(kafka.url, url, own_redis=proc)
-    host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
     try:
         # A cheap connect first: probing a dead address with a Kafka client takes seconds.
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
+        if not broker_reachable(settings.kafka.bootstrap):
+            raise LogiwatchError("no broker")
         wait_for_kafka(settings.kafka.bootstrap, timeout=5.0)
     except (OSError, ValueError, LogiwatchError):
         urls = stack_up(settings, log=log)
         return Services(urls["kafka"], urls["redis"], started_stack=True)
-    log(f"using the broker at {settings.kafka.bootstrap}")
+    log(f"using the broker at {settings.kafka.bootstrap}, {_WATCHED}")
     url, proc = _redis_for(settings, None, log)
     return Services(settings.kafka.bootstrap, url, own_redis=proc)
