@@ -2,8 +2,9 @@
 
 Keys under ``<redis.key_prefix>liability:``, all in ONE Redis Cluster slot
 (hash tag ``{<prefix>ledger}``, spelled only by :func:`ledger_key`): the
-append script and the batch transaction write the stream, its idempotency
-keys, the totals and the parcels' charges together, atomically. Ledger
+append script writes the stream, its idempotency key and the totals
+atomically; on one Redis the batch's appends and the parcels' charges share
+one MULTI/EXEC, on a cluster the appends go first and the charges after. Ledger
 traffic is one write per chargeable alert, far below the event rate, so one
 slot (one cluster node) carries it (docs/operations.md has the figures):
 
@@ -34,7 +35,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate, false_alarm_reversals
 from logiwatch.detectors.model import Alert, AnomalyType
-from logiwatch.redisconn import check_prefix
+from logiwatch.redisconn import CommandRecorder, check_prefix, queue_slot_batch
 
 _entry_dec = msgspec.json.Decoder(Entry)
 _charge_dec = msgspec.json.Decoder(Charge)
@@ -168,16 +169,42 @@ class Ledger:
                 touched[c.charge_key] = c
         if not entries and not touched and not new_incident_of:
             return []
-        tx = self.r.pipeline(transaction=True)
-        for e in entries:
-            await self._queue_append(tx, e)
+        hsets: list[tuple[str, dict[Any, Any]]] = []
         for c in touched.values():
-            tx.hset(self.key(f"parcel:{c.charge_key.split('|', 1)[0]}"), c.charge_key, _enc.encode(c))
+            hsets.append((self.key(f"parcel:{c.charge_key.split('|', 1)[0]}"), {c.charge_key: _enc.encode(c)}))
         if new_incident_of:
             # parcels whose own alerts arrive later (without the incident id) are exempted too
-            tx.hset(self.key("incident-of"), mapping=new_incident_of)
-        results = await tx.execute()
-        return [e for e, ok in zip(entries, results[: len(entries)], strict=True) if ok]
+            hsets.append((self.key("incident-of"), new_incident_of))
+        appended = await self._write(entries, hsets)
+        return [e for e, ok in zip(entries, appended, strict=True) if ok]
+
+    async def _write(self, entries: list[Entry], hsets: list[tuple[str, dict[Any, Any]]]) -> list[bool]:
+        """Append ``entries`` and write the charges: one MULTI/EXEC, or on a cluster the appends
+        (each an atomic script, a no-op for a key already there) then the charges in one script,
+        so a crash in between is repaired by the replay of the same alerts."""
+
+        if not self.cluster:
+            tx = self.r.pipeline(transaction=True)
+            for e in entries:
+                await self._queue_append(tx, e)
+            for key, mapping in hsets:
+                tx.hset(key, mapping=mapping)
+            results = await tx.execute()
+            return [bool(x) for x in results[: len(entries)]]
+        appended: list[Any] = []
+        if entries:
+            pipe = self.r.pipeline(transaction=False)
+            for e in entries:
+                await self._queue_append(pipe, e)
+            appended = list(await pipe.execute())
+        if hsets:
+            rec: Any = CommandRecorder()  # redis-py's typing wants a client; recording needs none
+            for key, mapping in hsets:
+                rec.hset(key, mapping=mapping)
+            pipe = self.r.pipeline(transaction=False)
+            queue_slot_batch(pipe, rec.commands)
+            await pipe.execute()
+        return [bool(x) for x in appended]
 
     async def reverse_false_alarm(self, alert: Alert, note: str, at_ms: int) -> list[Entry]:
         """Append the reversals of what ``alert`` charged (CS marked it a false alarm).
@@ -193,13 +220,9 @@ class Ledger:
         found, updated = false_alarm_reversals(alert.alert_id, standing, await self.entries(waybill=wb), note, at_ms)
         if not found and not updated:
             return []
-        tx = self.r.pipeline(transaction=True)
-        for e in found:
-            await self._queue_append(tx, e)
-        for c in updated:
-            tx.hset(self.key(f"parcel:{wb}"), c.charge_key, _enc.encode(c))
-        results = await tx.execute()
-        return [e for e, ok in zip(found, results[: len(found)], strict=True) if ok]
+        hsets = [(self.key(f"parcel:{wb}"), {c.charge_key: _enc.encode(c) for c in updated})] if updated else []
+        appended = await self._write(found, hsets)
+        return [e for e, ok in zip(found, appended, strict=True) if ok]
 
     async def entries(self, since_ms: int | None = None, until_ms: int | None = None, waybill: str | None = None) -> list[Entry]:
         out: list[Entry] = []

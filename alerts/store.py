@@ -46,7 +46,6 @@ idempotent add), so it finishes what the crash interrupted.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -57,7 +56,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence
 from logiwatch.detectors.model import Alert, AnomalyType
-from logiwatch.redisconn import check_prefix
+from logiwatch.redisconn import CommandRecorder, check_prefix, queue_slot_batch
 
 _rec_dec = msgspec.json.Decoder(AlertRecord)
 _notif_dec = msgspec.json.Decoder(Notification)
@@ -153,6 +152,20 @@ class AlertStore:
         else:
             await self._enqueue(keys=keys, args=args, client=pipe)  # only queues the EVALSHA
 
+    async def _atomic(self, op: Op) -> None:
+        """``op``'s commands (keys of one slot) atomically: MULTI/EXEC, or one slot-batch script on a cluster."""
+
+        if self.cluster:
+            rec = CommandRecorder()
+            op(rec)
+            pipe = self.r.pipeline(transaction=False)
+            queue_slot_batch(pipe, rec.commands)
+            await pipe.execute()
+            return
+        tx = self.r.pipeline(transaction=True)
+        op(tx)
+        await tx.execute()
+
     async def _index_tx(self, ops: Sequence[Op]) -> None:
         """Temporary-key work in the index slot: one MULTI/EXEC on one Redis; on a cluster the
         commands one by one (redis-py's async cluster transaction cannot queue ZINTERSTORE,
@@ -170,8 +183,9 @@ class AlertStore:
     async def _transact(self, phases: Sequence[Sequence[Sequence[Op]]]) -> list[list[list[Any]]]:
         """Run groups of ops, each group touching one slot; results per phase, per group.
 
-        One Redis: everything in one MULTI/EXEC, in order. A cluster: one
-        MULTI/EXEC per group, the groups of a phase concurrently, phase after phase.
+        One Redis: everything in one MULTI/EXEC, in order. A cluster: each group
+        one atomic script call (see :data:`logiwatch.redisconn.SLOT_BATCH_SCRIPT`),
+        the groups of a phase in one pipeline, phase after phase.
         """
 
         if not self.cluster:
@@ -189,19 +203,38 @@ class AlertStore:
             results = await pipe.execute() if len(pipe) else []
             return [[results[a:b] for a, b in phase_spans] for phase_spans in spans]
 
-        async def one(group: Sequence[Op]) -> list[Any]:
-            if not group:
-                return []
-            async with self.r.pipeline(transaction=True) as pipe:
-                for op in group:
-                    got = op(pipe)
-                    if isinstance(got, Awaitable):
-                        await got
-                return list(await pipe.execute())
-
-        out = []
+        out: list[list[list[Any]]] = []
         for phase in phases:
-            out.append(list(await asyncio.gather(*(one(g) for g in phase))))
+            # One pipeline per phase (one round trip per node); each group is one atomic call:
+            # its scripts as they are, or its commands wrapped in one slot-batch script.
+            pipe = self.r.pipeline(transaction=False)
+            shapes: list[int | None] = []
+            for group in phase:
+                rec = CommandRecorder()
+                for op in group:
+                    queued = op(rec)
+                    if isinstance(queued, Awaitable):
+                        await queued
+                if rec.commands and all(c[0] == "EVAL" for c in rec.commands):
+                    for c in rec.commands:
+                        pipe.execute_command(*c)
+                    shapes.append(len(rec.commands))
+                elif rec.commands:
+                    queue_slot_batch(pipe, rec.commands)
+                    shapes.append(None)
+                else:
+                    shapes.append(0)
+            results = list(await pipe.execute()) if len(pipe) else []
+            per_group: list[list[Any]] = []
+            pos = 0
+            for shape in shapes:
+                if shape is None:
+                    per_group.append(list(results[pos]))
+                    pos += 1
+                else:
+                    per_group.append(results[pos : pos + shape])
+                    pos += shape
+            out.append(per_group)
         return out
 
     # ----------------------------------------------------------------- alerts
@@ -561,23 +594,26 @@ class AlertStore:
         await self.r.zrem(self.key("queue", receiver), nid)
 
     async def reschedule(self, notif: Notification, due_ms: int) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
-        pipe.zadd(self.key("queue", notif.receiver), {notif.nid: due_ms})
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
+            pipe.zadd(self.key("queue", notif.receiver), {notif.nid: due_ms})
+
+        await self._atomic(op)
 
     async def delivered(self, notif: Notification) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
-        pipe.zrem(self.key("queue", notif.receiver), notif.nid)
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
+            pipe.zrem(self.key("queue", notif.receiver), notif.nid)
+
+        await self._atomic(op)
 
     async def dead_letter(self, notif: Notification) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
-        pipe.zrem(self.key("queue", notif.receiver), notif.nid)
-        pipe.rpush(self.key("dead", notif.receiver), notif.nid)
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
+            pipe.zrem(self.key("queue", notif.receiver), notif.nid)
+            pipe.rpush(self.key("dead", notif.receiver), notif.nid)
+
+        await self._atomic(op)
 
     async def dead_letters(self, receiver: str) -> list[str]:
         got = await self.r.lrange(self.key("dead", receiver), 0, -1)
@@ -636,13 +672,12 @@ class AlertStore:
         await self.r.sadd(self.suppression_key(a.alert_type.value), subject)  # its own slot
         if not first:
             return False
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(
-            self.key("feedback"),
-            {"alert_id": a.alert_id, "alert_type": a.alert_type.value, "subject": subject, "by": by, "note": note[:500]},
-        )
-        pipe.hincrby(self.key("false-alarms"), a.alert_type.value, 1)
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            fields = {"alert_id": a.alert_id, "alert_type": a.alert_type.value, "subject": subject, "by": by, "note": note[:500]}
+            pipe.xadd(self.key("feedback"), fields)
+            pipe.hincrby(self.key("false-alarms"), a.alert_type.value, 1)
+
+        await self._atomic(op)
         return True
 
     async def counts(self) -> dict[str, Any]:

@@ -38,6 +38,28 @@ from logiwatch.streams.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The checkpoint as one script, for Redis Cluster (redis-py's asyncio cluster
+# transactions run every queued command through a thread of their own): the
+# same fence (an offset never moves back) and the same writes, atomically.
+# ARGV: offset, has-models flag, models, then three counted lists (deleted
+# waybills; parcel field/value pairs; baseline field/value pairs).
+_CHECKPOINT = """
+local cur = redis.call('GET', KEYS[4])
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+local i = 4
+local cmds = {{'HDEL', KEYS[1]}, {'HSET', KEYS[1]}, {'HSET', KEYS[3]}}
+for _, cmd in ipairs(cmds) do
+  local n = tonumber(ARGV[i])
+  for j = 1, n, 1000 do
+    redis.call(cmd[1], cmd[2], unpack(ARGV, i + j, i + math.min(j + 999, n)))
+  end
+  i = i + n + 1
+end
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('SET', KEYS[4], ARGV[1])
+return 1
+"""
+
 
 def partition_keys(prefix: str, topic: str, partition: int) -> tuple[str, str, str, str]:
     """The parcels, models, baselines and offset keys of one events partition (one slot).
@@ -149,7 +171,17 @@ class SnapshotStore:
         parcels_key, models_key, baselines_key, offset_key = self.keys(topic, partition)
         started = time.perf_counter()
 
+        async def _save_script() -> bool:
+            argv: list[Any] = [offset, 0 if models is None else 1, models or b"", len(deletes), *deletes]
+            argv += [2 * len(upserts), *(x for kv in upserts.items() for x in kv)]
+            base = baselines or {}
+            argv += [2 * len(base), *(x for kv in base.items() for x in kv)]
+            keys = [parcels_key, models_key, baselines_key, offset_key]
+            return bool(await self.client.eval(_CHECKPOINT, len(keys), *keys, *argv))
+
         async def _save() -> bool:
+            if isinstance(self.client, RedisCluster):
+                return await _save_script()
             async with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
