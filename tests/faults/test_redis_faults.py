@@ -96,7 +96,7 @@ class PersistentRedis:
 
         client = redis.Redis.from_url(self.url, socket_timeout=5)
         try:
-            return {k.decode().rsplit(":", 1)[1]: int(client.get(k) or -1) for k in client.scan_iter(match=pattern)}
+            return {k.decode().rsplit(":", 1)[1].rstrip("}"): int(client.get(k) or -1) for k in client.scan_iter(match=pattern)}
         finally:
             client.close()
 
@@ -192,7 +192,7 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         topic_ids = {decode_alert(raw).alert_id for raw in got}
         wait_until(lambda: svc.consumed() >= len(got), 60, what="alert service consumed the topic")
         wait_until(lambda: all(q["queued"] == 0 for q in svc.receivers().values()), 60, what="deliveries drained")
-        snapshot_offsets = store.offsets(f"{cfg.redis.key_prefix}*offset:{ev_topic}:*")
+        snapshot_offsets = store.offsets(f"{cfg.redis.key_prefix}*offset:{{{ev_topic}:*")
         listed = svc.get("/api/alerts?limit=5000")
         queues = svc.receivers()
         assert worker.alive() and svc.alive(), f"{worker.log_text()[-800:]}\n{svc.log_tail()}"

@@ -6,18 +6,27 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from logiwatch import stack
+from logiwatch.redisconn import connect
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import Snapshot, SnapshotStore
 from tests.helpers import wait_until
 
 
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """Every test here runs on one Redis and on a 3-master Redis Cluster."""
+
+    return redis_url_both
+
+
 def test_snapshot_round_trips_parcels_models_baselines_and_offset(redis_url: str, redis_prefix: str) -> None:
     async def scenario() -> tuple[Snapshot, Snapshot]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         store = SnapshotStore(client, redis_prefix)
         try:
             empty = await store.load("events", 2)
@@ -86,7 +95,7 @@ def test_checkpoint_waits_out_a_redis_outage_instead_of_failing(tmp_path: Path) 
 
 def test_a_stale_worker_cannot_move_a_snapshot_backwards(redis_url: str, redis_prefix: str) -> None:
     async def scenario() -> tuple[bool, bool, Snapshot]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         store = SnapshotStore(client, redis_prefix)
         try:
             newer = await store.save(
