@@ -43,6 +43,17 @@ T = TypeVar("T")
 # same fence (an offset never moves back) and the same writes, atomically.
 # ARGV: offset, has-models flag, models, then three counted lists (deleted
 # waybills; parcel field/value pairs; baseline field/value pairs).
+# KEYS[1..4]: the untagged (pre-cluster) keys, KEYS[5..8] the tagged ones. Renames
+# the old checkpoint only if it has an offset and the new layout has none yet.
+_ADOPT_LEGACY = """
+if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('EXISTS', KEYS[8]) == 1 then return 0 end
+local n = 0
+for i = 1, 4 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RENAME', KEYS[i], KEYS[i + 4]); n = n + 1 end
+end
+return n
+"""
+
 _CHECKPOINT = """
 local cur = redis.call('GET', KEYS[4])
 if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
@@ -133,6 +144,8 @@ class SnapshotStore:
             return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
 
         async def _load() -> Snapshot:
+            if not isinstance(self.client, RedisCluster):
+                await self._adopt_legacy(topic, partition)
             # One MULTI/EXEC so the four keys come from the same checkpoint.
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(parcels_key)
@@ -148,6 +161,14 @@ class SnapshotStore:
             )
 
         return await self._retry("load", _load)
+
+    async def _adopt_legacy(self, topic: str, partition: int) -> None:
+        """Rename a checkpoint written before the keys carried hash tags (one Redis only), once."""
+
+        legacy = [k.replace("{", "").replace("}", "") for k in self.keys(topic, partition)]
+        moved = await self.client.eval(_ADOPT_LEGACY, 8, *legacy, *self.keys(topic, partition))
+        if moved:
+            log.info("%s[%d]: adopted the checkpoint from the untagged key layout (%d keys renamed)", topic, partition, moved)
 
     async def save(
         self,
