@@ -63,6 +63,10 @@ N_ALERTS = 40
 LEASES = {"deliver:cs", "escalate", "liability"}
 
 
+def redis_kind(url: str) -> str:
+    return "cluster" if url.startswith("redis+cluster") else "single"
+
+
 def alerts() -> list[Alert]:
     return [stall(i, severity=Severity.INFO, promised_delivery_by=T0 - HOUR) for i in range(N_ALERTS)]
 
@@ -239,7 +243,7 @@ def test_sigkill_of_the_delivering_instance_mid_delivery_loses_nothing_and_fires
             pair.close()
     assert 0 < delivered_at_kill < 3 * N_ALERTS, "the kill did not fall mid-delivery"
     assert takeover_s <= LEASE_TTL_S * 4 / 3 + 1.0, f"takeover took {takeover_s:.1f} s"
-    figures("alerts_ha_sigkill", lease_ttl_s=LEASE_TTL_S, takeover_s=round(takeover_s, 2), delivered_at_kill=delivered_at_kill, **out)
+    figures("alerts_ha_sigkill", redis=redis_kind(redis_url), lease_ttl_s=LEASE_TTL_S, takeover_s=round(takeover_s, 2), delivered_at_kill=delivered_at_kill, **out)
 
 
 def test_an_instance_paused_past_its_lease_writes_nothing_after_the_takeover(
@@ -275,6 +279,7 @@ def test_an_instance_paused_past_its_lease_writes_nothing_after_the_takeover(
     assert 0 < delivered_at_pause < 3 * N_ALERTS, "the pause did not fall mid-delivery"
     figures(
         "alerts_ha_sigstop",
+        redis=redis_kind(redis_url),
         lease_ttl_s=LEASE_TTL_S,
         paused_s=round(resumed_at - paused_at, 1),
         takeover_s=round(takeover_s, 2),
