@@ -123,6 +123,11 @@ class SnapshotStore:
 
         return partition_keys(self.prefix, topic, partition)
 
+    async def retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` retried like the store's own calls (the pooled-learning exchange uses it)."""
+
+        return await self._retry(what, call)
+
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         delay = self.backoff_initial_s
         while True:
