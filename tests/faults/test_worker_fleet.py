@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from logiwatch.config import Settings
+from logiwatch.config import Settings, engine_config
 from logiwatch.detectors.codec import decode_alert, encode_alert
-from logiwatch.detectors.engine import EngineConfig
 from logiwatch.detectors.model import AlertStatus, AnomalyType
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
 from logiwatch.sim.traffic import generate
@@ -71,7 +70,7 @@ def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_referen
         kafka={"topics": {"events": ev, "alerts": al, "dlq": dlq}, "worker_group": f"g-{ev}", "session_timeout_ms": 6000},
         worker={"batch_max_records": 200, "event_time_only": True},
     )
-    conf = EngineConfig(allowed_lateness_ms=cfg.worker.allowed_lateness_ms)
+    conf = engine_config(cfg)  # the workers' own detection settings (learning pooled by default)
     expected = {encode_alert(a) for a in run_partitioned(records, PARTITIONS, conf)}  # type: ignore[arg-type]
     s1, s2 = len(records) // 3, 2 * len(records) // 3
     before_last = {encode_alert(a) for a in run_partitioned(records[:s2], PARTITIONS, conf)}  # type: ignore[arg-type]
