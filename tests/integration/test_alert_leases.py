@@ -25,12 +25,12 @@ from logiwatch.alerts.ha import LeaseKeeper, Work
 from logiwatch.alerts.lease import FENCED, FRESH, HANDOVER, TAKEOVER, Lease, LeaseLost, Leases
 from logiwatch.alerts.ledger import Ledger
 from logiwatch.alerts.liability import RuleSet
-from logiwatch.alerts.metrics import AlertMetrics
+from logiwatch.alerts.metrics import AlertMetrics, RedisCollector
 from logiwatch.alerts.model import FIRING as FIRING_KIND
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification
 from logiwatch.alerts.pipeline import Pipeline
 from logiwatch.alerts.store import AlertStore, now_ms
-from logiwatch.redisconn import connect
+from logiwatch.redisconn import connect, connect_sync
 from tests.integration.test_alert_service_harness import routes, stall
 
 TTL_S = 1.0
@@ -265,3 +265,27 @@ def test_a_batch_decided_on_a_record_that_changed_before_its_write_is_decided_ag
         assert rec.alert.revision == 1 and decision.outcome.value == "update"
 
     run(redis_url, body)
+
+
+def test_the_scrape_shows_each_leases_owner_and_token_from_its_slot_tagged_keys(redis_url: str, redis_prefix: str) -> None:
+    async def body(r: aioredis.Redis) -> None:
+        a, b = Leases(r, redis_prefix, "a", TTL_S), Leases(r, redis_prefix, "b", TTL_S)
+        assert await a.acquire("deliver:cs") is not None and await a.acquire("escalate") is not None
+        released = await b.acquire("liability")
+        assert released is not None
+        await b.release(released[0])
+        again = await b.acquire("liability")  # a handover: token 2
+        assert again is not None and again[0].token == 2
+        await a.heartbeat()  # the members set shares the key space and must not show up as a lease
+
+    run(redis_url, body)
+    registry = CollectorRegistry()
+    client = connect_sync(redis_url)
+    try:
+        registry.register(RedisCollector(client, redis_prefix))
+        owners = {(s.labels["lease"], s.labels["owner"]) for m in registry.collect() for s in m.samples if s.name == "logiwatch_alerts_lease_owner"}
+        tokens = {s.labels["lease"]: s.value for m in registry.collect() for s in m.samples if s.name == "logiwatch_alerts_lease_token"}
+    finally:
+        client.close()
+    assert owners == {("deliver:cs", "a"), ("escalate", "a"), ("liability", "b")}
+    assert tokens == {"deliver:cs": 1, "escalate": 1, "liability": 2}
