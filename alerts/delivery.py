@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a worker sleeps at most between looks at its queue.
 POLL_S = 0.2
+#: how long a queued notification may wait for its alert record before it is a dead letter
+RECORD_GRACE_MS = 30_000
 
 
 class TokenBucket:
@@ -185,11 +187,16 @@ class Deliverer:
             log.warning("delivery to %s: booking of %s refused (%s); queue handed over", receiver.name, nid, exc)
 
     async def _attempt(self, session: aiohttp.ClientSession, receiver: Receiver, nid: str, lease: Lease) -> None:
-        notif = await self.store.notification(nid)
+        notif = await self.store.notification(nid, receiver.name)
         if notif is None or notif.delivered_ms is not None:
             await self.store.unqueue(receiver.name, nid, lease)
             return
         rec = await self.store.get(notif.alert_id)
+        if rec is None and now_ms() - notif.created_ms < RECORD_GRACE_MS:
+            # On Redis Cluster the notification is queued just before its alert's
+            # record is written (AlertStore.commit_many): look again shortly.
+            await self.store.reschedule(notif, now_ms() + 500, lease)
+            return
         if rec is None:
             notif.last_error = "alert record missing"
             await self.store.dead_letter(notif, lease)

@@ -5,16 +5,19 @@ partitions are split by the Kafka consumer group; the work that is not tied
 to a partition (each receiver's delivery and retry queue, the escalation
 timers, the liability publisher) is owned through a lease per piece:
 
-* ``<P>lease:{<P>lease:<name>}`` holds ``"<token>|<owner>"`` with a TTL
+* ``<P>alerts:lease:<tag><name>`` holds ``"<token>|<owner>"`` with a TTL
   (``alerts.lease_ttl_s``); ``...:fence`` beside it (same hash tag, so each
   lease's script stays in one Redis Cluster slot) is the counter that gives
-  every acquisition a new, larger token;
+  every acquisition a new, larger token. The tag is the slot of what the lease
+  guards (:func:`lease_key`), so on a cluster each fenced write is one script;
 * every Redis write made under a lease goes through :meth:`Lease.begin`:
   WATCH the fence counter, check that the lease still holds this holder's
   token and that the counter has not moved past it, then MULTI/EXEC. If
   another instance took the lease in between (which INCRs the counter), EXEC
   refuses (``WatchError``), so a paused or partitioned ex-owner can never
-  write after a takeover, whatever its own clock says. The counter, not the
+  write after a takeover, whatever its own clock says. On a Redis Cluster the
+  same two values are checked inside the write's own one-slot script instead
+  (:meth:`Lease.checks`, :mod:`logiwatch.alerts.fencing`). The counter, not the
   lease key, is watched because renewals (PEXPIRE) touch the lease key and
   would abort the holder's own transactions;
 * effects outside Redis (a webhook POST, a Kafka send) cannot be fenced:
@@ -35,8 +38,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import WatchError
 
+from logiwatch.alerts.ledger import ledger_tag
+from logiwatch.alerts.store import AlertKeys
 from logiwatch.errors import LogiwatchError
 
 # KEYS: lease, fence counter. ARGV: owner, ttl ms.
@@ -131,6 +137,11 @@ class Lease:
         # a tenth of the TTL is kept as margin against the time a renewal takes
         self.deadline = since + self.ttl_s * 0.9
 
+    def checks(self) -> list[tuple[str, Any]]:
+        """On a cluster: what must still hold for a write under this lease (see :mod:`logiwatch.alerts.fencing`)."""
+
+        return [(self.key, self.value), (self.fence_key, str(self.token))]
+
     async def begin(self, client: aioredis.Redis) -> Any:
         """A MULTI pipeline that EXEC refuses (``WatchError``) once another instance holds the lease.
 
@@ -149,15 +160,28 @@ class Lease:
 
 
 def lease_key(key_prefix: str, name: str) -> str:
-    """The lease's key; the hash tag keeps it and its fence counter in one Cluster slot.
+    """The lease's key; its hash tag keeps it and its fence counter in the Cluster slot of what
+    it guards: ``deliver:<receiver>`` the receiver's queue and log, ``escalate`` the index
+    (the escalation timers), ``liability`` the ledger (its publication cursor); others their own.
 
     >>> lease_key("lw:", "deliver:cs")
-    'lw:alerts:lease:{lw:lease:deliver:cs}'
+    'lw:alerts:lease:{lw:r:cs}deliver:cs'
+    >>> lease_key("lw:", "escalate"), lease_key("lw:", "alertmanager")
+    ('lw:alerts:lease:{lw:alerts}escalate', 'lw:alerts:lease:{lw:lease:alertmanager}alertmanager')
     """
 
     if "{" in name or "}" in name:
         raise ValueError(f"lease name {name!r} must not contain braces")
-    return f"{key_prefix}alerts:lease:{{{key_prefix}lease:{name}}}"
+    kind, _, arg = name.partition(":")
+    if kind == "deliver" and arg:
+        tag = AlertKeys(key_prefix).tag("queue", arg)
+    elif name == "escalate":
+        tag = AlertKeys(key_prefix).tag("escalation")
+    elif name == "liability":
+        tag = ledger_tag(key_prefix)
+    else:
+        tag = f"{{{key_prefix}lease:{name}}}"
+    return f"{key_prefix}alerts:lease:{tag}{name}"
 
 
 def fair_share(leases: int, members: int) -> int:
@@ -173,17 +197,21 @@ def fair_share(leases: int, members: int) -> int:
 class Leases:
     """Acquire, renew and release leases for one instance (``owner``)."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, owner: str, ttl_s: float) -> None:
+    def __init__(self, client: Any, key_prefix: str, owner: str, ttl_s: float) -> None:
         if "|" in owner:
             raise ValueError(f"instance id {owner!r} must not contain '|'")
         self.r = client
         self.prefix = key_prefix
         self.owner = owner
         self.ttl_s = ttl_s
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._heartbeat = client.register_script(_HEARTBEAT)
+        self.cluster = isinstance(client, RedisCluster)
+        self._scripts = {s: client.register_script(s) for s in (_ACQUIRE, _RENEW, _RELEASE, _HEARTBEAT)}
+
+    async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        # a cluster gets EVAL: its nodes may not hold a registered script's SHA
+        if self.cluster:
+            return await self.r.eval(script, len(keys), *keys, *args)
+        return await self._scripts[script](keys=keys, args=args)
 
     @property
     def ttl_ms(self) -> int:
@@ -200,7 +228,7 @@ class Leases:
 
         key = self.key(name)
         t0 = time.monotonic()
-        token, how = await self._acquire(keys=[key, key + ":fence"], args=[self.owner, self.ttl_ms])  # see Lease.fence_key
+        token, how = await self._run(_ACQUIRE, [key, key + ":fence"], [self.owner, self.ttl_ms])  # see Lease.fence_key
         if not token:
             return None
         lease = Lease(name, key, int(token), self.owner, self.ttl_s)
@@ -209,7 +237,7 @@ class Leases:
 
     async def renew(self, lease: Lease) -> bool:
         t0 = time.monotonic()
-        ok = bool(await self._renew(keys=[lease.key], args=[lease.value, self.ttl_ms]))
+        ok = bool(await self._run(_RENEW, [lease.key], [lease.value, self.ttl_ms]))
         if ok:
             lease.extend(t0)
         else:
@@ -218,12 +246,12 @@ class Leases:
 
     async def release(self, lease: Lease) -> None:
         lease.lost = True
-        await self._release(keys=[lease.key], args=[lease.value, self.ttl_ms])
+        await self._run(_RELEASE, [lease.key], [lease.value, self.ttl_ms])
 
     async def heartbeat(self) -> list[str]:
         """Mark this instance alive; the instances seen alive within one TTL, sorted."""
 
-        got = await self._heartbeat(keys=[self.members_key()], args=[self.owner, self.ttl_ms])
+        got = await self._run(_HEARTBEAT, [self.members_key()], [self.owner, self.ttl_ms])
         return sorted(_s(m) for m in got)
 
     async def leave(self) -> None:
@@ -232,7 +260,8 @@ class Leases:
     async def holders(self, names: list[str]) -> dict[str, tuple[int, str]]:
         """name -> (token, owner) of the leases currently held (for status and tests)."""
 
-        raws = await self.r.mget([self.key(n) for n in names]) if names else []
+        keys = [self.key(n) for n in names]
+        raws = (await (self.r.mget_nonatomic(keys) if self.cluster else self.r.mget(keys))) if names else []
         out: dict[str, tuple[int, str]] = {}
         for name, raw in zip(names, raws, strict=True):
             tok, _, own = _s(raw).partition("|") if raw else ("0", "", "")

@@ -1,6 +1,12 @@
 """The append-only liability ledger in Redis, and its publication to Kafka.
 
-Keys under ``<redis.key_prefix>liability:``:
+Keys under ``<redis.key_prefix>liability:``, all in ONE Redis Cluster slot
+(hash tag ``{<prefix>ledger}``, spelled only by :func:`ledger_key`): the
+append script writes the stream, its idempotency key and the totals
+atomically; on one Redis the batch's appends and the parcels' charges share
+one MULTI/EXEC, on a cluster the appends go first and the charges after. Ledger
+traffic is one write per chargeable alert, far below the event rate, so one
+slot (one cluster node) carries it (docs/operations.md has the figures):
 
 * ``ledger``: a Redis stream; each entry's ``entry`` field is the JSON
   :class:`~logiwatch.alerts.liability.Entry`. Adjustments are new entries
@@ -25,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from logiwatch.alerts.fencing import Guard, execute, queue_checked_batch
 from logiwatch.alerts.ledger_index import LedgerIndex, index_keys
 from logiwatch.alerts.liability import Charge, Entry, RuleSet, evaluate, false_alarm_reversals
-from logiwatch.alerts.store import Guard
 from logiwatch.detectors.model import Alert, AnomalyType
+from logiwatch.redisconn import CommandRecorder, check_prefix, queue_slot_batch
 
 _entry_dec = msgspec.json.Decoder(Entry)
 _charge_dec = msgspec.json.Decoder(Charge)
@@ -63,19 +70,44 @@ class Totals:
         return sum(self.by_party.values())
 
 
+def ledger_tag(key_prefix: str) -> str:
+    """The hash tag of the ledger's one slot (the liability publisher's lease is tagged with it too)."""
+
+    return f"{{{check_prefix(key_prefix)}ledger}}"
+
+
+def ledger_key(key_prefix: str, name: str) -> str:
+    """The ledger key ``name`` (``ledger``, ``keys``, ``totals``, ``parcel:<waybill>``...).
+
+    >>> ledger_key("lw:", "totals")
+    'lw:liability:{lw:ledger}totals'
+    """
+
+    return f"{check_prefix(key_prefix)}liability:{ledger_tag(key_prefix)}{name}"
+
+
 class Ledger:
     """Applies the rules engine to alerts and appends the outcome."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, rules: RuleSet) -> None:
+    def __init__(self, client: Any, key_prefix: str, rules: RuleSet) -> None:
         self.r = client
-        self.p = f"{key_prefix}liability:"
+        self.prefix = check_prefix(key_prefix)
         self.rules = rules
         self._append = client.register_script(_APPEND)
+        self.cluster = isinstance(client, RedisCluster)
         #: entries by parcel and by cited alert/incident (alerts/ledger_index.py)
         self.index = LedgerIndex(client, self.key)
 
     def key(self, name: str) -> str:
-        return self.p + name
+        return ledger_key(self.prefix, name)
+
+    async def _queue_append(self, tx: Any, e: Entry) -> None:
+        keys = [self.key("keys"), self.key("ledger"), self.key("totals"), *index_keys(self.key, e)]
+        args = [e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen]
+        if self.cluster:  # a cluster pipeline sends EVAL: its nodes may not hold the script's SHA
+            tx.eval(_APPEND, len(keys), *keys, *args)
+        else:
+            await self._append(keys=keys, args=args, client=tx)  # on a pipeline this only queues the EVALSHA
 
     async def charges(self, waybills: Iterable[str]) -> dict[str, Charge]:
         wbs = list(waybills)
@@ -148,20 +180,42 @@ class Ledger:
                 touched[c.charge_key] = c
         if not entries and not touched and not new_incident_of:
             return []
-        tx = self.r.pipeline(transaction=True)
-        for e in entries:
-            await self._append(  # on a pipeline this only queues the EVALSHA
-                keys=[self.key("keys"), self.key("ledger"), self.key("totals"), *index_keys(self.key, e)],
-                args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
-                client=tx,
-            )
+        hsets: list[tuple[str, dict[Any, Any]]] = []
         for c in touched.values():
-            tx.hset(self.key(f"parcel:{c.charge_key.split('|', 1)[0]}"), c.charge_key, _enc.encode(c))
+            hsets.append((self.key(f"parcel:{c.charge_key.split('|', 1)[0]}"), {c.charge_key: _enc.encode(c)}))
         if new_incident_of:
             # parcels whose own alerts arrive later (without the incident id) are exempted too
-            tx.hset(self.key("incident-of"), mapping=new_incident_of)
-        results = await tx.execute()
-        return [e for e, ok in zip(entries, results[: len(entries)], strict=True) if ok]
+            hsets.append((self.key("incident-of"), new_incident_of))
+        appended = await self._write(entries, hsets)
+        return [e for e, ok in zip(entries, appended, strict=True) if ok]
+
+    async def _write(self, entries: list[Entry], hsets: list[tuple[str, dict[Any, Any]]]) -> list[bool]:
+        """Append ``entries`` and write the charges: one MULTI/EXEC, or on a cluster the appends
+        (each an atomic script, a no-op for a key already there) then the charges in one script,
+        so a crash in between is repaired by the replay of the same alerts."""
+
+        if not self.cluster:
+            tx = self.r.pipeline(transaction=True)
+            for e in entries:
+                await self._queue_append(tx, e)
+            for key, mapping in hsets:
+                tx.hset(key, mapping=mapping)
+            results = await tx.execute()
+            return [bool(x) for x in results[: len(entries)]]
+        appended: list[Any] = []
+        if entries:
+            pipe = self.r.pipeline(transaction=False)
+            for e in entries:
+                await self._queue_append(pipe, e)
+            appended = list(await pipe.execute())
+        if hsets:
+            rec: Any = CommandRecorder()  # redis-py's typing wants a client; recording needs none
+            for key, mapping in hsets:
+                rec.hset(key, mapping=mapping)
+            pipe = self.r.pipeline(transaction=False)
+            queue_slot_batch(pipe, rec.commands)
+            await pipe.execute()
+        return [bool(x) for x in appended]
 
     async def reverse_false_alarm(self, alert: Alert, note: str, at_ms: int) -> list[Entry]:
         """Append the reversals of what ``alert`` charged (CS marked it a false alarm).
@@ -177,17 +231,9 @@ class Ledger:
         found, updated = false_alarm_reversals(alert.alert_id, standing, await self.entries(waybill=wb), note, at_ms)
         if not found and not updated:
             return []
-        tx = self.r.pipeline(transaction=True)
-        for e in found:
-            await self._append(  # on a pipeline this only queues the EVALSHA
-                keys=[self.key("keys"), self.key("ledger"), self.key("totals"), *index_keys(self.key, e)],
-                args=[e.key, e.entry_id, _enc.encode(e), f"{e.party}|{e.rule_id}", e.amount_fen],
-                client=tx,
-            )
-        for c in updated:
-            tx.hset(self.key(f"parcel:{wb}"), c.charge_key, _enc.encode(c))
-        results = await tx.execute()
-        return [e for e, ok in zip(found, results[: len(found)], strict=True) if ok]
+        hsets = [(self.key(f"parcel:{wb}"), {c.charge_key: _enc.encode(c) for c in updated})] if updated else []
+        appended = await self._write(found, hsets)
+        return [e for e, ok in zip(found, appended, strict=True) if ok]
 
     async def entries(self, since_ms: int | None = None, until_ms: int | None = None, waybill: str | None = None) -> list[Entry]:
         if waybill is not None and since_ms is None and until_ms is None:
@@ -238,9 +284,15 @@ class Ledger:
         if guard is None:
             await self.r.set(self.key("published"), last_id)
             return
-        pipe = await guard.begin(self.r)
-        pipe.set(self.key("published"), last_id)
-        await pipe.execute()
+        if not self.cluster:
+            pipe = await guard.begin(self.r)
+            pipe.set(self.key("published"), last_id)
+            await pipe.execute()
+            return
+        # the publisher's lease is tagged with the ledger's slot (lease.lease_key): one checked script
+        pipe = self.r.pipeline(transaction=False)
+        queue_checked_batch(pipe, guard.checks(), [("SET", self.key("published"), last_id)])
+        await execute(pipe)
 
 
 def _raw(fields: Any) -> bytes:

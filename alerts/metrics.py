@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from logiwatch.redisconn import scan_keys
+
 
 class AlertMetrics:
     """The service's own counters (one instance per registry)."""
@@ -91,9 +93,12 @@ class RedisCollector(Collector):
     """Scrape-time gauges for values kept in Redis."""
 
     def __init__(self, client: redis.Redis, key_prefix: str) -> None:
+        from logiwatch.alerts.ledger import ledger_key
+        from logiwatch.alerts.store import AlertKeys
+
         self.r = client
-        self.p = f"{key_prefix}alerts:"
-        self.lp = f"{key_prefix}liability:"
+        self.keys = AlertKeys(key_prefix)
+        self.totals_key = ledger_key(key_prefix, "totals")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         import msgspec
@@ -102,14 +107,17 @@ class RedisCollector(Collector):
 
         dec = msgspec.json.Decoder(AlertRecord)
         open_g = GaugeMetricFamily("logiwatch_alerts_open", "Open or acknowledged alerts.", labels=["type", "severity"])
-        ids = set(self.r.smembers(self.p + "state:open")) | set(self.r.smembers(self.p + "state:acknowledged"))
+        k = self.keys.key
+        ids = set(self.r.smembers(k("state", "open"))) | set(self.r.smembers(k("state", "acknowledged")))
         per: dict[tuple[str, str], int] = {}
         # CS leads slice open alerts by region and carrier (logistics dashboard);
         # both label sets are bounded by the network, never by parcels.
         per_region: dict[str, int] = {}
         per_carrier: dict[str, int] = {}
-        keys = [self.p + "alert:" + (i.decode() if isinstance(i, bytes) else i) for i in ids]
-        for raw in self.r.mget(keys) if keys else []:
+        keys = [k("alert", i.decode() if isinstance(i, bytes) else i) for i in ids]
+        # the alerts live in many slots: the cluster client's MGET goes node by node
+        mget = getattr(self.r, "mget_nonatomic", self.r.mget)
+        for raw in mget(keys) if keys else []:
             if raw:
                 a = dec.decode(raw).alert
                 per[(a.alert_type.value, a.severity.value)] = per.get((a.alert_type.value, a.severity.value), 0) + 1
@@ -131,20 +139,20 @@ class RedisCollector(Collector):
             by_carrier.add_metric([carrier], n)
         yield by_carrier
         inc = GaugeMetricFamily("logiwatch_alerts_incidents_open", "Open hub incidents.")
-        inc.add_metric([], int(self.r.scard(self.p + "incidents:open")))
+        inc.add_metric([], int(self.r.scard(k("incidents:open"))))
         yield inc
         amount = GaugeMetricFamily(
             "logiwatch_liability_amount_yuan", "Net liability in the ledger, by party and rule.", labels=["party", "rule"]
         )
-        for k, v in sorted(self.r.hgetall(self.lp + "totals").items()):
-            key = k.decode() if isinstance(k, bytes) else k
+        for field, v in sorted(self.r.hgetall(self.totals_key).items()):
+            key = field.decode() if isinstance(field, bytes) else field
             party, _, rule = key.partition("|")
             amount.add_metric([party, rule], int(v) / 100)  # stored in fen
         yield amount
         queue = GaugeMetricFamily("logiwatch_alerts_queue_depth", "Notifications waiting per receiver.", labels=["receiver"])
-        for k in self.r.scan_iter(match=self.p + "queue:*", count=100):
-            key = k.decode() if isinstance(k, bytes) else k
-            queue.add_metric([key.rsplit(":", 1)[1]], int(self.r.zcard(key)))
+        for found in scan_keys(self.r, k("queue", "*"), count=100):  # per node on a cluster
+            key = found.decode() if isinstance(found, bytes) else found
+            queue.add_metric([self.keys.receiver_of_queue(key)], int(self.r.zcard(key)))
         yield queue
         yield from self._leases()
 
@@ -153,18 +161,18 @@ class RedisCollector(Collector):
 
         owner = GaugeMetricFamily("logiwatch_alerts_lease_owner", "1 for the instance holding each lease.", labels=["lease", "owner"])
         token = GaugeMetricFamily("logiwatch_alerts_lease_token", "Fencing token of each lease's last acquisition.", labels=["lease"])
-        root = self.p.removesuffix("alerts:")
-        start = len(f"{self.p}lease:{{{root}lease:")  # keys are <P>alerts:lease:{<P>lease:<name>} (lease.lease_key)
-        for k in self.r.scan_iter(match=self.p + "lease:{*", count=100):
+        # keys are <P>alerts:lease:<tag><name> and ...:fence (lease.lease_key); the name has no brace
+        for k in scan_keys(self.r, self.keys.p + "lease:{*", count=100):  # per node on a cluster
             key = k.decode() if isinstance(k, bytes) else k
-            if key.endswith("}:fence"):
-                name = key[start:-len("}:fence")]
-                raw = self.r.get(key)
-                token.add_metric([name], int(raw or 0))
-            elif key.endswith("}"):
-                raw = self.r.get(key)
-                tok, _, who = (raw.decode() if isinstance(raw, bytes) else str(raw or "")).partition("|")
-                if tok not in ("", "0"):
-                    owner.add_metric([key[start:-1], who], 1)
+            name = key.rpartition("}")[2]
+            if not name or name.startswith(":"):  # the members set
+                continue
+            raw = self.r.get(key)
+            if name.endswith(":fence"):
+                token.add_metric([name.removesuffix(":fence")], int(raw or 0))
+                continue
+            tok, _, who = (raw.decode() if isinstance(raw, bytes) else str(raw or "")).partition("|")
+            if tok not in ("", "0"):
+                owner.add_metric([name, who], 1)
         yield owner
         yield token

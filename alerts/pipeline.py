@@ -173,12 +173,18 @@ class Pipeline:
     async def _process_once(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
         ids = sorted({a.alert_id for a in alerts})
         keys = [self.store.key("alert", i) for i in ids]
+        if self.store.cluster:
+            # no WATCH on a cluster: the records read are checked again inside each record's
+            # one-slot write (logiwatch.alerts.fencing), and once before the batch writes anything
+            raws = await self.store.raw_records(ids)
+            known = {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
+            return await self._decide_and_commit(alerts, now, known, _Watched(None, list(zip(keys, raws, strict=True))))
         pipe = self.store.r.pipeline(transaction=True)
         try:
             await pipe.watch(*keys)
             raws = await pipe.mget(keys)
             known = {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
-            return await self._decide_and_commit(alerts, now, known, _Watched(pipe))
+            return await self._decide_and_commit(alerts, now, known, _Watched(pipe, []))
         finally:
             await pipe.reset()
 
@@ -274,10 +280,15 @@ class Pipeline:
 
 
 class _Watched:
-    """The guard of a batch: its pipeline already WATCHes the records the batch was decided on."""
+    """The guard of a batch: on one Redis its pipeline already WATCHes the records the batch was
+    decided on; on a cluster it checks them (key, value read, None if absent) in the writes."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, read: list[tuple[str, Any]]) -> None:
         self.pipe = pipe
+        self.read = read
+
+    def checks(self) -> list[tuple[str, Any]]:
+        return self.read
 
     async def begin(self, client: Any) -> Any:
         self.pipe.multi()

@@ -34,7 +34,6 @@ from functools import partial
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from aiohttp import web
 from kafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
@@ -56,6 +55,7 @@ from logiwatch.detectors.codec import decode_alert
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.model import Alert
 from logiwatch.errors import ConfigError, LogiwatchError
+from logiwatch.redisconn import connect, connect_sync, redact
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ class AlertService:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = AlertMetrics(self.registry)
-        self.redis = aioredis.Redis.from_url(settings.redis.url)
-        self.sync_redis = redis.Redis.from_url(settings.redis.url)
+        self.redis = connect(settings.redis.url)
+        self.sync_redis = connect_sync(settings.redis.url)
         self.registry.register(RedisCollector(self.sync_redis, settings.redis.key_prefix))
         self.store = AlertStore(self.redis, settings.redis.key_prefix)
         self.pipeline = Pipeline(self.store, routing)
@@ -359,9 +359,9 @@ def serve(settings: Settings) -> int:
 
     routing, rules = load_config(settings)
     try:
-        redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3).ping()
-    except redis.exceptions.RedisError as exc:
-        raise ConfigError(f"cannot reach Redis at {settings.redis.url}: {exc} (start it with 'logiwatch stack up')") from None
+        connect_sync(settings.redis.url, socket_connect_timeout=3).ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise ConfigError(f"cannot reach Redis at {redact(settings.redis.url)}: {exc} (start it with 'logiwatch stack up')") from None
     _check_broker(settings.kafka.bootstrap)
 
     async def main() -> None:

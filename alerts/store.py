@@ -1,49 +1,68 @@
 """Redis persistence of the alert service.
 
-One :class:`AlertStore` per process, on ``redis.asyncio``. Keys live under
-``<redis.key_prefix>alerts:`` (``P`` below) except the detector-facing
-suppression sets:
+One :class:`AlertStore` per process, on ``redis.asyncio`` (one Redis) or its
+cluster client. :class:`AlertKeys` is the one place that spells the keys.
+They live under ``<redis.key_prefix>alerts:`` (``P`` below) except the
+detector-facing suppression sets, and each carries a hash tag naming its
+Redis Cluster slot: per alert (``{<alert id>}``), per receiver
+(``{<prefix>r:<receiver>}``), or the one index slot (``I`` =
+``{<prefix>alerts}``) for the sets that order and filter many alerts, since
+ZINTERSTORE needs all its sets in one slot:
 
-* ``P alert:<id>``: the :class:`AlertRecord` (msgspec JSON);
-  index sets ``P state:<state>``, ``P type:<type>``, ``P waybill:<id>``,
-  ``P incident:<incident id>`` (parcel alert ids grouped under it),
-  ``P incident-parcels:<incident id>`` (waybills), ``P incidents:open``;
-* ``P nlog``: the notification log, webhook-id -> :class:`Notification`;
-  a webhook-id is added once, ever, which is what stops re-notification;
-* ``P queue:<receiver>``: sorted set of webhook-ids by due time (ms);
-  ``P dead:<receiver>``: the dead-letter list; ``P disabled``: receivers
-  switched off by a 410;
-* ``P revisions:<alert id>``: the alert's revisions as they arrived (last 50);
-* ``P notifs:<alert id>``: the webhook-ids an alert caused (the parcel page's deliveries);
-* the CS queue (open and acknowledged parcel alerts, no incidents, see :data:`QUEUE_SORTS`):
-  sorted sets ``P q:<sort>`` (one score per sort order) and filter sets
-  ``P qf:<field>:<value>`` holding only queue members, so a page is a ZRANGE
-  or one ZINTERSTORE and the counts are SCARDs; ``P order:<order id>``
-  (all alerts of an order, for search); ``P incident-series:<id>`` (an
-  incident's revisions over time, for its chart);
-* ``P changes``: a counter bumped by every commit (the console's live updates);
-* ``P silences``, ``P escalation`` (alert id by due time), ``P feedback``
-  (stream of false-alarm reports), ``P false-alarms`` (count per type);
+* ``P alert:{<id>}``: the :class:`AlertRecord` (msgspec JSON);
+  ``P revisions:{<id>}``: the alert's revisions as they arrived (last 50);
+  ``P notifs:{<id>}``: webhook-id -> receiver of each notification the alert
+  caused (the parcel page's deliveries); ``P incident-series:{<id>}``: an
+  incident's revisions over time, for its chart;
+* ``P nlog:{<prefix>r:<receiver>}``: the receiver's notification log,
+  webhook-id -> :class:`Notification`; a webhook-id is added once, ever,
+  which is what stops re-notification; ``P queue:{..r:<receiver>}``: sorted
+  set of webhook-ids by due time (ms); ``P dead:{..r:<receiver>}``: the
+  dead-letter list;
+* in the index slot, ``P I state:<state>``, ``P I type:<type>``,
+  ``P I waybill:<id>``, ``P I incident:<incident id>`` (parcel alert ids
+  grouped under it), ``P I incident-parcels:<incident id>`` (waybills),
+  ``P I incidents:open``; the CS queue (open and acknowledged parcel alerts,
+  no incidents, see :data:`QUEUE_SORTS`): sorted sets ``P I q:<sort>`` and
+  filter sets ``P I qf:<field>:<value>`` holding only queue members, so a page
+  is a ZRANGE or one ZINTERSTORE and the counts are SCARDs; ``P I order:<order
+  id>`` (all alerts of an order, for search); ``P I disabled`` (receivers
+  switched off by a 410), ``P I silences``, ``P I escalation`` (alert id by
+  due time), ``P I feedback`` (stream of false-alarm reports), ``P I
+  false-alarms`` (count per type), ``P I changes`` (a counter bumped by every
+  commit: the console's live updates);
 * ``<redis.key_prefix>suppress:<alert_type>``: set of subjects (waybill, or
   hub for incidents) that customer service marked as false alarms, for the
   detectors to skip.
 
-An alert and the notifications it causes are written in one MULTI/EXEC, so
-the consumer may commit its offset as soon as :meth:`commit` returns.
+:meth:`AlertStore.commit_many` writes alerts and the notifications they cause
+so that the consumer may commit its offset as soon as it returns. On one
+Redis that is one MULTI/EXEC. On a cluster it is one MULTI/EXEC (or script)
+per slot, in an order that makes a crash anywhere harmless to a replay:
+first the notifications (added only if their webhook-id is new), then the
+indexes, last the alert record itself. A replay computes the same writes
+from the same stored record (each is a set, a sorted-set score or an
+idempotent add), so it finishes what the crash interrupted.
+
+Writes under a guard (``guard=``: a lease, or the records a consumer batch
+read) are fenced as :mod:`logiwatch.alerts.fencing` describes: WATCH and
+MULTI/EXEC on one Redis, checks inside each slot's script on a cluster.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from logiwatch.alerts.fencing import Check, Guard, Op, by_slot, execute, queue_checked_batch, run_checks, slot
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification, Silence
+from logiwatch.alerts.queue_plans import SEV_RANK, WALK, QueuePlans
 from logiwatch.detectors.model import Alert, AnomalyType
+from logiwatch.redisconn import CommandRecorder, check_prefix, queue_slot_batch
 
 _rec_dec = msgspec.json.Decoder(AlertRecord)
 _notif_dec = msgspec.json.Decoder(Notification)
@@ -53,56 +72,14 @@ _alert_dec = msgspec.json.Decoder(Alert)
 MAX_REVISIONS = 50
 _enc = msgspec.json.Encoder()
 
-# Adds the notification to the log and the receiver's queue only if its id
-# is new: the log is the dedup that survives restarts and redeliveries.
+# Adds the notification to the receiver's log and queue only if its id is
+# new: the log is the dedup that survives restarts and redeliveries.
 _ENQUEUE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
   return 1
 end
 return 0
-"""
-
-
-# Walks a sorted set (KEYS[1]) in score order, 500 members at a time, keeping those in every
-# set KEYS[3..] and, when ARGV[7] is 1, whose score in KEYS[2] (first seen, ms) lies within
-# [ARGV[1], ARGV[2]]: returns the count of matches walked (to the end only when ARGV[6] is 1)
-# then ARGV[4] ids from match ARGV[3] on.
-_WALK = """
-local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
-local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
-local desc, count_all, windowed = ARGV[5] == '1', ARGV[6] == '1', ARGV[7] == '1'
-local out, seen, start = {-1}, 0, 0
-while true do
-  local chunk
-  if desc then chunk = redis.call('ZREVRANGE', KEYS[1], start, start + 499)
-  else chunk = redis.call('ZRANGE', KEYS[1], start, start + 499) end
-  if #chunk == 0 then break end
-  local ok = {}
-  for i = 1, #chunk do ok[i] = true end
-  if windowed then
-    local ages = redis.call('ZMSCORE', KEYS[2], unpack(chunk))
-    for i = 1, #chunk do
-      local t = tonumber(ages[i])
-      ok[i] = t ~= nil and t >= lo and t <= hi
-    end
-  end
-  for k = 3, #KEYS do
-    local member = redis.call('SMISMEMBER', KEYS[k], unpack(chunk))
-    for i = 1, #chunk do ok[i] = ok[i] and member[i] == 1 end
-  end
-  for i = 1, #chunk do
-    if ok[i] then
-      if seen >= offset and #out <= limit then out[#out + 1] = chunk[i] end
-      seen = seen + 1
-    end
-  end
-  if not count_all and #out > limit then break end
-  start = start + 500
-end
-out[1] = seen
-return out
 """
 
 #: (record, previous record, [(notification, due ms)], escalate at ms) for :meth:`AlertStore.commit_many`.
@@ -113,28 +90,186 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Guard(Protocol):
-    """A lease (:class:`logiwatch.alerts.lease.Lease`): writes made under it are fenced."""
+class AlertKeys:
+    """The alert service's key layout (the one place that spells it), with each key's slot tag.
 
-    async def begin(self, client: aioredis.Redis) -> Any:
-        """A MULTI pipeline whose EXEC fails once the lease has another holder."""
+    >>> k = AlertKeys("lw:")
+    >>> k.key("alert", "a1"), k.key("queue", "cs"), k.key("state", "open")
+    ('lw:alerts:alert:{a1}', 'lw:alerts:queue:{lw:r:cs}', 'lw:alerts:{lw:alerts}state:open')
+    """
 
+    #: kinds keyed by one alert id (its slot); kinds keyed by one receiver (its slot)
+    PER_ALERT = frozenset({"alert", "revisions", "notifs", "incident-series"})
+    PER_RECEIVER = frozenset({"nlog", "queue", "dead"})
 
-class AlertStore:
-    """Typed access to the alert keys; every method is one or two round trips."""
-
-    def __init__(self, client: aioredis.Redis, key_prefix: str) -> None:
-        self.r = client
-        self.root = key_prefix
+    def __init__(self, key_prefix: str) -> None:
+        self.root = check_prefix(key_prefix)
         self.p = f"{key_prefix}alerts:"
-        self._enqueue = client.register_script(_ENQUEUE)
-        self._walk = client.register_script(_WALK)
+        self.index = "{" + key_prefix + "alerts}"
 
-    def key(self, *parts: str) -> str:
-        return self.p + ":".join(parts)
+    def key(self, kind: str, *parts: str) -> str:
+        # Ids go into the tag as they are: the text before the tag has no brace, so
+        # every key of one alert hashes the same text even if its id holds one.
+        if kind in self.PER_ALERT:
+            return f"{self.p}{kind}:{{{parts[0]}}}"
+        if kind in self.PER_RECEIVER:
+            return f"{self.p}{kind}:{{{self.root}r:{parts[0]}}}"
+        return self.p + self.index + ":".join((kind, *parts))
+
+    def tag(self, kind: str, *parts: str) -> str:
+        """The hash tag (``{...}``) of the slot ``key(kind, *parts)`` lives in."""
+
+        key = self.key(kind, *parts)
+        return key[key.index("{") : key.index("}", key.index("{")) + 1]
+
+    def receiver_of_queue(self, key: str) -> str:
+        """The receiver whose queue ``key`` is (for collectors that SCAN ``key("queue", "*")``)."""
+
+        return key.rsplit(f"{self.root}r:", 1)[-1].rstrip("}")
 
     def suppression_key(self, alert_type: str) -> str:
         return f"{self.root}suppress:{alert_type}"
+
+
+class AlertStore(QueuePlans):
+    """Typed access to the alert keys; every method is one or two round trips."""
+
+    def __init__(self, client: Any, key_prefix: str) -> None:
+        self.r = client
+        self.keys = AlertKeys(key_prefix)
+        self.root = key_prefix
+        self.p = self.keys.p
+        self.cluster = isinstance(client, RedisCluster)
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._walk_script = client.register_script(WALK)
+
+    def key(self, *parts: str) -> str:
+        return self.keys.key(*parts)
+
+    def suppression_key(self, alert_type: str) -> str:
+        return self.keys.suppression_key(alert_type)
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        # MGET needs one slot on a cluster; the cluster client splits it per node itself
+        return list(await (self.r.mget_nonatomic(keys) if self.cluster else self.r.mget(keys)))
+
+    async def _eval(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue the enqueue script; a cluster pipeline gets EVAL (its nodes may not hold the SHA)."""
+
+        if self.cluster:
+            pipe.eval(_ENQUEUE, len(keys), *keys, *args)
+        else:
+            await self._enqueue(keys=keys, args=args, client=pipe)  # only queues the EVALSHA
+
+    async def _tx(self, guard: Guard | None) -> Any:
+        """One Redis: a MULTI/EXEC pipeline; under a guard, one whose EXEC is refused once it no longer holds."""
+
+        return await guard.begin(self.r) if guard is not None else self.r.pipeline(transaction=True)
+
+    async def _atomic(self, op: Op, guard: Guard | None = None) -> list[Any]:
+        """``op``'s commands (keys of one slot) atomically: MULTI/EXEC, or one slot-batch script on a
+        cluster, the guard's checks of that slot inside it (those of other slots verified just before)."""
+
+        if not self.cluster:
+            tx = await self._tx(guard)
+            op(tx)
+            return list(await tx.execute())
+        rec = CommandRecorder()
+        op(rec)
+        checks = by_slot(guard.checks()) if guard is not None else {}
+        mine = checks.pop(slot(rec.commands[0][1]), []) if rec.commands else []
+        await run_checks(self.r, [c for group in checks.values() for c in group])
+        if not rec.commands:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        if mine:
+            queue_checked_batch(pipe, mine, rec.commands)
+        else:
+            queue_slot_batch(pipe, rec.commands)
+        [got] = await execute(pipe)
+        return list(got)
+
+    async def _index_tx(self, ops: Sequence[Op]) -> list[Any]:
+        """Temporary-key work in the index slot: one MULTI/EXEC on one Redis; on a cluster the
+        commands one by one (redis-py's async cluster transaction cannot queue ZINTERSTORE,
+        whose keys it looks up with a blocking call), each temporary key given its expiry first."""
+
+        if self.cluster:
+            return [await op(self.r) for op in ops]
+        tx = self.r.pipeline(transaction=True)
+        for op in ops:
+            op(tx)
+        return list(await tx.execute())
+
+    async def _transact(self, phases: Sequence[Sequence[Sequence[Op]]], guard: Guard | None = None) -> list[list[list[Any]]]:
+        """Run groups of ops, each group touching one slot; results per phase, per group.
+
+        One Redis: everything in one MULTI/EXEC, in order (fenced by ``guard``). A cluster:
+        each group one atomic script call (see :data:`logiwatch.redisconn.SLOT_BATCH_SCRIPT`),
+        the groups of a phase in one pipeline, phase after phase; the guard's checks of a slot
+        go into the first group written in that slot (before this transaction's own writes there), and all of them are verified first too
+        when more than one group is written (so a refused guard usually writes nothing).
+        """
+
+        if not self.cluster:
+            pipe = await self._tx(guard)
+            spans: list[list[tuple[int, int]]] = []
+            for phase in phases:
+                spans.append([])
+                for group in phase:
+                    start = len(pipe)
+                    for op in group:
+                        got = op(pipe)
+                        if isinstance(got, Awaitable):
+                            await got
+                    spans[-1].append((start, len(pipe)))
+            results = await pipe.execute() if len(pipe) else []
+            return [[results[a:b] for a, b in phase_spans] for phase_spans in spans]
+
+        recorded = [[await _record(group) for group in phase] for phase in phases]
+        checks = by_slot(guard.checks()) if guard is not None else {}
+        attached: dict[tuple[int, int], list[Check]] = {}
+        for (pi, gi), cmds in [((pi, gi), c) for pi, ph in enumerate(recorded) for gi, c in enumerate(ph)]:
+            if cmds and not all(c[0] == "EVAL" for c in cmds) and slot(cmds[0][1]) in checks:
+                attached[(pi, gi)] = checks.pop(slot(cmds[0][1]))
+        written = sum(1 for ph in recorded for c in ph if c)
+        if checks or (attached and written > 1):
+            await run_checks(self.r, [c for cs in (*checks.values(), *attached.values()) for c in cs])
+        out: list[list[list[Any]]] = []
+        for pi, phase_cmds in enumerate(recorded):
+            out.append(await self._run_phase(pi, phase_cmds, attached))
+        return out
+
+    async def _run_phase(self, pi: int, phase: list[list[tuple[Any, ...]]], attached: dict[tuple[int, int], list[Check]]) -> list[list[Any]]:
+        """One phase on a cluster: one pipeline (a round trip per node); each group one atomic call:
+        its scripts as they are, or its commands wrapped in one (checked) slot-batch script."""
+
+        pipe = self.r.pipeline(transaction=False)
+        shapes: list[int | None] = []
+        for gi, cmds in enumerate(phase):
+            if (pi, gi) in attached:
+                queue_checked_batch(pipe, attached[(pi, gi)], cmds)
+                shapes.append(None)
+            elif cmds and all(c[0] == "EVAL" for c in cmds):
+                for c in cmds:
+                    pipe.execute_command(*c)
+                shapes.append(len(cmds))
+            elif cmds:
+                queue_slot_batch(pipe, cmds)
+                shapes.append(None)
+            else:
+                shapes.append(0)
+        results = await execute(pipe) if len(pipe) else []
+        per_group: list[list[Any]] = []
+        pos = 0
+        for shape in shapes:
+            if shape is None:
+                per_group.append(list(results[pos]))
+                pos += 1
+            else:
+                per_group.append(results[pos : pos + shape])
+                pos += shape
+        return per_group
 
     # ----------------------------------------------------------------- alerts
 
@@ -142,11 +277,16 @@ class AlertStore:
         raw = await self.r.get(self.key("alert", alert_id))
         return _rec_dec.decode(raw) if raw else None
 
+    async def raw_records(self, alert_ids: Sequence[str]) -> list[Any]:
+        """The stored records as bytes (None where absent), in order: what a watched batch checks."""
+
+        return await self._mget([self.key("alert", i) for i in alert_ids]) if alert_ids else []
+
     async def get_many(self, alert_ids: Iterable[str]) -> list[AlertRecord]:
         ids = list(alert_ids)
         if not ids:
             return []
-        raws = await self.r.mget([self.key("alert", i) for i in ids])
+        raws = await self._mget([self.key("alert", i) for i in ids])
         return [_rec_dec.decode(x) for x in raws if x]
 
     async def commit(
@@ -171,77 +311,89 @@ class AlertStore:
         return int(got) if got is not None else 0
 
     async def commit_many(self, commits: Sequence[Commit], guard: Guard | None = None, unescalate: Sequence[str] = ()) -> list[list[bool]]:
-        """Several :meth:`commit` calls in one MULTI/EXEC (one round trip for a polled batch).
+        """Several :meth:`commit` calls at once: one MULTI/EXEC on one Redis, one per slot on a cluster.
 
+        Notifications first, then the indexes, the records last (see the module notes).
         ``unescalate``: alert ids whose escalation timer is removed first (an escalation
-        re-arms it in the same transaction); ``guard``: fence the write by that lease.
+        re-arms it in the same index write); ``guard``: fence the write by that lease or watch.
         """
 
-        pipe = await self._tx(guard)
-        for aid in unescalate:
-            pipe.zrem(self.key("escalation"), aid)
-        base = len(unescalate)
-        spans: list[tuple[int, int]] = []
-        for record, previous, notifications, escalate_at_ms in commits:
-            n = self._queue_commit(pipe, record, previous, escalate_at_ms)
-            for notif, due_ms in notifications:
-                await self._enqueue(  # on a pipeline this only queues the EVALSHA; execute() runs it
-                    keys=[self.key("nlog"), self.key("queue", notif.receiver), self.key("notifs", notif.alert_id)],
-                    args=[notif.nid, _enc.encode(notif), due_ms],
-                    client=pipe,
-                )
-            spans.append((n, len(notifications)))
+        by_receiver: dict[str, list[tuple[int, int, Op]]] = {}
+        for ci, (_record, _previous, notifications, _esc) in enumerate(commits):
+            for ni, (notif, due_ms) in enumerate(notifications):
+                keys = [self.key("nlog", notif.receiver), self.key("queue", notif.receiver)]
+                args = [notif.nid, _enc.encode(notif), due_ms]
+                op = lambda pipe, keys=keys, args=args: self._eval(pipe, keys, args)  # noqa: E731
+                by_receiver.setdefault(notif.receiver, []).append((ci, ni, op))
+        receivers = sorted(by_receiver)
+        index: list[Op] = [_zrem(self.key("escalation"), aid) for aid in unescalate]
+        index += [self._index_op(record, previous, esc) for record, previous, _n, esc in commits]
         if commits:
-            pipe.incr(self.key("changes"))  # the console's live updates watch this (last in the reply)
-        results = await pipe.execute()
-        out: list[list[bool]] = []
-        pos = base
-        for n_ops, n_notifs in spans:
-            pos += n_ops
-            out.append([bool(x) for x in results[pos : pos + n_notifs]])
-            pos += n_notifs
+            index.append(lambda pipe: pipe.incr(self.key("changes")))  # the console's live updates watch this
+        alerts = [[self._alert_op(record, previous, notifications)] for record, previous, notifications, _e in commits]
+        queued, _indexed, _written = await self._transact(
+            [[[op for _c, _n, op in by_receiver[r]] for r in receivers], [index], alerts], guard
+        )
+        out: list[list[bool]] = [[False] * len(c[2]) for c in commits]
+        for receiver, results in zip(receivers, queued, strict=True):
+            for (ci, ni, _op), fresh in zip(by_receiver[receiver], results, strict=True):
+                out[ci][ni] = bool(fresh)
         return out
 
-    def _queue_commit(self, pipe: Any, record: AlertRecord, previous: AlertRecord | None, escalate_at_ms: int | None) -> int:
-        """Queue the record and its indexes on ``pipe``; returns how many commands were queued."""
+    def _alert_op(self, record: AlertRecord, previous: AlertRecord | None, notifications: Sequence[tuple[Notification, int]]) -> Op:
+        """The writes to the alert's own slot: its record, revisions, chart points and webhook-ids."""
 
         a = record.alert
         aid = a.alert_id
-        before = len(pipe.command_stack)
-        pipe.set(self.key("alert", aid), _enc.encode(record))
-        if previous is not None and previous.state != record.state:
-            pipe.srem(self.key("state", previous.state.value), aid)
-        pipe.sadd(self.key("state", record.state.value), aid)
-        pipe.sadd(self.key("type", a.alert_type.value), aid)
-        if a.waybill_id:
-            pipe.sadd(self.key("waybill", a.waybill_id), aid)
-        if a.incident_id and a.alert_type != AnomalyType.HUB_INCIDENT:
-            pipe.sadd(self.key("incident", a.incident_id), aid)
+
+        def op(pipe: Any) -> None:
+            if notifications:
+                pipe.hset(self.key("notifs", aid), mapping={n.nid: n.receiver for n, _due in notifications})
+            if a.alert_type == AnomalyType.HUB_INCIDENT:
+                point: dict[str, Any] = {"t": a.detected_at, "revision": a.revision, "parcels": len(a.affected_waybills), "severity": a.severity.value}
+                point.update({k: v for k, v in a.evidence.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+                pipe.zadd(self.key("incident-series", aid), {_enc.encode(point): a.detected_at})
+            if previous is None or (previous.alert.revision, previous.alert.status, previous.alert.severity) != (a.revision, a.status, a.severity):
+                # the parcel page's timeline shows every revision, not only the latest record
+                pipe.rpush(self.key("revisions", aid), _enc.encode(a))
+                pipe.ltrim(self.key("revisions", aid), -MAX_REVISIONS, -1)
+            pipe.set(self.key("alert", aid), _enc.encode(record))  # last: the commit point of a replay
+
+        return op
+
+    def _index_op(self, record: AlertRecord, previous: AlertRecord | None, escalate_at_ms: int | None) -> Op:
+        """The writes to the index slot: state, type, waybill, incident, order sets, the queue, escalation."""
+
+        a = record.alert
+        aid = a.alert_id
+
+        def op(pipe: Any) -> None:
+            if previous is not None and previous.state != record.state:
+                pipe.srem(self.key("state", previous.state.value), aid)
+            pipe.sadd(self.key("state", record.state.value), aid)
+            pipe.sadd(self.key("type", a.alert_type.value), aid)
             if a.waybill_id:
-                pipe.sadd(self.key("incident-parcels", a.incident_id), a.waybill_id)
-        if a.alert_type == AnomalyType.HUB_INCIDENT:
-            if a.affected_waybills:
-                pipe.sadd(self.key("incident-parcels", aid), *a.affected_waybills)
-            if record.state == AlertState.RESOLVED:
-                pipe.srem(self.key("incidents:open"), aid)
-            else:
-                pipe.sadd(self.key("incidents:open"), aid)
-        if a.order_id:
-            pipe.sadd(self.key("order", a.order_id), aid)
-        if a.alert_type.value == "hub_incident":
-            point: dict[str, Any] = {"t": a.detected_at, "revision": a.revision, "parcels": len(a.affected_waybills), "severity": a.severity.value}
-            point.update({k: v for k, v in a.evidence.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-            pipe.zadd(self.key("incident-series", aid), {_enc.encode(point): a.detected_at})
-        self._queue_index(pipe, record, previous)
-        if previous is None or (previous.alert.revision, previous.alert.status, previous.alert.severity) != (a.revision, a.status, a.severity):
-            # the parcel page's timeline shows every revision, not only the latest record
-            pipe.rpush(self.key("revisions", aid), _enc.encode(a))
-            pipe.ltrim(self.key("revisions", aid), -MAX_REVISIONS, -1)
-        if record.state == AlertState.RESOLVED or record.state == AlertState.ACKNOWLEDGED:
-            pipe.zrem(self.key("escalation"), aid)
-        elif escalate_at_ms is not None:
-            pipe.zadd(self.key("escalation"), {aid: escalate_at_ms}, nx=True)
-        return len(pipe.command_stack) - before
+                pipe.sadd(self.key("waybill", a.waybill_id), aid)
+            if a.incident_id and a.alert_type != AnomalyType.HUB_INCIDENT:
+                pipe.sadd(self.key("incident", a.incident_id), aid)
+                if a.waybill_id:
+                    pipe.sadd(self.key("incident-parcels", a.incident_id), a.waybill_id)
+            if a.alert_type == AnomalyType.HUB_INCIDENT:
+                if a.affected_waybills:
+                    pipe.sadd(self.key("incident-parcels", aid), *a.affected_waybills)
+                if record.state == AlertState.RESOLVED:
+                    pipe.srem(self.key("incidents:open"), aid)
+                else:
+                    pipe.sadd(self.key("incidents:open"), aid)
+            if a.order_id:
+                pipe.sadd(self.key("order", a.order_id), aid)
+            self._queue_index(pipe, record, previous)
+            if record.state == AlertState.RESOLVED or record.state == AlertState.ACKNOWLEDGED:
+                pipe.zrem(self.key("escalation"), aid)
+            elif escalate_at_ms is not None:
+                pipe.zadd(self.key("escalation"), {aid: escalate_at_ms}, nx=True)
+
+        return op
 
     def _queue_index(self, pipe: Any, record: AlertRecord, previous: AlertRecord | None) -> None:
         """Keep the queue's sorted sets and filter sets in step with the record (same transaction)."""
@@ -259,177 +411,6 @@ class AlertStore:
         elif old:
             for sort in QUEUE_SORTS:
                 pipe.zrem(self.key("q", sort), aid)
-
-    async def queue_page(
-        self,
-        *,
-        sort: str = "severity",
-        descending: bool = True,
-        filters: dict[str, str] | None = None,
-        first_seen_range: tuple[int | None, int | None] = (None, None),
-        search: str | None = None,
-        offset: int = 0,
-        limit: int = 50,
-    ) -> tuple[list[AlertRecord], int]:
-        """One page of the CS queue and how many match.
-
-        ``filters`` maps a :data:`QUEUE_FILTERS` field to one value; ``first_seen_range``
-        bounds when the service first saw the alert (ms); ``search`` is a waybill or order id.
-        Each query takes the cheapest of three plans (docs/console.md): a range of the sort's
-        sorted set (within score bands for an age window on the ``severity``/``age`` sorts);
-        an intersection into a temporary key when what matches is a small share of the
-        queue (its cost follows the smallest input); or, when it is a large share, a walk of
-        the sort order on the server that stops once the page is full (counted by
-        SINTERCARD, ZCOUNT, or both: :meth:`_count_in_window`).
-        """
-
-        zkey = self.key("q", sort)
-        sets = [self.key("qf", f, v) for f, v in sorted((filters or {}).items())]
-        lo, hi = first_seen_range
-        aged = lo is not None or hi is not None
-        bands = age_bands(sort, lo, hi) if aged else None
-        tmp = self.key("tmp", uuid.uuid4().hex)
-        if search:
-            sets.append(tmp + ":s")
-        elif aged and bands is None:
-            ids, total = await self._aged_page(zkey, sets, tmp, lo, hi, descending, offset, limit)
-            return await self.get_many(ids), total
-        elif sets and not aged and not await self._narrow(zkey, sets, offset, limit):
-            ids, total = await self._walk_page(zkey, sets, None, descending, offset, limit)
-            return await self.get_many(ids), total
-        if not sets:
-            ids, total = await self._page(zkey, bands, descending, offset, limit)
-            return await self.get_many(ids), total
-        tx = self.r.pipeline(transaction=True)
-        if search:
-            tx.sunionstore(tmp + ":s", [self.key("waybill", search), self.key("order", search)])
-        tx.zinterstore(tmp, {zkey: 1, **dict.fromkeys(sets, 0)})
-        tx.expire(tmp, 60)  # a crashed request leaves nothing behind for long
-        tx.delete(tmp + ":s")
-        await tx.execute()
-        try:
-            if aged and bands is None:  # a search: a handful of alerts, walked whole
-                ids, total = await self._walk_page(tmp, [], (lo, hi), descending, offset, limit, count=True)
-            else:
-                ids, total = await self._page(tmp, bands, descending, offset, limit)
-        finally:
-            await self.r.delete(tmp)
-        return await self.get_many(ids), total
-
-    async def _narrow(self, zkey: str, sets: list[str], offset: int, limit: int) -> bool:
-        """Whether intersecting the filter sets costs less than walking the sort order."""
-
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zcard(zkey)
-        for k in sets:
-            pipe.scard(k)
-        size, *cards = (int(x) for x in await pipe.execute())
-        return not cheaper_to_walk(size, cards, offset, limit)
-
-    async def _walk_page(
-        self, source: str, sets: list[str], window: tuple[int | None, int | None] | None, descending: bool, offset: int, limit: int, count: bool = False
-    ) -> tuple[list[str], int]:
-        """The page by walking ``source`` in order on the server; the total by SINTERCARD of the
-        sets (no window), or by the walk itself (``count``: it then goes to the end)."""
-
-        lo, hi = window or (None, None)
-        got = await self._walk(
-            keys=[source, self.key("q", "age"), *sets],
-            args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi, offset, limit, int(descending), int(count), int(window is not None)],
-        )
-        total = int(got[0]) if count else int(await self.r.sintercard(len(sets), list[Any](sets)))
-        return [_s(i) for i in got[1:]], total
-
-    async def _aged_page(
-        self, zkey: str, sets: list[str], tmp: str, lo: int | None, hi: int | None, descending: bool, offset: int, limit: int
-    ) -> tuple[list[str], int]:
-        """A page in the sort's order of the alerts first seen within ``[lo, hi]`` and in every
-        filter set. Narrow (window or smallest set under an eighth of the queue): intersect
-        starting from the narrowest, cost ~ its size. Wide: walk the sort order (the count is
-        a ZCOUNT of the window without filters, else :meth:`_count_in_window`)."""
-
-        age_key = self.key("q", "age")
-        lo_s, hi_s = (str(lo) if lo is not None else "-inf"), (str(hi) if hi is not None else "+inf")
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zcount(age_key, lo_s, hi_s)
-        pipe.zcard(zkey)
-        for k in sets:
-            pipe.scard(k)
-        window, size, *cards = (int(x) for x in await pipe.execute())
-        smallest = min(cards, default=size)
-        if not cheaper_to_walk(size, [*cards, window], offset, limit):
-            tx = self.r.pipeline(transaction=True)
-            if window <= smallest:
-                tx.zrangestore(tmp + ":a", age_key, lo_s, hi_s, byscore=True)
-            else:
-                tx.zinterstore(tmp + ":a", {age_key: 1, **dict.fromkeys(sets, 0)})
-                tx.zremrangebyscore(tmp + ":a", "-inf", f"({lo_s}")
-                tx.zremrangebyscore(tmp + ":a", f"({hi_s}", "+inf")
-            tx.zinterstore(tmp, {tmp + ":a": 0, zkey: 1, **dict.fromkeys(sets, 0)})
-            tx.expire(tmp, 60)
-            tx.delete(tmp + ":a")
-            await tx.execute()
-            try:
-                return await self._page(tmp, None, descending, offset, limit)
-            finally:
-                await self.r.delete(tmp)
-        got = await self._walk(
-            keys=[zkey, age_key, *sets],
-            args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi, offset, limit, int(descending), 0, 1],
-        )
-        total = window if not sets else await self._count_in_window(sets, cards, tmp, lo_s, hi_s)
-        return [_s(i) for i in got[1:]], total
-
-    async def _count_in_window(self, sets: list[str], cards: list[int], tmp: str, lo_s: str, hi_s: str) -> int:
-        """How many alerts are in every filter set and first seen within the (wide) window: those
-        in the sets less those outside the window (a small part of the age index, copied out)."""
-
-        age_key = self.key("q", "age")
-        pieces = [(tmp + ":lo", "-inf", f"({lo_s}")] if lo_s != "-inf" else []
-        pieces += [(tmp + ":hi", f"({hi_s}", "+inf")] if hi_s != "+inf" else []
-        tx = self.r.pipeline(transaction=True)
-        for key, start, end in pieces:
-            tx.zrangestore(key, age_key, start, end, byscore=True)
-        for key, _, _ in pieces:  # ZINTERCARD walks its smallest input: the piece outside
-            tx.zintercard(1 + len(sets), [key, *sets])
-        tx.delete(*(key for key, _, _ in pieces))
-        got = await tx.execute()
-        outside = sum(int(n) for n in got[len(pieces) : 2 * len(pieces)])
-        inside = cards[0] if len(sets) == 1 else int(await self.r.sintercard(len(sets), list[Any](sets)))
-        return inside - outside
-
-    async def _page(
-        self, key: str, bands: list[tuple[float, float]] | None, descending: bool, offset: int, limit: int
-    ) -> tuple[list[str], int]:
-        """``limit`` ids from ``offset`` of a sorted set, optionally only within score bands
-        (walked in sort order: the severity sort's age filter is one band per severity)."""
-
-        if bands is None:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.zcard(key)
-            pipe.zrange(key, offset, offset + limit - 1, desc=descending)
-            total, got = await pipe.execute()
-            return [_s(i) for i in got], int(total)
-        bands = sorted(bands, reverse=descending)
-        pipe = self.r.pipeline(transaction=False)
-        for lo, hi in bands:
-            pipe.zcount(key, lo, hi)
-        counts = [int(c) for c in await pipe.execute()]
-        ids: list[str] = []
-        skip = offset
-        for (lo, hi), n in zip(bands, counts, strict=True):
-            if len(ids) >= limit:
-                break
-            if skip >= n:
-                skip -= n
-                continue
-            if descending:
-                got = await self.r.zrevrangebyscore(key, hi, lo, start=skip, num=limit - len(ids))
-            else:
-                got = await self.r.zrangebyscore(key, lo, hi, start=skip, num=limit - len(ids))
-            ids += [_s(i) for i in got]
-            skip = 0
-        return ids, sum(counts)
 
     async def queue_counts(self) -> dict[str, dict[str, int]]:
         """Queue size per alert type, severity and state (SCARDs, one round trip)."""
@@ -455,11 +436,17 @@ class AlertStore:
             return []
         pipe = self.r.pipeline(transaction=False)
         for aid in ids:
-            pipe.smembers(self.key("notifs", aid))
-        nids = sorted({_s(n) for got in await pipe.execute() for n in got})
-        if not nids:
+            pipe.hgetall(self.key("notifs", aid))
+        by_receiver: dict[str, set[str]] = {}
+        for got in await pipe.execute():
+            for nid, receiver in got.items():
+                by_receiver.setdefault(_s(receiver), set()).add(_s(nid))
+        if not by_receiver:
             return []
-        raws = await self.r.hmget(self.key("nlog"), nids)
+        pipe = self.r.pipeline(transaction=False)
+        for receiver, nids in sorted(by_receiver.items()):
+            pipe.hmget(self.key("nlog", receiver), sorted(nids))
+        raws = [raw for got in await pipe.execute() for raw in got]
         return sorted((_notif_dec.decode(r) for r in raws if r), key=lambda n: (n.created_ms, n.nid))
 
     async def revisions(self, alert_ids: Iterable[str]) -> dict[str, list[Alert]]:
@@ -544,8 +531,8 @@ class AlertStore:
 
     # ----------------------------------------------------------------- notifications
 
-    async def notification(self, nid: str) -> Notification | None:
-        raw = await self.r.hget(self.key("nlog"), nid)
+    async def notification(self, nid: str, receiver: str) -> Notification | None:
+        raw = await self.r.hget(self.key("nlog", receiver), nid)
         return _notif_dec.decode(raw) if raw else None
 
     async def due(self, receiver: str, now: int, limit: int = 16) -> list[str]:
@@ -556,36 +543,32 @@ class AlertStore:
         got = await self.r.zrange(self.key("queue", receiver), 0, 0, withscores=True)
         return int(got[0][1]) if got else None
 
-    async def _tx(self, guard: Guard | None) -> Any:
-        """A MULTI/EXEC pipeline; under a lease, one that is refused once another instance holds it."""
-
-        return await guard.begin(self.r) if guard is not None else self.r.pipeline(transaction=True)
-
     async def unqueue(self, receiver: str, nid: str, guard: Guard | None = None) -> None:
         """Drop a webhook-id from the receiver's queue (its notification is gone or already delivered)."""
 
-        pipe = await self._tx(guard)
-        pipe.zrem(self.key("queue", receiver), nid)
-        await pipe.execute()
+        await self._atomic(lambda pipe: pipe.zrem(self.key("queue", receiver), nid), guard)
 
     async def reschedule(self, notif: Notification, due_ms: int, guard: Guard | None = None) -> None:
-        pipe = await self._tx(guard)
-        pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
-        pipe.zadd(self.key("queue", notif.receiver), {notif.nid: due_ms})
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
+            pipe.zadd(self.key("queue", notif.receiver), {notif.nid: due_ms})
+
+        await self._atomic(op, guard)
 
     async def delivered(self, notif: Notification, guard: Guard | None = None) -> None:
-        pipe = await self._tx(guard)
-        pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
-        pipe.zrem(self.key("queue", notif.receiver), notif.nid)
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
+            pipe.zrem(self.key("queue", notif.receiver), notif.nid)
+
+        await self._atomic(op, guard)
 
     async def dead_letter(self, notif: Notification, guard: Guard | None = None) -> None:
-        pipe = await self._tx(guard)
-        pipe.hset(self.key("nlog"), notif.nid, _enc.encode(notif))
-        pipe.zrem(self.key("queue", notif.receiver), notif.nid)
-        pipe.rpush(self.key("dead", notif.receiver), notif.nid)
-        await pipe.execute()
+        def op(pipe: Any) -> None:
+            pipe.hset(self.key("nlog", notif.receiver), notif.nid, _enc.encode(notif))
+            pipe.zrem(self.key("queue", notif.receiver), notif.nid)
+            pipe.rpush(self.key("dead", notif.receiver), notif.nid)
+
+        await self._atomic(op, guard)
 
     async def dead_letters(self, receiver: str) -> list[str]:
         got = await self.r.lrange(self.key("dead", receiver), 0, -1)
@@ -599,7 +582,7 @@ class AlertStore:
             raw = await self.r.lpop(self.key("dead", receiver))
             if raw is None:
                 break
-            notif = await self.notification(_s(raw))
+            notif = await self.notification(_s(raw), receiver)
             if notif is None:
                 continue
             notif.attempts = 0
@@ -610,9 +593,8 @@ class AlertStore:
         return n
 
     async def disable(self, receiver: str, reason: str, guard: Guard | None = None) -> None:
-        pipe = await self._tx(guard)
-        pipe.hset(self.key("disabled"), receiver, reason)
-        await pipe.execute()
+        # on a cluster the delivery lease (receiver slot) is checked just before this index-slot write
+        await self._atomic(lambda pipe: pipe.hset(self.key("disabled"), receiver, reason), guard)
 
     async def disabled(self) -> dict[str, str]:
         got = await self.r.hgetall(self.key("disabled"))
@@ -632,9 +614,7 @@ class AlertStore:
         return [_s(g) for g in got]
 
     async def drop_escalation(self, alert_id: str, guard: Guard | None = None) -> None:
-        pipe = await self._tx(guard)
-        pipe.zrem(self.key("escalation"), alert_id)
-        await pipe.execute()
+        await self._atomic(lambda pipe: pipe.zrem(self.key("escalation"), alert_id), guard)
 
     async def record_false_alarm(self, record: AlertRecord, by: str, note: str) -> bool:
         """Store the report and publish the subject to the detectors' suppression set.
@@ -645,16 +625,16 @@ class AlertStore:
         a = record.alert
         subject = a.waybill_id or a.node_id or a.alert_id
         first = await self.r.sadd(self.key("false-alarm-ids"), a.alert_id)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.sadd(self.suppression_key(a.alert_type.value), subject)
-        if first:
-            pipe.xadd(
-                self.key("feedback"),
-                {"alert_id": a.alert_id, "alert_type": a.alert_type.value, "subject": subject, "by": by, "note": note[:500]},
-            )
+        await self.r.sadd(self.suppression_key(a.alert_type.value), subject)  # its own slot
+        if not first:
+            return False
+        def op(pipe: Any) -> None:
+            fields = {"alert_id": a.alert_id, "alert_type": a.alert_type.value, "subject": subject, "by": by, "note": note[:500]}
+            pipe.xadd(self.key("feedback"), fields)
             pipe.hincrby(self.key("false-alarms"), a.alert_type.value, 1)
-        await pipe.execute()
-        return bool(first)
+
+        await self._atomic(op)
+        return True
 
     async def counts(self) -> dict[str, Any]:
         """Open alerts per (type, severity) and open incidents, for the scrape-time collector."""
@@ -673,57 +653,12 @@ QUEUE_SORTS = ("severity", "lateness", "amount", "age")
 #: Queue filter fields (``P qf:<field>:<value>``); ``hub`` is the alert's node.
 QUEUE_FILTERS = ("type", "severity", "state", "merchant", "carrier", "region", "hub")
 QUEUE_INDEX_VERSION = "1"
-_SEV_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-def age_bands(sort: str, lo: int | None, hi: int | None) -> list[tuple[float, float]] | None:
-    """Score ranges of ``q:<sort>`` holding the alerts first seen within ``[lo, hi]`` (ms),
-    or None when the sort's scores do not encode the age (lateness, amount).
-
-    >>> age_bands("age", 10, None)
-    [(10, inf)]
-    >>> len(age_bands("severity", 0, 5))
-    3
-    """
-
-    if sort == "age":
-        return [(lo if lo is not None else float("-inf"), hi if hi is not None else float("inf"))]
-    if sort != "severity":
-        return None
-    out = []
-    for rank in sorted(set(_SEV_RANK.values())):
-        base = rank * 1e13 + 1e13
-        out.append((base - hi if hi is not None else rank * 1e13, base - lo if lo is not None else base))
-    return out
-
-
-def cheaper_to_walk(size: int, cards: Sequence[int], offset: int, limit: int) -> bool:
-    """Whether walking the sort order (``size`` members) to fill a page beats intersecting
-    sets of sizes ``cards``: an intersection costs about its smallest input, written out
-    (counted twice); a walk about the members it passes before ``offset + limit`` match,
-    guessed from the sets' shares as if independent.
-
-    >>> cheaper_to_walk(100_000, [11_000], 0, 50)   # one filter, 11 %: a few hundred steps
-    True
-    >>> cheaper_to_walk(100_000, [11_000, 20_000, 10_000], 0, 50)  # 0.2 % match: intersect
-    False
-    >>> cheaper_to_walk(100_000, [11_000], 50_000, 50)  # deep page: intersect
-    False
-    """
-
-    if size <= 0 or not cards:
-        return False
-    share = 1.0
-    for c in cards:
-        share *= min(c, size) / size
-    walk = min(float(size), (offset + limit) / share) if share > 0 else float(size)
-    return walk < 2 * min(cards)
 
 
 def in_queue(record: AlertRecord) -> bool:
     """The CS queue holds parcel alerts nobody resolved (incidents have their own page)."""
 
-    return record.state != AlertState.RESOLVED and record.alert.alert_type.value != "hub_incident"
+    return record.state != AlertState.RESOLVED and record.alert.alert_type is not AnomalyType.HUB_INCIDENT
 
 
 def queue_tags(record: AlertRecord) -> set[tuple[str, str]]:
@@ -740,11 +675,26 @@ def queue_scores(record: AlertRecord) -> dict[str, float]:
 
     a = record.alert
     return {
-        "severity": _SEV_RANK.get(a.severity.value, 0) * 1e13 + (1e13 - record.first_seen_ms),
+        "severity": SEV_RANK.get(a.severity.value, 0) * 1e13 + (1e13 - record.first_seen_ms),
         "lateness": float(a.predicted_lateness_s or 0.0),
         "amount": float(a.order_amount or 0.0),
         "age": float(record.first_seen_ms),
     }
+
+
+def _zrem(key: str, member: str) -> Op:
+    return lambda c: c.zrem(key, member)
+
+
+async def _record(group: Sequence[Op]) -> list[tuple[Any, ...]]:
+    """The raw commands ``group``'s ops queue (a cluster transaction's one slot)."""
+
+    rec = CommandRecorder()
+    for op in group:
+        queued = op(rec)
+        if isinstance(queued, Awaitable):
+            await queued
+    return rec.commands
 
 
 def _s(x: Any) -> str:

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from logiwatch import redisconn
 from logiwatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -127,16 +128,28 @@ def _server_problem(server: str) -> str | None:
 
 
 class RedisConfig(_Section):
+    #: ``redis://host:port/db``, or ``redis+cluster://host:port[,host:port...]`` for Redis Cluster
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "lw:"
 
     @field_validator("url")
     @classmethod
     def _a_redis_url(cls, url: str) -> str:
+        if redisconn.is_cluster_url(url):  # checked with the prefix below (redisconn.validate_url)
+            return url
         problem = redis_url_problem(url)
         if problem is not None:
             raise ValueError(f"{redacted_url(url)!r} is not a Redis URL: {problem}")
         return url
+
+    @model_validator(mode="after")
+    def _url_and_prefix(self) -> RedisConfig:
+        try:
+            redisconn.validate_url(self.url)
+            redisconn.check_prefix(self.key_prefix)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class StackConfig(_Section):

@@ -55,7 +55,9 @@ from logiwatch.config import Settings
 from logiwatch.demo_services import DemoReceiver, Worker
 from logiwatch.detectors.model import AnomalyType, ScanEvent
 from logiwatch.errors import ConfigError, LogiwatchError
+from logiwatch.redisconn import redact
 from logiwatch.streams.metrics import WorkerCounters, parse_worker_metrics, sum_samples
+from logiwatch.watchdog import Watchdog
 
 if TYPE_CHECKING:
     pass
@@ -91,6 +93,8 @@ DRAIN_TIMEOUT_S = 60.0
 FRONT_DRAIN_S = 20.0
 #: At most this long for queued notifications after the alerts are recorded.
 NOTIFY_DRAIN_S = 10.0
+#: how long past --duration the demo may take to drain and clean up before its watchdog ends it
+DEADLINE_GRACE_S = 30.0
 START_TIMEOUT_S = 60.0
 
 
@@ -238,12 +242,11 @@ NOTIFY_TYPES = tuple(t.value for t in AnomalyType if t != AnomalyType.PREDICTED_
 
 
 async def _totals(settings: Settings) -> dict[str, Any]:
-    import redis.asyncio as aioredis
-
     from logiwatch.alerts.ledger import Ledger
     from logiwatch.alerts.liability import load_rules
+    from logiwatch.redisconn import connect
 
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = connect(settings.redis.url)
     try:
         t = await Ledger(client, settings.redis.key_prefix, load_rules(settings.alerts.liability_rules_file)).totals()
     finally:
@@ -697,7 +700,13 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
     # kafka-python warns when one of its I/O tasks runs >100 ms; on a busy
     # 2-core machine running the whole pipeline that is expected, not news.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    # The backstop of --duration (and of a broker or Redis that goes away): see logiwatch.watchdog.
+    watchdog = Watchdog("demo", options.duration, grace_s=DEADLINE_GRACE_S, log=lambda line: print(line, flush=True))
+    watchdog.start()
     services = stack.find_services(settings, _demo_log)
+    watchdog.watch(f"the broker at {services.bootstrap}", lambda: stack.broker_reachable(services.bootstrap))
+    watchdog.watch(f"the Redis at {redact(services.redis_url)}", lambda: stack.redis_reachable(services.redis_url))
+    watchdog.start()
     live = Live()
     try:
         run_id = uuid.uuid4().hex[:8]
@@ -713,6 +722,7 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
         worker: Worker | None = None
         try:
             worker = Worker(rs, Path(rs.stack.state_dir) / "demo-worker.log", options.config)
+            watchdog.on_exit(worker.popen.kill)
             asyncio.run(LiveRun(options, plan, rs, worker, live).run())
         finally:
             if worker is not None:
@@ -721,6 +731,7 @@ def run_demo(options: DemoOptions, settings: Settings) -> int:
             _cleanup(rs, print)
     finally:
         services.close(settings, _demo_log)
+        watchdog.close()
     lines, missing = _summary(live)
     print("\n".join(lines), flush=True)
     if missing and not live.hurried:

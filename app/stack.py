@@ -336,9 +336,12 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
 
     import redis
 
+    from logiwatch.errors import ConfigError
+    from logiwatch.redisconn import connect_sync
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    except ValueError:
+        client = connect_sync(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except (ValueError, ConfigError, redis.RedisError, OSError):
         return False
     try:
         return bool(client.ping())
@@ -351,22 +354,21 @@ def redis_reachable(url: str, timeout: float = 1.0) -> bool:
 def delete_redis_prefix(url: str, prefix: str) -> None:
     """Delete every Redis key under ``prefix`` (a run's or a test's).
 
-    Keys are found with SCAN, never KEYS, and deleted in batches, so a large
-    prefix does not block the server.
+    Keys are found with SCAN, never KEYS (on every primary of a cluster), and
+    deleted in batches, so a large prefix does not block the server.
     """
 
-    import redis
+    from logiwatch.redisconn import connect_sync, delete_keys, scan_keys
 
-    client = redis.Redis.from_url(url)
+    client = connect_sync(url)
     try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch: list[bytes | str] = []
+        for key in scan_keys(client, f"{prefix}*"):
             batch.append(key)
             if len(batch) >= 500:
-                client.delete(*batch)
+                delete_keys(client, batch)
                 batch.clear()
-        if batch:
-            client.delete(*batch)
+        delete_keys(client, batch)
     finally:
         client.close()
 
@@ -391,7 +393,9 @@ def redis_server_binary() -> Path:
     )
 
 
-def start_redis(port: int, state_dir: Path, timeout: float = 20.0, name: str = "redis") -> RunningProcess:
+def start_redis(
+    port: int, state_dir: Path, timeout: float = 20.0, name: str = "redis", extra_args: Iterable[str] = ()
+) -> RunningProcess:
     """Start a throwaway ``redis-server`` on ``127.0.0.1:port`` (no persistence) and wait for PING."""
 
     binary = redis_server_binary()
@@ -399,7 +403,7 @@ def start_redis(port: int, state_dir: Path, timeout: float = 20.0, name: str = "
     state_dir = Path(state_dir)
     log_path = state_dir / f"{name}.log"
     cmd = [str(binary), "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
-    cmd += ["--dir", str(state_dir.resolve()), "--daemonize", "no"]
+    cmd += ["--dir", str(state_dir.resolve()), "--daemonize", "no", *extra_args]
     state_dir.mkdir(parents=True, exist_ok=True)
     popen = _spawn(cmd, log_path)
     proc = RunningProcess(name, popen.pid, f"redis://{LOOPBACK}:{port}/0", str(log_path), popen)
@@ -421,6 +425,80 @@ def start_redis(port: int, state_dir: Path, timeout: float = 20.0, name: str = "
         raise
     (state_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
     return proc
+
+
+@dataclass
+class RunningCluster:
+    """A Redis Cluster of masters this module started; ``url`` is its ``redis+cluster://`` seed list."""
+
+    nodes: list[RunningProcess]
+    url: str
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout=timeout)
+
+
+def _cluster_port() -> int:
+    # a cluster node also listens on port + 10000 (the cluster bus)
+    while True:
+        port = free_port()
+        if port + 10000 <= 65535 and not port_in_use(port + 10000):
+            return port
+
+
+def start_redis_cluster(state_dir: Path, masters: int = 3, timeout: float = 30.0) -> RunningCluster:
+    """Start ``masters`` cluster-enabled ``redis-server``s on free loopback ports and join them.
+
+    The 16384 slots are split evenly with CLUSTER ADDSLOTS and the nodes met
+    with CLUSTER MEET (what ``redis-cli --cluster create --cluster-replicas 0``
+    does), then every node is waited on until it reports ``cluster_state:ok``.
+    No replicas and no persistence: a throwaway cluster for tests and sizing runs.
+    """
+
+    import redis
+
+    state_dir = Path(state_dir)
+    nodes: list[RunningProcess] = []
+    try:
+        for i in range(masters):
+            node_dir = state_dir / f"node{i}"
+            args = ["--cluster-enabled", "yes", "--cluster-config-file", str((node_dir / "nodes.conf").resolve())]
+            args += ["--cluster-node-timeout", "5000"]
+            nodes.append(start_redis(_cluster_port(), node_dir, timeout=timeout, name=f"redis-cluster-{i}", extra_args=args))
+        ports = [int(n.url.rsplit(":", 1)[1].split("/")[0]) for n in nodes]
+        clients = [redis.Redis(host=LOOPBACK, port=p, socket_timeout=5) for p in ports]
+        try:
+            per = 16384 // masters
+            for i, client in enumerate(clients):
+                last = 16383 if i == masters - 1 else (i + 1) * per - 1
+                client.execute_command("CLUSTER ADDSLOTS", *range(i * per, last + 1))
+            for port in ports[1:]:
+                clients[0].execute_command("CLUSTER MEET", LOOPBACK, port)
+            deadline = time.monotonic() + timeout
+            while not all(_cluster_ok(c, masters) for c in clients):
+                if time.monotonic() > deadline:
+                    raise LogiwatchError(f"Redis Cluster on ports {ports} not ok after {timeout:.0f} s; see {state_dir}")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+    except BaseException:
+        for node in nodes:
+            node.stop(timeout=5.0)
+        raise
+    url = "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in ports)
+    return RunningCluster(nodes, url)
+
+
+def _cluster_ok(client: Any, masters: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")  # a dict, or the raw text on older redis-py
+    if isinstance(info, bytes | str):
+        text = info.decode() if isinstance(info, bytes) else info
+        info = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in info.items()}
+    state = fields.get("cluster_state")
+    return (state.decode() if isinstance(state, bytes) else str(state)) == "ok" and int(fields.get("cluster_known_nodes", 0)) == masters
 
 
 def ensure_redis(url: str | None, port: int, state_dir: Path) -> tuple[str, RunningProcess | None]:
@@ -612,14 +690,34 @@ class Services:
             stack_down(settings, log=log)
 
 
+def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    """True if the first bootstrap address accepts a TCP connection (a cheap liveness probe)."""
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host or LOOPBACK, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+#: appended to the line that names a service this run did not start
+_WATCHED = "which this run did not start: watching it, the run stops if it goes away"
+
+
 def _redis_for(
     settings: Settings, recorded: str | None, log: Callable[[str], None]
 ) -> tuple[str, RunningProcess | None]:
+    from logiwatch.redisconn import redact
+
     if recorded and redis_reachable(recorded):
+        log(f"using the Redis at {redact(recorded)}, {_WATCHED}")
         return recorded, None
     url, proc = ensure_redis(preferred_redis_url(settings), free_port(), Path(settings.stack.state_dir))
     if proc is not None:
         log(f"started redis-server at {url} for this run")
+    else:
+        log(f"using the Redis at {redact(url)}, {_WATCHED}")
     return url, proc
 
 
@@ -629,18 +727,18 @@ def find_services(settings: Settings, log: Callable[[str], None] = print) -> Ser
     status = {s.name: s for s in stack_status(settings)}
     kafka = status.get("kafka")
     if kafka is not None and kafka.running:
-        log(f"reusing the running stack (kafka {kafka.url})")
+        log(f"reusing the running stack's broker at {kafka.url}, {_WATCHED}")
         redis = status.get("redis")
         url, proc = _redis_for(settings, redis.url if redis and redis.running else None, log)
         return Services(kafka.url, url, own_redis=proc)
-    host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
     try:
         # A cheap connect first: probing a dead address with a Kafka client takes seconds.
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
+        if not broker_reachable(settings.kafka.bootstrap):
+            raise LogiwatchError("no broker")
         wait_for_kafka(settings.kafka.bootstrap, timeout=5.0)
     except (OSError, ValueError, LogiwatchError):
         urls = stack_up(settings, log=log)
         return Services(urls["kafka"], urls["redis"], started_stack=True)
-    log(f"using the broker at {settings.kafka.bootstrap}")
+    log(f"using the broker at {settings.kafka.bootstrap}, {_WATCHED}")
     url, proc = _redis_for(settings, None, log)
     return Services(settings.kafka.bootstrap, url, own_redis=proc)

@@ -24,6 +24,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 
 from logiwatch.config import Settings
+from logiwatch.redisconn import connect
 from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
 from logiwatch.streams.join import InnerEngine, JoinConfig
 from logiwatch.streams.metrics import WorkerMetrics
@@ -104,7 +105,7 @@ def build_worker(
     app = _faust_app(settings)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = WorkerMetrics(registry)
-    client = aioredis.Redis.from_url(settings.redis.url, decode_responses=False)
+    client = connect(settings.redis.url, decode_responses=False)
     pool = _pool(settings, client, events_partitions, registry, should_stop=lambda: bool(app.should_stop))
     store = SnapshotStore(
         client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)

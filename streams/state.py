@@ -1,12 +1,15 @@
 """Per-partition state snapshots in Redis, written before offsets are committed.
 
-Each events partition owns four keys under the configured prefix:
-``{prefix}parcels:{topic}:{partition}`` (hash: waybill -> the engine's
-serialised parcel state), ``{prefix}models:{topic}:{partition}`` (the
+Each events partition owns four keys under the configured prefix, all
+carrying the partition's hash tag ``{topic:partition}`` (so on Redis Cluster
+they live in one slot and share one transaction; :func:`partition_keys` is
+the one place that spells them):
+``{prefix}parcels:{topic:partition}`` (hash: waybill -> the engine's
+serialised parcel state), ``{prefix}models:{topic:partition}`` (the
 engine's clock, hub tracker and other small models),
-``{prefix}baselines:{topic}:{partition}`` (hash: one field per learned
+``{prefix}baselines:{topic:partition}`` (hash: one field per learned
 duration-baseline key; a checkpoint writes only the keys that changed) and
-``{prefix}offset:{topic}:{partition}`` (the next offset the snapshot has *not*
+``{prefix}offset:{topic:partition}`` (the next offset the snapshot has *not*
 applied). A checkpoint writes all four in ONE ``MULTI/EXEC`` pipeline, so a reader never sees parcels from one batch
 with the offset of another, fenced so that a snapshot never moves backwards. Redis trouble is retried with capped
 exponential backoff for as long as it lasts: the caller is the batch
@@ -26,12 +29,58 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, WatchError
 
+from logiwatch.redisconn import check_prefix, slot_tag
 from logiwatch.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The checkpoint as one script, for Redis Cluster (redis-py's asyncio cluster
+# transactions run every queued command through a thread of their own): the
+# same fence (an offset never moves back) and the same writes, atomically.
+# ARGV: offset, has-models flag, models, then three counted lists (deleted
+# waybills; parcel field/value pairs; baseline field/value pairs).
+# KEYS[1..4]: the untagged (pre-cluster) keys, KEYS[5..8] the tagged ones. Renames
+# the old checkpoint only if it has an offset and the new layout has none yet.
+_ADOPT_LEGACY = """
+if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('EXISTS', KEYS[8]) == 1 then return 0 end
+local n = 0
+for i = 1, 4 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RENAME', KEYS[i], KEYS[i + 4]); n = n + 1 end
+end
+return n
+"""
+
+_CHECKPOINT = """
+local cur = redis.call('GET', KEYS[4])
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+local i = 4
+local cmds = {{'HDEL', KEYS[1]}, {'HSET', KEYS[1]}, {'HSET', KEYS[3]}}
+for _, cmd in ipairs(cmds) do
+  local n = tonumber(ARGV[i])
+  for j = 1, n, 1000 do
+    redis.call(cmd[1], cmd[2], unpack(ARGV, i + j, i + math.min(j + 999, n)))
+  end
+  i = i + n + 1
+end
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('SET', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+def partition_keys(prefix: str, topic: str, partition: int) -> tuple[str, str, str, str]:
+    """The parcels, models, baselines and offset keys of one events partition (one slot).
+
+    >>> partition_keys("lw:", "ev", 3)[0]
+    'lw:parcels:{ev:3}'
+    """
+
+    tag = slot_tag(topic, partition)
+    return (f"{prefix}parcels:{tag}", f"{prefix}models:{tag}", f"{prefix}baselines:{tag}", f"{prefix}offset:{tag}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +103,7 @@ class SnapshotStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         prefix: str,
         metrics: WorkerMetrics | None = None,
         *,
@@ -63,7 +112,7 @@ class SnapshotStore:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.client = client
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.metrics = metrics
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -72,13 +121,12 @@ class SnapshotStore:
     def keys(self, topic: str, partition: int) -> tuple[str, str, str, str]:
         """The partition's parcels, models, baselines and offset keys."""
 
-        suffix = f"{topic}:{partition}"
-        return (
-            f"{self.prefix}parcels:{suffix}",
-            f"{self.prefix}models:{suffix}",
-            f"{self.prefix}baselines:{suffix}",
-            f"{self.prefix}offset:{suffix}",
-        )
+        return partition_keys(self.prefix, topic, partition)
+
+    async def retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` retried like the store's own calls (the pooled-learning exchange uses it)."""
+
+        return await self._retry(what, call)
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         delay = self.backoff_initial_s
@@ -101,6 +149,8 @@ class SnapshotStore:
             return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
 
         async def _load() -> Snapshot:
+            if not isinstance(self.client, RedisCluster):
+                await self._adopt_legacy(topic, partition)
             # One MULTI/EXEC so the four keys come from the same checkpoint.
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(parcels_key)
@@ -116,6 +166,14 @@ class SnapshotStore:
             )
 
         return await self._retry("load", _load)
+
+    async def _adopt_legacy(self, topic: str, partition: int) -> None:
+        """Rename a checkpoint written before the keys carried hash tags (one Redis only), once."""
+
+        legacy = [k.replace("{", "").replace("}", "") for k in self.keys(topic, partition)]
+        moved = await self.client.eval(_ADOPT_LEGACY, 8, *legacy, *self.keys(topic, partition))
+        if moved:
+            log.info("%s[%d]: adopted the checkpoint from the untagged key layout (%d keys renamed)", topic, partition, moved)
 
     async def save(
         self,
@@ -139,7 +197,17 @@ class SnapshotStore:
         parcels_key, models_key, baselines_key, offset_key = self.keys(topic, partition)
         started = time.perf_counter()
 
+        async def _save_script() -> bool:
+            argv: list[Any] = [offset, 0 if models is None else 1, models or b"", len(deletes), *deletes]
+            argv += [2 * len(upserts), *(x for kv in upserts.items() for x in kv)]
+            base = baselines or {}
+            argv += [2 * len(base), *(x for kv in base.items() for x in kv)]
+            keys = [parcels_key, models_key, baselines_key, offset_key]
+            return bool(await self.client.eval(_CHECKPOINT, len(keys), *keys, *argv))
+
         async def _save() -> bool:
+            if isinstance(self.client, RedisCluster):
+                return await _save_script()
             async with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:

@@ -540,7 +540,8 @@ class BatchWorker:
         pool = self.pool
         assert pool is not None
         while True:
-            await pool.sync()
+            # Redis down: consumption pauses and retries, as for a checkpoint (test_redis_faults)
+            await self.store.retry("pool sync", pool.sync)
             moved = False
             for part in self._partitions.values():
                 inner = part.engine.inner if isinstance(part.engine, JoinEngine) else None

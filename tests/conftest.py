@@ -21,6 +21,7 @@ import redis
 
 from logiwatch import stack
 from logiwatch.config import Settings
+from logiwatch.redisconn import connect_sync
 from tests.helpers import wait_until
 
 __all__ = ["wait_until"]
@@ -59,7 +60,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``REDIS_URL``, or the local Redis on 6379 if it answers, else a redis-server we start."""
 
     wanted = os.environ.get("REDIS_URL")
@@ -76,6 +77,38 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield proc.url
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(single_redis_url: str) -> str:
+    """The Redis the tests use: one server (a module may override this with :func:`redis_url_both`)."""
+
+    return single_redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis+cluster://...`` of a 3-master Redis Cluster on free loopback ports, for the whole session.
+
+    Started by :func:`logiwatch.stack.start_redis_cluster` (``redis-server
+    --cluster-enabled yes`` x 3, slots assigned with CLUSTER ADDSLOTS) only
+    when a test asks for it, and stopped at the end of the session.
+    """
+
+    cluster = stack.start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_url_both(request: pytest.FixtureRequest) -> str:
+    """The single Redis, then the Redis Cluster: a module that overrides ``redis_url`` with
+    this runs each of its tests against both (``def redis_url(redis_url_both): return redis_url_both``)."""
+
+    name = "single_redis_url" if request.param == "single" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
 
 
 @pytest.fixture
@@ -106,7 +139,7 @@ def worker_topics(topic_factory: Callable[..., str]) -> tuple[str, str, str]:
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A synchronous client on the test Redis (bytes in, bytes out)."""
 
-    client = redis.Redis.from_url(redis_url, decode_responses=False)
+    client = connect_sync(redis_url, decode_responses=False)
     try:
         yield client
     finally:

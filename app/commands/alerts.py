@@ -43,12 +43,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _redrive(settings: Settings, names: list[str]) -> int:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
     from logiwatch.alerts.store import AlertStore, now_ms
+    from logiwatch.redisconn import connect
 
-    client = aioredis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
+    client = connect(settings.redis.url, socket_connect_timeout=3)
     try:
         store = AlertStore(client, settings.redis.key_prefix)
         for name in names:

@@ -68,8 +68,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(
             "no feed is configured: set ingest.aftership_secret, ingest.seventeentrack_key or ingest.kuaidi100_salt"
         )
+    from logiwatch.watchdog import Watchdog
+
     try:
-        totals = asyncio.run(serve(settings, args.duration))
+        # the receiver's loop ends at --duration; the watchdog ends the process if that loop cannot
+        with Watchdog("ingest serve", args.duration, log=lambda line: print(line, flush=True)):
+            totals = asyncio.run(serve(settings, args.duration))
     except OSError as exc:
         raise LogiwatchError(f"cannot listen on {settings.ingest.host}:{settings.ingest.port}: {exc}") from None
     print(f"ingest serve: {json.dumps(totals, sort_keys=True)}")

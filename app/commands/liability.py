@@ -43,13 +43,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _report(settings: Settings, since: int | None, until: int | None, as_json: bool) -> int:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
     from logiwatch.alerts.ledger import Ledger
     from logiwatch.alerts.liability import load_rules
+    from logiwatch.redisconn import connect
 
-    client = aioredis.Redis.from_url(settings.redis.url)
+    client = connect(settings.redis.url)
     try:
         ledger = Ledger(client, settings.redis.key_prefix, load_rules(settings.alerts.liability_rules_file))
         try:

@@ -42,14 +42,20 @@ def _ping_redis(url: str) -> None:
     """One line unless Redis answers: the worker keeps its state there and cannot start without it."""
 
     import redis
+    from redis.exceptions import RedisClusterException
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    from logiwatch.redisconn import connect_sync
+
+    client = None
     try:
+        # a cluster client connects (and discovers the nodes) as it is built
+        client = connect_sync(url, socket_connect_timeout=3, socket_timeout=3)
         client.ping()
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
         raise LogiwatchError(f"cannot reach Redis at {redacted_url(url)}: {exc} (start it with 'logiwatch stack up')") from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

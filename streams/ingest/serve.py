@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from logiwatch.config import Settings
+from logiwatch.redisconn import connect
 from logiwatch.streams.ingest.aftership import AfterShipAdapter
 from logiwatch.streams.ingest.dedup import ScanClaims
 from logiwatch.streams.ingest.feeds import Adapter
@@ -54,7 +55,7 @@ async def start_receiver(settings: Settings, registry: CollectorRegistry | None 
     """Start the receiver on ``ingest.host:ingest.port`` (0: a free port, see ``.port``)."""
 
     conf = settings.ingest
-    client = aioredis.Redis.from_url(settings.redis.url, decode_responses=False, socket_timeout=2.0)
+    client = connect(settings.redis.url, decode_responses=False, socket_timeout=2.0)
     receiver = Receiver(
         adapters=adapters_from(settings),
         producer=KafkaProducer(settings.kafka.bootstrap, conf.produce_timeout_s),

@@ -260,6 +260,13 @@ metrics_port = 0
         return int(health.get("consumed", 0)) if health else -1
 
 
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """On one Redis and on a 3-master Redis Cluster (retries, dead letters and deliveries per receiver slot)."""
+
+    return redis_url_both
+
+
 def test_receivers_down_slow_or_failing_for_a_long_while_get_everything_exactly_once_after_recovery(
     kafka_bootstrap: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
@@ -333,6 +340,7 @@ def test_receivers_down_slow_or_failing_for_a_long_while_get_everything_exactly_
             assert not repeats, f"{name}: delivered twice {repeats}"
     figures(
         "webhook_receivers_faulty",
+        redis="cluster" if redis_url.startswith("redis+cluster") else "single",
         outage_s=round(recovered_at - outage_started, 1),
         alerts=len(everything),
         receivers=len(names),

@@ -36,22 +36,35 @@ from typing import Any
 
 import msgspec
 import pytest
-import redis
 from kafka import KafkaConsumer
 
 from logiwatch import stack
+from logiwatch.alerts.ledger import ledger_key
 from logiwatch.alerts.model import FIRING, NotificationEvent, NotificationKind, notification_id
+from logiwatch.alerts.store import AlertKeys
 from logiwatch.detectors.model import Alert, Severity
+from logiwatch.redisconn import connect_sync
 from tests.faults.test_alerts_faults import AlertsServe, FaultReceiver, figures, receiver_toml
 from tests.helpers import wait_until
 from tests.integration.test_alert_service_harness import HOUR, T0, produce, stall
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """Both faults on one Redis and on a 3-master Redis Cluster (leases fenced inside each slot's script)."""
+
+    return redis_url_both
+
 LEASE_TTL_S = 3.0
 ESCALATE_S = 4
 N_ALERTS = 40
 LEASES = {"deliver:cs", "escalate", "liability"}
+
+
+def redis_kind(url: str) -> str:
+    return "cluster" if url.startswith("redis+cluster") else "single"
 
 
 def alerts() -> list[Alert]:
@@ -154,15 +167,15 @@ def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], fault_
     before_cut = {h.webhook_id for h in receiver.hits if h.arrived < taken_at}
     # at-least-once across a takeover: only ids already on the wire at the fault come again
     assert set(repeats) <= before_cut, f"re-sent ids that were not in flight at the fault: {set(repeats) - before_cut}"
-    r = redis.Redis.from_url(pair.redis_url)
+    r = connect_sync(pair.redis_url)
     try:
-        p = pair.prefix + "alerts:"
+        k = AlertKeys(pair.prefix).key
         for a in sent:
-            severities = [json.loads(x)["severity"] for x in r.lrange(f"{p}revisions:{a.alert_id}", 0, -1)]
+            severities = [json.loads(x)["severity"] for x in r.lrange(k("revisions", a.alert_id), 0, -1)]
             assert severities == ["info", "warning", "critical"], f"{a.alert_id} escalations recorded as {severities}"
-            rec = json.loads(r.get(f"{p}alert:{a.alert_id}") or b"{}")
+            rec = json.loads(r.get(k("alert", a.alert_id)) or b"{}")
             assert rec.get("escalations") == 2, f"{a.alert_id}: {rec.get('escalations')} escalations"
-        assert r.zcard(f"{p}queue:cs") == 0 and r.llen(f"{p}dead:cs") == 0
+        assert r.zcard(k("queue", "cs")) == 0 and r.llen(k("dead", "cs")) == 0
         ledger = check_ledger(r, pair)
     finally:
         r.close()
@@ -175,18 +188,20 @@ def check_outcome(pair: Pair, receiver: FaultReceiver, sent: list[Alert], fault_
     }
 
 
-def check_ledger(r: redis.Redis, pair: Pair) -> dict[str, Any]:
-    lp = pair.prefix + "liability:"
-    stream = r.xrange(lp + "ledger")
+def check_ledger(r: Any, pair: Pair) -> dict[str, Any]:
+    def lk(name: str) -> str:
+        return ledger_key(pair.prefix, name)
+
+    stream = r.xrange(lk("ledger"))
     entries = [msgspec.json.decode(fields[b"entry"]) for _sid, fields in stream]
     sums: Counter[str] = Counter()
     for e in entries:
         sums[f"{e['party']}|{e['rule_id']}"] += e["amount_fen"]
-    totals = {k.decode(): int(v) for k, v in r.hgetall(lp + "totals").items()}
+    totals = {k.decode(): int(v) for k, v in r.hgetall(lk("totals")).items()}
     assert totals == dict(sums), f"ledger unbalanced: totals {totals} != entries {dict(sums)}"
-    assert len(entries) == N_ALERTS == r.hlen(lp + "keys") == len({e["key"] for e in entries}), "an entry appended twice or missing"
+    assert len(entries) == N_ALERTS == r.hlen(lk("keys")) == len({e["key"] for e in entries}), "an entry appended twice or missing"
     last = stream[-1][0]
-    wait_until(lambda: r.get(lp + "published") == last, 30, what="the publisher's cursor reaches the end of the ledger")
+    wait_until(lambda: r.get(lk("published")) == last, 30, what="the publisher's cursor reaches the end of the ledger")
     consumer = KafkaConsumer(pair.a.ltopic, bootstrap_servers=pair.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000)
     published: Counter[str] = Counter()
     deadline = time.monotonic() + 30
@@ -228,7 +243,7 @@ def test_sigkill_of_the_delivering_instance_mid_delivery_loses_nothing_and_fires
             pair.close()
     assert 0 < delivered_at_kill < 3 * N_ALERTS, "the kill did not fall mid-delivery"
     assert takeover_s <= LEASE_TTL_S * 4 / 3 + 1.0, f"takeover took {takeover_s:.1f} s"
-    figures("alerts_ha_sigkill", lease_ttl_s=LEASE_TTL_S, takeover_s=round(takeover_s, 2), delivered_at_kill=delivered_at_kill, **out)
+    figures("alerts_ha_sigkill", redis=redis_kind(redis_url), lease_ttl_s=LEASE_TTL_S, takeover_s=round(takeover_s, 2), delivered_at_kill=delivered_at_kill, **out)
 
 
 def test_an_instance_paused_past_its_lease_writes_nothing_after_the_takeover(
@@ -264,6 +279,7 @@ def test_an_instance_paused_past_its_lease_writes_nothing_after_the_takeover(
     assert 0 < delivered_at_pause < 3 * N_ALERTS, "the pause did not fall mid-delivery"
     figures(
         "alerts_ha_sigstop",
+        redis=redis_kind(redis_url),
         lease_ttl_s=LEASE_TTL_S,
         paused_s=round(resumed_at - paused_at, 1),
         takeover_s=round(takeover_s, 2),

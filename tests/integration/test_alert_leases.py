@@ -3,6 +3,11 @@
 Two "instances" here are two :class:`Leases` with different owners on one
 prefix; a takeover is forced by letting a short TTL run out, which is what
 a SIGKILLed or SIGSTOPped holder looks like to Redis.
+
+The tests run on one Redis and on a 3-master Redis Cluster (where a fenced
+write checks the lease inside its one-slot script, alerts/fencing.py), except
+the three that drive :meth:`Lease.begin`'s WATCH/MULTI pipeline by hand: that
+is the one-Redis mechanism (``single_redis_url``).
 """
 
 from __future__ import annotations
@@ -18,19 +23,27 @@ from prometheus_client import CollectorRegistry
 
 from logiwatch.alerts.ha import LeaseKeeper, Work
 from logiwatch.alerts.lease import FENCED, FRESH, HANDOVER, TAKEOVER, Lease, LeaseLost, Leases
-from logiwatch.alerts.metrics import AlertMetrics
+from logiwatch.alerts.ledger import Ledger
+from logiwatch.alerts.liability import RuleSet
+from logiwatch.alerts.metrics import AlertMetrics, RedisCollector
 from logiwatch.alerts.model import FIRING as FIRING_KIND
 from logiwatch.alerts.model import AlertRecord, AlertState, Notification
 from logiwatch.alerts.pipeline import Pipeline
 from logiwatch.alerts.store import AlertStore, now_ms
+from logiwatch.redisconn import connect, connect_sync
 from tests.integration.test_alert_service_harness import routes, stall
 
 TTL_S = 1.0
 
 
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    return redis_url_both
+
+
 def run(redis_url: str, body: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         try:
             return await body(client)
         finally:
@@ -66,7 +79,7 @@ def test_tokens_grow_with_every_acquisition_and_only_one_instance_holds_a_lease(
     run(redis_url, body)
 
 
-def test_a_write_started_before_a_takeover_is_refused_and_changes_nothing(redis_url: str, redis_prefix: str) -> None:
+def test_a_write_started_before_a_takeover_is_refused_and_changes_nothing(single_redis_url: str, redis_prefix: str) -> None:
     async def body(r: aioredis.Redis) -> None:
         a, b = Leases(r, redis_prefix, "a", TTL_S), Leases(r, redis_prefix, "b", TTL_S)
         got = await a.acquire("liability")
@@ -83,10 +96,10 @@ def test_a_write_started_before_a_takeover_is_refused_and_changes_nothing(redis_
             await old.begin(r)
         assert old.lost and not old.valid()
 
-    run(redis_url, body)
+    run(single_redis_url, body)
 
 
-def test_renewing_a_lease_does_not_abort_its_holders_own_write_in_progress(redis_url: str, redis_prefix: str) -> None:
+def test_renewing_a_lease_does_not_abort_its_holders_own_write_in_progress(single_redis_url: str, redis_prefix: str) -> None:
     async def body(r: aioredis.Redis) -> None:
         a = Leases(r, redis_prefix, "a", TTL_S)
         got = await a.acquire("deliver:cs")
@@ -97,16 +110,35 @@ def test_renewing_a_lease_does_not_abort_its_holders_own_write_in_progress(redis
         await pipe.execute()
         assert await r.get(redis_prefix + "booked") == b"yes"
 
-    run(redis_url, body)
+    run(single_redis_url, body)
 
 
-def test_an_expired_lease_nobody_took_still_refuses_its_old_holder(redis_url: str, redis_prefix: str) -> None:
+def test_an_expired_lease_nobody_took_still_refuses_its_old_holder(single_redis_url: str, redis_prefix: str) -> None:
     async def body(r: aioredis.Redis) -> None:
         got = await Leases(r, redis_prefix, "a", TTL_S).acquire("escalate")
         assert got is not None
         await expire(got[0])
         with pytest.raises(LeaseLost):
             await got[0].begin(r)
+
+    run(single_redis_url, body)
+
+
+def test_the_publication_cursor_moved_by_an_ex_publisher_is_refused_and_unchanged(redis_url: str, redis_prefix: str) -> None:
+    async def body(r: aioredis.Redis) -> None:
+        ledger = Ledger(r, redis_prefix, RuleSet(versions=()))
+        a, b = Leases(r, redis_prefix, "a", TTL_S), Leases(r, redis_prefix, "b", TTL_S)
+        old = await a.acquire("liability")
+        assert old is not None
+        await ledger.advance("1-0", old[0])
+        await expire(old[0])
+        new = await b.acquire("liability")
+        assert new is not None
+        with pytest.raises(FENCED):
+            await ledger.advance("0-1", old[0])  # a paused ex-publisher would move the cursor back
+        assert await r.get(ledger.key("published")) == b"1-0"
+        await ledger.advance("2-0", new[0])
+        assert await r.get(ledger.key("published")) == b"2-0"
 
     run(redis_url, body)
 
@@ -233,3 +265,27 @@ def test_a_batch_decided_on_a_record_that_changed_before_its_write_is_decided_ag
         assert rec.alert.revision == 1 and decision.outcome.value == "update"
 
     run(redis_url, body)
+
+
+def test_the_scrape_shows_each_leases_owner_and_token_from_its_slot_tagged_keys(redis_url: str, redis_prefix: str) -> None:
+    async def body(r: aioredis.Redis) -> None:
+        a, b = Leases(r, redis_prefix, "a", TTL_S), Leases(r, redis_prefix, "b", TTL_S)
+        assert await a.acquire("deliver:cs") is not None and await a.acquire("escalate") is not None
+        released = await b.acquire("liability")
+        assert released is not None
+        await b.release(released[0])
+        again = await b.acquire("liability")  # a handover: token 2
+        assert again is not None and again[0].token == 2
+        await a.heartbeat()  # the members set shares the key space and must not show up as a lease
+
+    run(redis_url, body)
+    registry = CollectorRegistry()
+    client = connect_sync(redis_url)
+    try:
+        registry.register(RedisCollector(client, redis_prefix))
+        owners = {(s.labels["lease"], s.labels["owner"]) for m in registry.collect() for s in m.samples if s.name == "logiwatch_alerts_lease_owner"}
+        tokens = {s.labels["lease"]: s.value for m in registry.collect() for s in m.samples if s.name == "logiwatch_alerts_lease_token"}
+    finally:
+        client.close()
+    assert owners == {("deliver:cs", "a"), ("escalate", "a"), ("liability", "b")}
+    assert tokens == {"deliver:cs": 1, "escalate": 1, "liability": 2}

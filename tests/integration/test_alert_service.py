@@ -15,12 +15,13 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-import redis
 from kafka import KafkaConsumer
 
+from logiwatch.alerts.store import AlertKeys
 from logiwatch.commands.alerts import _redrive
 from logiwatch.commands.liability import _report
 from logiwatch.detectors.model import AnomalyType, Severity
+from logiwatch.redisconn import connect, connect_sync
 from tests.helpers import wait_until
 from tests.integration.test_alert_service_harness import (
     HOUR,
@@ -51,6 +52,13 @@ def call(method: str, url: str, body: Any = None, token: str | None = TOKEN, raw
 def queues_empty(svc: ServiceThread) -> bool:
     _, data = call("GET", f"{svc.url}/api/receivers", token=None)
     return all(r["queued"] == 0 for r in data["receivers"])
+
+
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """Every test here runs on one Redis and on a 3-master Redis Cluster."""
+
+    return redis_url_both
 
 
 def test_failing_receiver_gets_every_alert_exactly_once_after_it_recovers_with_valid_signatures(
@@ -222,9 +230,9 @@ def test_api_rejects_bad_tokens_and_bad_input_with_json_errors_and_records_feedb
         status, fb = call("POST", f"{base}/api/alerts/stall-2/false-alarm", {"note": "scanner outage"})
         assert status == 200 and fb["recorded"] is True
         assert call("POST", f"{base}/api/alerts/stall-2/false-alarm", {})[1]["recorded"] is False  # counted once
-        r = redis.Redis.from_url(redis_url)
+        r = connect_sync(redis_url)
         try:
-            [bad] = r.hvals(f"{settings.redis.key_prefix}alerts:bad")  # kept, not lost
+            [bad] = r.hvals(AlertKeys(settings.redis.key_prefix).key("bad"))  # kept, not lost
             assert b"bad_json" in bad and b"not json at all" in bad
             assert r.sismember(fb["suppression_key"], "WB2")
             assert fb["suppression_key"] == f"{settings.redis.key_prefix}suppress:stall"
@@ -271,14 +279,13 @@ def test_rejected_notification_is_dead_lettered_then_redriven_with_the_same_webh
 
 
 def test_unacknowledged_alert_escalates_once_per_step_and_acknowledged_one_does_not(redis_url: str, redis_prefix: str) -> None:
-    import redis.asyncio as aioredis
 
     from logiwatch.alerts.model import AlertState
     from logiwatch.alerts.pipeline import Pipeline
     from logiwatch.alerts.store import AlertStore
 
     async def scenario() -> list[list[str]]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         try:
             pipe = Pipeline(AlertStore(client, redis_prefix), routes({"cs": ("http://127.0.0.1:9/h", "generic")}, escalate_after_s=60))
             now = 1_800_000_000_000

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import pytest
+
 from logiwatch import stack
 from tests.helpers import wait_until
 from tests.integration.test_alert_service_harness import SECRET, TOKEN, HookReceiver, produce, stall
@@ -79,6 +81,13 @@ def receivers(port: int) -> list[dict[str, Any]]:
             return data
     except OSError:
         return []
+
+
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """On one Redis and on a 3-master Redis Cluster."""
+
+    return redis_url_both
 
 
 def test_sigkilled_service_restarts_without_losing_or_renotifying_alerts(

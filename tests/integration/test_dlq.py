@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from logiwatch.config import Settings
 from logiwatch.detectors.model import EventType, NodeType
 from logiwatch.streams.dlq import decode_dead_letter
+from logiwatch.streams.state import partition_keys
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import TopicReader, WorkerProcess, committed_offsets, produce_raw
 
@@ -192,7 +193,7 @@ def test_every_malformed_record_lands_in_the_dlq_with_reason_bytes_and_offset(
         for p in range(4):
             stored |= {
                 k.decode() if isinstance(k, bytes) else k
-                for k in client.hkeys(f"{cfg.redis.key_prefix}parcels:{events}:{p}")
+                for k in client.hkeys(partition_keys(cfg.redis.key_prefix, events, p)[0])
             }
     finally:
         client.close()

@@ -28,6 +28,7 @@ from logiwatch.detectors.model import TICK_HEADER, TICK_HEADER_VALUE, Scan, Ship
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.streams.dlq import decode_dead_letter
 from logiwatch.streams.ingest.serve import RunningReceiver, start_receiver
+from logiwatch.streams.state import partition_keys
 from tests import feeds as F
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import TopicReader, WorkerProcess, produce_raw
@@ -133,7 +134,7 @@ def test_signed_pushes_of_each_feed_become_alerts_once_each_with_late_registrati
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
         part = partition_for(wb_as, 4)
-        key = f"{settings.redis.key_prefix}parcels:{shipments}:{part}"
+        key = partition_keys(settings.redis.key_prefix, shipments, part)[0]
         wait_until(lambda: redis_client.hexists(key, wb_as), timeout=90, what=f"the registration in the snapshot ({worker.log_text()})")
         # a tick months after the fixtures' checkpoints: past every wait (event time)
         tick = encode_tick(Tick(tick_time=int(time.time() * 1000), source="test"))

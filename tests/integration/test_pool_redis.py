@@ -3,7 +3,8 @@
 The worker test (test_worker_equivalence, "pooled") runs the whole Kafka path;
 these drive four engines in process with a random interleaving of batch sizes
 and partitions, as a consumer's fetches would, against the real Redis, and
-restart one partition from its checkpoint midway.
+restart one partition from its checkpoint midway. On one Redis and on a
+3-master Redis Cluster (the exchange is single-key commands on a plain pipeline).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-import redis.asyncio as aioredis
 
 from logiwatch import stack
 from logiwatch.detectors.codec import encode_alert
@@ -24,11 +24,17 @@ from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import Alert, ScanEvent, Tick
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
+from logiwatch.redisconn import connect
 from logiwatch.sim.traffic import generate
 from logiwatch.streams.pool import RedisPool
 
 CONFIG = EngineConfig(pool_epoch_ms=6 * 3_600_000)
 N = 4
+
+
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    return redis_url_both
 
 
 @pytest.fixture()
@@ -50,7 +56,7 @@ def _split(records: list[ScanEvent | Tick]) -> list[list[ScanEvent | Tick]]:
 
 
 async def _drive(redis_url: str, prefix: str, per: list[list[ScanEvent | Tick]], seed: int, restart: bool) -> list[Alert]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    client = connect(redis_url, decode_responses=False)
     pool = RedisPool(client, prefix=prefix, topic="events", partitions=N)
     engines = [Engine(CONFIG) for _ in range(N)]
     for p, e in enumerate(engines):
@@ -101,7 +107,7 @@ def test_an_epoch_missing_past_the_wait_goes_on_with_what_is_there(redis_url: st
     partial: list[int] = []
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+        client = connect(redis_url, decode_responses=False)
         pool = RedisPool(
             client, prefix=prefix, topic="events", partitions=2, wait_s=60, monotonic=lambda: now[0],
             on_partial=lambda: partial.append(1),
@@ -134,7 +140,7 @@ def test_a_pool_sync_waits_out_a_redis_that_does_not_answer(tmp_path: Path) -> N
     url = f"redis://127.0.0.1:{port}/0"
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(url, decode_responses=False)
+        client = connect(url, decode_responses=False)
         pool = RedisPool(client, prefix="t:", topic="ev", partitions=2, backoff_max_s=0.2)
         pool.publish(3, 0, b"x")
         stack.stop_pid(first.pid, timeout=5, popen=first.popen)  # Redis goes away

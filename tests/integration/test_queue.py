@@ -11,11 +11,11 @@ from typing import Any
 
 import msgspec
 import pytest
-import redis.asyncio as aioredis
 
 from logiwatch.alerts.model import AlertRecord, AlertState
 from logiwatch.alerts.store import AlertStore, in_queue, queue_scores
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
+from logiwatch.redisconn import connect
 
 T0 = 1_790_000_000_000
 
@@ -64,7 +64,7 @@ def expected(recs: list[AlertRecord], sort: str, desc: bool, where: dict[str, st
 
 
 async def scenario(url: str, prefix: str) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = connect(url)
     store = AlertStore(client, prefix)
     rnd = random.Random(7)
     recs = [make(i, rnd) for i in range(600)]
@@ -128,15 +128,22 @@ async def scenario(url: str, prefix: str) -> None:
         assert aid not in ids(await store.queue_page(limit=500)) and aid not in ids(await store.queue_page(filters={"severity": "critical"}, limit=500))
 
         # a store written before the queue existed: the indexes are rebuilt once
-        keys: Any = [k async for k in client.scan_iter(match=f"{prefix}alerts:q*")]
+        keys: Any = [k async for k in client.scan_iter(match=store.key("q") + "*")]
         await client.delete(*keys)
         assert (await store.queue_page())[1] == 0
         assert await store.ensure_queue_index() == len(queued) - 1
         assert await store.ensure_queue_index() == 0
         assert (await store.queue_page())[1] == len(queued) - 1
-        assert not [k async for k in client.scan_iter(match=f"{prefix}alerts:tmp*")]  # no temporary key left
+        assert not [k async for k in client.scan_iter(match=store.key("tmp") + "*")]  # no temporary key left
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """Every test here runs on one Redis and on a 3-master Redis Cluster."""
+
+    return redis_url_both
 
 
 @pytest.mark.integration
@@ -145,7 +152,7 @@ def test_queue_pages_match_a_full_sort_for_every_filter_and_follow_state_changes
 
 
 async def revisions(url: str, prefix: str) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = connect(url)
     store = AlertStore(client, prefix)
     rnd = random.Random(1)
     try:

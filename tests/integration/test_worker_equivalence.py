@@ -36,6 +36,13 @@ PARTITIONS = 4
 DAY_MS = 86_400_000
 
 
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """Every test here runs on one Redis and on a 3-master Redis Cluster."""
+
+    return redis_url_both
+
+
 @pytest.mark.parametrize("ending", ["simulator-dates", "today", "pooled"])
 def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
     ending: str,

@@ -5,19 +5,29 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from uuid import uuid4
 
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from logiwatch import stack
+from logiwatch.redisconn import connect
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.state import Snapshot, SnapshotStore
 from tests.helpers import wait_until
 
 
+@pytest.fixture
+def redis_url(redis_url_both: str) -> str:
+    """Every test here runs on one Redis and on a 3-master Redis Cluster."""
+
+    return redis_url_both
+
+
 def test_snapshot_round_trips_parcels_models_baselines_and_offset(redis_url: str, redis_prefix: str) -> None:
     async def scenario() -> tuple[Snapshot, Snapshot]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         store = SnapshotStore(client, redis_prefix)
         try:
             empty = await store.load("events", 2)
@@ -86,7 +96,7 @@ def test_checkpoint_waits_out_a_redis_outage_instead_of_failing(tmp_path: Path) 
 
 def test_a_stale_worker_cannot_move_a_snapshot_backwards(redis_url: str, redis_prefix: str) -> None:
     async def scenario() -> tuple[bool, bool, Snapshot]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         store = SnapshotStore(client, redis_prefix)
         try:
             newer = await store.save(
@@ -102,3 +112,28 @@ def test_a_stale_worker_cannot_move_a_snapshot_backwards(redis_url: str, redis_p
     newer, stale, snap = asyncio.run(scenario())
     assert newer and not stale
     assert (snap.parcels, snap.models, snap.offset) == ({"WB1": b"new"}, b"m-new", 50)
+
+
+def test_a_checkpoint_in_the_untagged_key_layout_is_adopted_on_one_redis(single_redis_url: str) -> None:
+    redis_prefix = f"lwtest:{uuid4().hex}:"
+
+    async def scenario() -> tuple[Snapshot, list[int]]:
+        client = connect(single_redis_url)
+        try:
+            store = SnapshotStore(client, redis_prefix)
+            # what a worker before the hash tags wrote
+            await client.hset(f"{redis_prefix}parcels:ev:2", mapping={"WB1": b"s1"})
+            await client.set(f"{redis_prefix}models:ev:2", b"m")
+            await client.set(f"{redis_prefix}offset:ev:2", 41)
+            snap = await store.load("ev", 2)
+            left = [await client.exists(f"{redis_prefix}{k}:ev:2") for k in ("parcels", "models", "offset")]
+            return snap, left
+        finally:
+            await client.aclose()
+
+    try:
+        snap, left = asyncio.run(scenario())
+    finally:
+        stack.delete_redis_prefix(single_redis_url, redis_prefix)
+    assert (snap.parcels, snap.models, snap.offset) == ({"WB1": b"s1"}, b"m", 41)
+    assert left == [0, 0, 0]

@@ -9,9 +9,12 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from logiwatch.alerts.fencing import slot
 from logiwatch.alerts.ha import LeaseKeeper
 from logiwatch.alerts.lease import Lease, Leases, fair_share, lease_key
+from logiwatch.alerts.ledger import ledger_key
 from logiwatch.alerts.metrics import AlertMetrics
+from logiwatch.alerts.store import AlertKeys
 from logiwatch.config import Settings
 
 
@@ -25,10 +28,20 @@ def test_a_lease_key_and_its_fence_counter_share_one_hash_tag() -> None:
     key = lease_key("lw:", "deliver:cs")
     fence = key + ":fence"
     tag = key[key.index("{") + 1 : key.index("}")]
-    assert tag == fence[fence.index("{") + 1 : fence.index("}")] == "lw:lease:deliver:cs"
+    assert tag == fence[fence.index("{") + 1 : fence.index("}")] == "lw:r:cs"
     assert lease_key("lw:", "escalate") != lease_key("lw:", "liability") != lease_key("other:", "liability")
     with pytest.raises(ValueError, match="braces"):
         lease_key("lw:", "deliver:{cs}")
+
+
+def test_each_lease_lives_in_the_cluster_slot_of_what_it_guards() -> None:
+    # so that each fenced write is one script in one slot (alerts/fencing.py)
+    keys = AlertKeys("lw:")
+    assert slot(lease_key("lw:", "deliver:cs")) == slot(keys.key("queue", "cs")) == slot(keys.key("nlog", "cs"))
+    assert slot(lease_key("lw:", "deliver:cs")) != slot(lease_key("lw:", "deliver:ops"))
+    assert slot(lease_key("lw:", "escalate")) == slot(keys.key("escalation")) == slot(keys.key("state", "open"))
+    assert slot(lease_key("lw:", "liability")) == slot(ledger_key("lw:", "published"))
+    assert slot(lease_key("lw:", "alertmanager")) == slot(lease_key("lw:", "alertmanager") + ":fence")
 
 
 def test_a_lease_is_valid_locally_only_until_its_deadline_and_never_once_lost() -> None:

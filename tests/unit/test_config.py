@@ -34,6 +34,11 @@ BAD = {
     "bad_log_level.toml": "invalid setting log_level in {path}: String should match pattern '^(DEBUG|INFO|WARNING|ERROR)$'",
     "bad_default_token.toml": "invalid setting alerts in {path}: Value error, api_token is the default "
     "'change-me' while api_host '0.0.0.0' is not loopback: set LOGIWATCH_ALERTS__API_TOKEN (or alerts.api_token)",
+    "bad_redis_cluster_url.toml": "invalid setting redis in {path}: Value error, redis.url "
+    "'redis+cluster://10.0.0.1:7000,10.0.0.2/1': cluster seed '10.0.0.2' is not host:port "
+    "(write redis+cluster://host:port[,host:port...])",
+    "bad_redis_prefix.toml": "invalid setting redis in {path}: Value error, redis.key_prefix 'lw:{{eu}}:' "
+    "contains a brace: use letters, digits, ':', '-' or '_'",
     "bad_syntax.toml": "config file {path} is not valid TOML: "
     "Expected ']' at the end of a table declaration (at line 1, column 7)",
     "bad_not_utf8.toml": "config file {path} is not UTF-8 text (byte 13 is not valid UTF-8)",
