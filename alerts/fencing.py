@@ -24,6 +24,8 @@ from typing import Any, Protocol
 from redis.crc import key_slot
 from redis.exceptions import ResponseError, WatchError
 
+from logiwatch.redisconn import RUN_COMMANDS_LUA
+
 #: queues one command (or script call) on a pipeline
 Op = Callable[[Any], Awaitable[Any] | Any]
 
@@ -43,13 +45,7 @@ for i = 1, nc do
   end
 end
 local i, out = 2 * nc + 2, {}
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  out[#out + 1] = redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-return out
-"""
+""" + RUN_COMMANDS_LUA
 
 
 class Guard(Protocol):

@@ -175,12 +175,9 @@ def delete_keys(client: Any, keys: list[Any]) -> None:
 
 # --------------------------------------------------------------------------- one-slot batches on a cluster
 
-#: Runs a list of commands, all on keys of one slot, atomically: ARGV is
-#: ``n, cmd, arg... , n, cmd, arg...``. Used instead of MULTI/EXEC on a cluster,
-#: because redis-py's asyncio cluster transactions run every queued command
-#: through a thread of its own (about 20x slower, and blocking the event loop).
-SLOT_BATCH_SCRIPT = """
-local i, out = 1, {}
+#: The command loop of :data:`SLOT_BATCH_SCRIPT` from ``ARGV[i]`` on; ``i`` and ``out`` are set by
+#: the script that includes it (after checks of its own: ``alerts/fencing.CHECKED_BATCH_SCRIPT``).
+RUN_COMMANDS_LUA = """
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   out[#out + 1] = redis.call(unpack(ARGV, i + 1, i + n))
@@ -188,6 +185,12 @@ while i <= #ARGV do
 end
 return out
 """
+
+#: Runs a list of commands, all on keys of one slot, atomically: ARGV is
+#: ``n, cmd, arg... , n, cmd, arg...``. Used instead of MULTI/EXEC on a cluster,
+#: because redis-py's asyncio cluster transactions run every queued command
+#: through a thread of its own (about 20x slower, and blocking the event loop).
+SLOT_BATCH_SCRIPT = "local i, out = 1, {}\n" + RUN_COMMANDS_LUA
 
 
 class CommandRecorder(CoreCommands):
