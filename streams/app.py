@@ -13,7 +13,7 @@ settings to scale out, one engine per owned partition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ def build_worker(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = WorkerMetrics(registry)
     client = connect(settings.redis.url, decode_responses=False)
-    pool = _pool(settings, client, events_partitions, registry, should_stop=lambda: bool(app.should_stop))
+    pool = _pool(settings, client, events_partitions, registry)
     store = SnapshotStore(
         client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)
     )
@@ -190,7 +190,6 @@ def _pool(
     client: aioredis.Redis,
     partitions: int | None,
     registry: CollectorRegistry,
-    should_stop: Callable[[], bool],
 ) -> RedisPool | None:
     """The pooled-learning exchange, when ``detection.pool_epoch_s`` is on and there is more than one partition."""
 
@@ -210,7 +209,6 @@ def _pool(
         partitions=n,
         wait_s=settings.detection.pool_wait_s,
         on_partial=partial.inc,
-        should_stop=should_stop,
     )
 
 

@@ -20,13 +20,10 @@ they do).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from redis.exceptions import RedisError
 
 from logiwatch.detectors.pool import Delta, decode_delta, total_of
 
@@ -50,8 +47,6 @@ class RedisPool:
         ttl_s: int = 14 * 86_400,
         monotonic: Callable[[], float] = time.monotonic,
         on_partial: Callable[[], Any] | None = None,
-        should_stop: Callable[[], bool] = lambda: False,
-        backoff_max_s: float = 5.0,
     ) -> None:
         if partitions < 1:
             raise ValueError("the pool needs the events topic's partition count (>= 1)")
@@ -63,8 +58,6 @@ class RedisPool:
         self.ttl_s = ttl_s
         self.monotonic = monotonic
         self.on_partial = on_partial
-        self.should_stop = should_stop
-        self.backoff_max_s = backoff_max_s
         self._outbox: dict[tuple[int, int], bytes] = {}
         #: epoch -> the sum of all partitions' deltas (complete, or partial after ``wait_s``)
         self._totals: dict[int, Delta] = {}
@@ -123,22 +116,10 @@ class RedisPool:
     async def sync(self) -> bool:
         """Write what was published, read what is wanted; True if an epoch became available.
 
-        While Redis does not answer this retries with backoff (the batch waits, as the worker's
-        checkpoints do), unless the worker is stopping.
+        A Redis error propagates: the worker calls this through ``SnapshotStore.retry``, which
+        retries with backoff as for a checkpoint (the batch waits).
         """
 
-        delay = 0.1
-        while True:
-            try:
-                return await self._sync()
-            except (RedisError, OSError) as exc:
-                if self.should_stop():
-                    raise
-                log.warning("pool sync failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
-
-    async def _sync(self) -> bool:
         if self._outbox:
             pipe = self.client.pipeline(transaction=False)
             for (epoch, partition), blob in sorted(self._outbox.items()):

@@ -27,6 +27,7 @@ from logiwatch.detectors.runner import interleave_ticks, run_partitioned
 from logiwatch.redisconn import connect
 from logiwatch.sim.traffic import generate
 from logiwatch.streams.pool import RedisPool
+from logiwatch.streams.state import SnapshotStore
 
 CONFIG = EngineConfig(pool_epoch_ms=6 * 3_600_000)
 N = 4
@@ -133,7 +134,7 @@ def test_an_epoch_missing_past_the_wait_goes_on_with_what_is_there(redis_url: st
 
 
 def test_a_pool_sync_waits_out_a_redis_that_does_not_answer(tmp_path: Path) -> None:
-    """Redis gone for a moment: the sync retries and writes what was published once Redis is back."""
+    """Redis gone for a moment: the worker's retry (the snapshot store's) writes what was published once Redis is back."""
 
     port = stack.free_port()
     first = stack.start_redis(port, tmp_path / "a")
@@ -141,10 +142,11 @@ def test_a_pool_sync_waits_out_a_redis_that_does_not_answer(tmp_path: Path) -> N
 
     async def run() -> None:
         client = connect(url, decode_responses=False)
-        pool = RedisPool(client, prefix="t:", topic="ev", partitions=2, backoff_max_s=0.2)
+        pool = RedisPool(client, prefix="t:", topic="ev", partitions=2)
+        store = SnapshotStore(client, "t:", backoff_max_s=0.2)
         pool.publish(3, 0, b"x")
         stack.stop_pid(first.pid, timeout=5, popen=first.popen)  # Redis goes away
-        task = asyncio.create_task(pool.sync())
+        task = asyncio.create_task(store.retry("pool sync", pool.sync))
         await asyncio.sleep(1.0)
         assert not task.done(), "the sync must wait for Redis, not fail the batch"
         again = stack.start_redis(port, tmp_path / "b")
