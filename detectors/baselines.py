@@ -185,7 +185,9 @@ class DurationBaseline:
     (1, inf)
     """
 
-    __slots__ = ("prior", "min_count", "clip_factor", "hist", "cens", "cache", "_fast", "changed", "pooled", "delta")
+    __slots__ = (
+        "prior", "min_count", "clip_factor", "hist", "cens", "cache", "_fast", "_medians", "changed", "pooled", "delta"
+    )
 
     def __init__(self, prior: Sequence[float], *, min_count: int = 30, clip_factor: float = 3.0) -> None:
         self.prior = expand_prior(prior) if len(prior) == len(_PRIOR_P) else tuple(float(x) for x in prior)
@@ -203,6 +205,8 @@ class DurationBaseline:
         #: key -> (count that triggers a refresh, quantiles tuple, learning clip cap), derived
         #: from ``cache`` and not exported: the hot paths read one entry and build nothing
         self._fast: dict[str, tuple[float, Quantiles, float]] = {}
+        #: key -> (count, log2 median) at that count, derived (``log2_median``), not exported
+        self._medians: dict[str, tuple[int, float]] = {}
         #: keys whose histogram or cache changed since the last ``take_changed`` (a checkpoint
         #: writes only those: most keys of a large network are idle in any one second)
         self.changed: set[str] = set()
@@ -235,6 +239,7 @@ class DurationBaseline:
                     c = self.cens[key] = [0] * NBINS
                 for i, n in c_add.items():
                     c[i] += sign * n
+            self._medians.pop(key, None)
             self.changed.add(key)
 
     def learn(self, keys: Sequence[str], value_s: float) -> None:
@@ -319,6 +324,64 @@ class DurationBaseline:
                     self._cached(key, h)  # refreshes ``cache`` when the key grew enough
                     f = self._derive(key, self.cache[key])
                 return f[1]
+        return None
+
+    def log2_median(self, key: str) -> tuple[int, float] | None:
+        """(observations, log2 of their median), censored ones at their bin; None for an unseen key.
+
+        Defined for a cold key too: a few observations already say where a lane lies against its
+        parent (``scaled_warm_quantiles``), long before they can say what its tail looks like.
+        """
+
+        h = self.hist.get(key)
+        if h is None or h[0] <= 0:
+            return None
+        memo = self._medians.get(key)
+        if memo is not None and memo[0] == h[0]:
+            return memo
+        c = self.cens.get(key)
+        half = h[0] / 2
+        cum = 0
+        b = 0
+        for b in range(NBINS):
+            cum += h[1 + b] + (c[b] if c is not None else 0)
+            if cum >= half:
+                break
+        memo = self._medians[key] = (h[0], LO_LOG2 + (b + 0.5) / RES)
+        return memo
+
+    def scaled_warm_quantiles(self, keys: Sequence[str], shrink_n: float) -> tuple[Quantiles, float] | None:
+        """The first warm key's quantiles moved to where the colder keys before it lie, and the factor.
+
+        A cold key's median is pulled toward its parent's estimate by ``n / (n + shrink_n)`` (its
+        own observations against ``shrink_n`` pseudo-observations), from the warm key down the
+        chain, and the warm key's whole distribution is scaled by the ratio: the parent gives the
+        shape, the child's few observations its place (e.g. a short lane under a carrier whose
+        promises are day-granular: its parcels use a smaller share of the promise than the
+        carrier's). Factor 1 when the first key is warm or nothing colder was seen.
+        """
+
+        hist = self.hist
+        min_count = self.min_count
+        for i, key in enumerate(keys):
+            h = hist.get(key)
+            if h is None or h[0] < min_count:
+                continue
+            q = self.warm_quantiles(keys[i:])
+            assert q is not None
+            if i == 0:
+                return q, 1.0
+            top = self.log2_median(key)
+            assert top is not None
+            est = top[1]
+            for j in range(i - 1, -1, -1):
+                m = self.log2_median(keys[j])
+                if m is not None:
+                    est += m[0] / (m[0] + shrink_n) * (m[1] - est)
+            if est == top[1]:
+                return q, 1.0
+            factor = 2.0 ** (est - top[1])
+            return tuple(v * factor for v in q), factor
         return None
 
     def source(self, keys: Sequence[str]) -> tuple[str, int]:
@@ -436,6 +499,7 @@ class DurationBaseline:
             else:
                 self.delta.pop(key, None)
             self._fast.pop(key, None)
+            self._medians.pop(key, None)
 
     def _load_cache(self, key: str, q: object) -> None:
         # a cache entry of an older grid (six quantiles) is dropped: recomputed at the next query
@@ -458,3 +522,4 @@ class DurationBaseline:
         assert isinstance(delta, dict)
         self.delta = {str(k): [{int(i): int(n) for i, n in part.items()} for part in v] for k, v in delta.items()}
         self._fast = {}
+        self._medians = {}

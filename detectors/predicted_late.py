@@ -7,7 +7,10 @@ distribution of r pools every lane of a carrier, and a parcel is late exactly
 when r > 1. It is learned online from delivered parcels (all of them: a
 forecast must know how often parcels are slow) per (node, scan type,
 destination), then (carrier, scan type, lane) and (carrier, scan type); not
-across carriers, whose feeds and promises differ. While the parcel is silent for e seconds after that scan, with D
+across carriers, whose feeds and promises differ. Promises are whole days, so a short lane's
+parcels use a smaller share of theirs than the carrier's average: while the lane key is too young
+to decide, the carrier's distribution is scaled to the lane's own median (shrunk toward the
+carrier's while the lane has few parcels). While the parcel is silent for e seconds after that scan, with D
 seconds from the scan to the promise, the chance of being late is
 P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. Where the
 feed scans every step that alone says little about a parcel stuck at an early
@@ -93,6 +96,9 @@ class PredictedLateDetector(DeadlineMixin):
     margin_s: tolerance after the promise.
     recheck_s: while no key is trusted, look again after this, then after as long as the parcel
         has been silent (backing off).
+    lane_shrink_n: when a parent key (carrier) decides, its distribution is moved to where the
+        lane's own parcels lie, their median trusted as n / (n + lane_shrink_n)
+        (``DurationBaseline.scaled_warm_quantiles``).
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
@@ -108,16 +114,25 @@ class PredictedLateDetector(DeadlineMixin):
     name = "predicted_late"
 
     def __init__(
-        self, env: Env, *, late_probability: float = 0.7, margin_s: float = 0.0, recheck_s: float = 6 * 3600
+        self,
+        env: Env,
+        *,
+        late_probability: float = 0.7,
+        margin_s: float = 0.0,
+        recheck_s: float = 6 * 3600,
+        lane_shrink_n: float = 10.0,
     ) -> None:
         if not 0.0 < late_probability < 1.0:
             raise ValueError("predicted_late: late_probability must be between 0 and 1")
         if recheck_s <= 0:
             raise ValueError("predicted_late: recheck_s must be positive")
+        if lane_shrink_n <= 0:
+            raise ValueError("predicted_late: lane_shrink_n must be positive")
         self.env = env
         self.late_probability = late_probability
         self.margin_s = margin_s
         self.recheck_s = recheck_s
+        self.lane_shrink_n = lane_shrink_n
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
         env = self.env
@@ -175,25 +190,30 @@ class PredictedLateDetector(DeadlineMixin):
         keys = remaining_keys(state, node, code)
         if now_ms >= limit:
             return self._finding(state, now_ms, keys, None, 1.0, "the promise has passed")
-        q = self.env.remaining.warm_quantiles(keys)
-        if q is None:
+        env = self.env
+        shrink = self.lane_shrink_n
+        got = env.remaining.scaled_warm_quantiles(keys, shrink)
+        if got is None:
             # no learned model for this stage yet: only the broken promise itself is certain
             self.set_due(state, min(limit, now_ms + max(int(self.recheck_s * 1000), now_ms - t)))
             return []
+        q = got[0]
         d_ms = limit - t
         e_s = (now_ms - t) / 1000
         s_d = survival_at(q, RATIO_UNIT)
         s_e = survival_at(q, RATIO_UNIT * (now_ms - t) / d_ms)
         p_late = min(1.0, s_d / s_e) if s_e > 0 else 1.0
-        qn = self.env.remaining_next.warm_quantiles(keys)
+        # the next-scan models stay unscaled: where the feed scans every step their keys are per
+        # node and warm soon, and scaling them too gave more false warnings on the mixed feed
+        qn = env.remaining_next.warm_quantiles(keys)
         if qn is not None and qn[P50] < 0.01 * RATIO_UNIT:
             qn = None  # the next scan is usually the delivery: the first model says it all
-        stage = self.env.remaining_stage.warm_quantiles(keys)
+        stage = env.remaining_stage.warm_quantiles(keys)
         if qn is not None:
             p_late = max(p_late, self._p_next(qn, stage, t, limit, d_ms, now_ms))
         if p_late >= self.late_probability:
             how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
-            return self._finding(state, now_ms, keys, q, p_late, how)
+            return self._finding(state, now_ms, keys, q, p_late, how, got[1])
         theta = self.late_probability
         r_star = quantile_at(q, 1.0 - s_d / theta)
         due = limit if isinf(r_star) else t + int(r_star / RATIO_UNIT * d_ms)
@@ -241,7 +261,14 @@ class PredictedLateDetector(DeadlineMixin):
         return total / len(_WAIT_POINTS)
 
     def _finding(
-        self, state: ParcelState, at_ms: int, keys: RemainingKeys, q: tuple[float, ...] | None, p_late: float, how: str
+        self,
+        state: ParcelState,
+        at_ms: int,
+        keys: RemainingKeys,
+        q: tuple[float, ...] | None,
+        p_late: float,
+        how: str,
+        scale: float = 1.0,
     ) -> list[Finding]:
         last = state.last
         assert last is not None
@@ -283,6 +310,8 @@ class PredictedLateDetector(DeadlineMixin):
                     else round(q[P50] / RATIO_UNIT * d_ms / 1000, 1),
                     "baseline_key": key,
                     "baseline_n": n,
+                    # the key's distribution moved to where this lane's own few parcels lie
+                    "lane_scale": round(scale, 3),
                 },
             )
         ]
