@@ -2,15 +2,17 @@
 
 The model is the remaining time to delivery from a parcel's latest scan,
 measured in units of the time the promise left at that scan (r = remaining /
-(promise - scan time)): the platform's promise already knows the lane, so one
-distribution of r pools every lane of a carrier, and a parcel is late exactly
-when r > 1. It is learned online from delivered parcels (all of them: a
-forecast must know how often parcels are slow) per (node, scan type,
-destination), then (carrier, scan type, lane) and (carrier, scan type); not
-across carriers, whose feeds and promises differ. Promises are whole days, so a short lane's
-parcels use a smaller share of theirs than the carrier's average: while the lane key is too young
-to decide, the carrier's distribution is scaled to the lane's own median (shrunk toward the
-carrier's while the lane has few parcels). While the parcel is silent for e seconds after that scan, with D
+(promise - scan time)): the promise knows roughly how long the lane takes, so
+one distribution of r can stand for every lane of a carrier until a lane has
+its own, and a parcel is late exactly when r > 1. It is learned online from
+delivered parcels (all of them: a forecast must know how often parcels are
+slow) per (node, scan type, destination), then (carrier, scan type, lane) and
+(carrier, scan type); not across carriers, whose feeds and promises differ.
+Promises are whole days, so a short lane's parcels use a smaller share of
+theirs than the carrier's average (on the sparse scenario the lanes' median r
+under one carrier runs from 0.11 to 0.58): while the lane's keys are too young
+to decide, the carrier's distribution is scaled to the lane's own median
+(shrunk toward the carrier's while the lane has few parcels). While the parcel is silent for e seconds after that scan, with D
 seconds from the scan to the promise, the chance of being late is
 P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. Where the
 feed scans every step that alone says little about a parcel stuck at an early
