@@ -152,7 +152,7 @@ class HubIncidentScorer:
     confirm: consecutive bad buckets that open an incident.
     onset_bucket_s: the incident's onset (the hub's last departure) is rounded down to this for its id.
     resolve_share: the incident resolves when the backlog falls below this share of present parcels.
-    max_affected: parcels listed in the alert (the full count is in the evidence).
+    max_affected: parcels listed in the alert (default all it tracks: the stored incident names every affected parcel).
     max_present_s: parcels at a hub longer than this no longer count (they are lost, not delayed).
 
     >>> from logiwatch.detectors.engine import EngineConfig
@@ -182,7 +182,7 @@ class HubIncidentScorer:
         prior_alpha: int = 1,
         prior_beta: int = 19,
         max_weight: int = 2000,
-        max_affected: int = 500,
+        max_affected: int = 100_000,
         max_present_s: float = 3 * 86400,
         cohort_span_s: float = 2 * 3600,
         warmup_s: float = 30 * 3600,

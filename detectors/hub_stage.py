@@ -39,8 +39,29 @@ from logiwatch.detectors.hub_incident import (
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType
 
 STAGE_VERSION = 1
+#: the aggregate topic the parcel partitions produce their hub summaries to
+HUBS_TOPIC_SUFFIX = "-hubs"
 _encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(HubSummary)
 _facts_decoder = msgspec.msgpack.Decoder(list[HubSummary])
+
+
+def encode_hub_summary(summary: HubSummary) -> bytes:
+    """A summary as the aggregate topic carries it (JSON; ``version`` names the format)."""
+
+    return _json_encoder.encode(summary)
+
+
+def decode_hub_summary(raw: bytes) -> HubSummary:
+    """The inverse of :func:`encode_hub_summary`.
+
+    >>> s = HubSummary(source=3, tick_ms=60_000, facts=(HubFact(1, "WB1", 1, "HUB-A", "east"),))
+    >>> decode_hub_summary(encode_hub_summary(s)) == s
+    True
+    """
+
+    return _json_decoder.decode(raw)
 
 
 class AggregateStage(Protocol):
