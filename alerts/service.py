@@ -53,7 +53,8 @@ from logiwatch.alerts.store import AlertStore, now_ms
 from logiwatch.config import Settings
 from logiwatch.detectors.codec import decode_alert
 from logiwatch.detectors.errors import DecodeError
-from logiwatch.detectors.model import Alert
+from logiwatch.detectors.hub_stage import LINKED_TYPES, link_incident
+from logiwatch.detectors.model import Alert, AnomalyType
 from logiwatch.errors import ConfigError, LogiwatchError
 from logiwatch.redisconn import connect, connect_sync, redact
 
@@ -108,6 +109,7 @@ class AlertService:
     async def handle_batch(self, alerts: list[Alert]) -> None:
         """Record a batch durably: one pipeline transaction, then the ledger, alert by alert."""
 
+        alerts = await self._link_incidents(alerts)
         results = await self.pipeline.process_batch(alerts, now_ms())
         woken: set[str] = set()
         for alert, (decision, notifs) in zip(alerts, results, strict=True):
@@ -120,6 +122,16 @@ class AlertService:
             self.metrics.ledger_entries.labels(e.kind, e.party).inc()
         for receiver in woken:
             self.deliverer.wake(receiver)
+
+    async def _link_incidents(self, alerts: list[Alert]) -> list[Alert]:
+        """Stalls at a hub with an open incident join it (``hub_stage.link_incident``): the stage scores
+        incidents over all partitions, so the parcel partitions cannot set the link themselves."""
+
+        if not any(a.alert_type in LINKED_TYPES and not a.incident_id for a in alerts):
+            return alerts
+        known = {r.alert.alert_id: r.alert for r in await self.store.open_incidents()}
+        known.update((a.alert_id, a) for a in alerts if a.alert_type is AnomalyType.HUB_INCIDENT)
+        return [link_incident(a, known.values()) for a in alerts]
 
     async def handle_records(self, records: list[tuple[bytes | None, str]]) -> None:
         """Decode (undecodable records are kept in ``alerts:bad`` and counted) and handle a batch."""

@@ -62,7 +62,7 @@ def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:
     engine.parcels.clear()
     engine._heap.clear()
     engine._queued.clear()
-    engine.env.present.clear()
+    engine.take_hub_summaries()
     gc.collect()
     without = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

@@ -44,7 +44,7 @@ from logiwatch.detectors.abnormal_segment import AbnormalSegmentDetector
 from logiwatch.detectors.calendar import Calendar
 from logiwatch.detectors.contradiction import ContradictionDetector
 from logiwatch.detectors.errors import StateError
-from logiwatch.detectors.hub_incident import HubIncidentDetector
+from logiwatch.detectors.hub_incident import HubFact, HubFactsRecorder, HubSummary, hub_alert
 from logiwatch.detectors.late_dispatch import LateDispatchDetector
 from logiwatch.detectors.lost import LostDetector
 from logiwatch.detectors.model import (
@@ -89,7 +89,7 @@ DETECTORS: dict[str, type] = {
     "misroute": MisrouteDetector,
     "suspicious_delivery": SuspiciousDeliveryDetector,
     "predicted_late": PredictedLateDetector,
-    "hub_incident": HubIncidentDetector,
+    "hub_incident": HubFactsRecorder,
 }
 
 #: Alert types resolved by the parcel's next scan (late dispatch and pickup timeout resolve
@@ -235,6 +235,13 @@ class Engine:
         self._max_seen_bytes = 4 * config.max_seen
         #: learning shared across partitions (``attach_pool``)
         self._pool = PoolMember(config.pool_epoch_ms)
+        #: hub facts for the hub stage (``detectors/hub_stage.py``); None when hub incidents are off
+        self._hub: HubFactsRecorder | None = next(
+            (d for d in self._detectors if isinstance(d, HubFactsRecorder)), None
+        )
+        #: the source partition named in this engine's hub summaries (the runner and worker set it)
+        self.hub_source = 0
+        self._summaries: list[HubSummary] = []
 
     def attach_pool(self, pool: Pool, partition: int) -> None:
         """Share learning with the other partitions through ``pool`` (needs ``config.pool_epoch_ms``)."""
@@ -274,8 +281,23 @@ class Engine:
                         pool.held = list(records[i:])
                         break
                     self._on_time(record.tick_time, out)
+                    self._summarise(record.tick_time)
         finally:
             self._flush()
+        return out
+
+    def _summarise(self, tick_ms: int) -> None:
+        hub = self._hub
+        if hub is not None:
+            self._summaries.append(
+                HubSummary(source=self.hub_source, tick_ms=tick_ms, facts=tuple(hub.pending))
+            )
+            hub.pending.clear()
+
+    def take_hub_summaries(self) -> list[HubSummary]:
+        """The hub summaries of the ticks processed since the last call (one per tick), for the hub stage."""
+
+        out, self._summaries = self._summaries, []
         return out
 
     @property
@@ -350,14 +372,10 @@ class Engine:
             "max_time": self._max_time,
             "baselines": {name: b.export() for name, b in env.baselines().items()} if full else None,
             "centroids": env.centroids,
-            "present": env.present,
-            "incidents": env.incidents,
-            "affected": env.affected,
-            "next_eval": env.next_eval,
             "lane_regions": env.lane_regions,
-            "arrivals": env.arrivals,
-            "suspect": env.suspect,
-            "recent_incidents": env.recent_incidents,
+            # hub facts since the last tick: the offsets a checkpoint commits covered them
+            "hub_pending": _state_encoder.encode(self._hub.pending if self._hub is not None else []),
+            "hub_summaries": _state_encoder.encode(self._summaries),
             "feeds": env.feeds,
             **self._pool.export(env),
         }
@@ -391,14 +409,9 @@ class Engine:
                     # next to them no longer carries the baselines.
                     b.changed.update(b.hist)
             env.centroids = blob["centroids"]
-            env.present = blob["present"]
-            env.incidents = blob["incidents"]
-            env.affected = blob["affected"]
-            env.next_eval = blob["next_eval"]
             env.lane_regions = blob["lane_regions"]
-            env.arrivals = blob["arrivals"]
-            env.suspect = blob["suspect"]
-            env.recent_incidents = blob["recent_incidents"]
+            # a snapshot from before the hub stage has per-partition incident state: dropped (the stage relearns)
+            engine._restore_hub(blob)
             env.feeds = blob.get("feeds") or {}
             engine._pool.load(env, blob)
         if baselines:
@@ -425,6 +438,13 @@ class Engine:
         heapq.heapify(engine._heap)
         return engine
 
+    def _restore_hub(self, blob: dict[str, object]) -> None:
+        pending, summaries = blob.get("hub_pending"), blob.get("hub_summaries")
+        if self._hub is not None and isinstance(pending, bytes):
+            self._hub.pending = msgspec.msgpack.decode(pending, type=list[HubFact])
+        if self._hub is not None and isinstance(summaries, bytes):
+            self._summaries = msgspec.msgpack.decode(summaries, type=list[HubSummary])
+
     def stats(self) -> dict[str, float]:
         learned = cold = 0
         for b in self.env.baselines().values():
@@ -438,7 +458,6 @@ class Engine:
             "cold_keys": cold,
             "in_flight": len(self.parcels),
             "deadlines": self._deadlines,
-            "open_incidents": len(self.env.incidents),
         }
         for t, n in zip(TYPES, self._by_stage, strict=True):
             out[f"parcels_by_stage_{t.value}"] = n
@@ -666,13 +685,11 @@ class Engine:
         self._due_at.pop(wb, None)
         self._dirty.discard(wb)
         self._deleted.add(wb)
-        for present in self.env.present.values():
-            present.pop(wb, None)
 
     def _emit(self, st: ParcelState, findings: list[Finding], out: list[Alert]) -> None:
         for f in findings:
             if f.alert_id is not None:
-                out.append(_hub_alert(f))
+                out.append(hub_alert(f))
                 continue
             typ = f.alert_type.value
             if f.status is AlertStatus.RESOLVED:
@@ -739,24 +756,3 @@ class Engine:
 def _handles(det: Detector, code: int) -> bool:
     handles: frozenset[int] | None = getattr(det, "handles", None)
     return handles is None or code in handles
-
-
-def _hub_alert(f: Finding) -> Alert:
-    assert f.alert_id is not None
-    return Alert(
-        alert_id=f.alert_id,
-        alert_type=f.alert_type,
-        status=f.status,
-        severity=f.severity,
-        detected_at=f.at_ms,
-        summary=f.summary,
-        onset_at=f.onset_ms,
-        node_id=f.node,
-        region=f.region,
-        incident_id=f.alert_id,
-        affected_waybills=f.affected,
-        window_start=f.window_start,
-        window_end=f.window_end,
-        revision=f.revision,
-        evidence=f.evidence,
-    )

@@ -25,20 +25,33 @@ their limit) has cleared to its usual stragglers (``resolve_share``). Parcels
 present longer than ``max_present_s`` (lost) are dropped from the count so
 they cannot hold an incident open forever.
 
-The per-hub scorer state (Beta counts, last departure, onset of the bad run)
-lives in the hub's ``env.arrivals`` map under negative keys (real buckets are
-positive), so the engine's ``export_models``/``restore`` carries it unchanged.
+The scorer runs in the hub stage (``detectors/hub_stage.py``), over every
+partition's hub facts, not inside a parcel engine: each parcel engine only
+records :class:`HubFact` rows (arrivals, departures) with
+:class:`HubFactsRecorder` and hands them out per clock tick as a
+:class:`HubSummary`. The per-hub scorer state (Beta counts, last departure,
+onset of the bad run) lives in the hub's ``env.arrivals`` map under negative
+keys (real buckets are positive), so the stage's export carries it unchanged.
 """
 
 from __future__ import annotations
 
 import math
 
+import msgspec
 from river import proba
 
 from logiwatch.detectors.baselines import P95
-from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity, make_alert_id
-from logiwatch.detectors.state import CODES, EXCEPTION, HUB_ARRIVED, DeadlineMixin, Env, Finding, ParcelState
+from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, ScanEvent, Severity, make_alert_id
+from logiwatch.detectors.state import (
+    EXCEPTION,
+    HUB_ARRIVED,
+    DeadlineMixin,
+    Env,
+    Finding,
+    ParcelState,
+    dwell_baseline,
+)
 
 #: reserved keys of a hub's ``env.arrivals`` map (bucket numbers are >= 0)
 ALPHA, BETA, LAST_DEPARTURE, RUN_ONSET = -1, -2, -3, -4
@@ -71,12 +84,63 @@ def _finite(value: float, fallback: float) -> float:
     return fallback if value == float("inf") else value
 
 
-class HubIncidentDetector(DeadlineMixin):
+#: kinds of :class:`HubFact` (a departure sorts before an arrival at the same time)
+DEPART, ARRIVE = 0, 1
+HUB_SUMMARY_VERSION = 1
+
+
+class HubFact(msgspec.Struct, array_like=True, frozen=True, order=True):
+    """One parcel arriving at or leaving a hub; the stage applies them sorted by (time, waybill, kind)."""
+
+    time_ms: int
+    waybill: str
+    kind: int
+    hub: str
+    region: str = ""
+    #: a departure straight after the arrival scan (its dwell is the hub's HUB_ARRIVED dwell)
+    direct: bool = False
+
+
+class HubSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """A parcel partition's hub facts since its previous tick; an empty one still carries the tick (watermark)."""
+
+    source: int
+    tick_ms: int
+    facts: tuple[HubFact, ...] = ()
+    version: int = HUB_SUMMARY_VERSION
+
+
+class HubEnv:
+    """What the scorer keeps per hub (the hub stage's state; one for all partitions)."""
+
+    def __init__(self, min_count: int) -> None:
+        self.dwell = dwell_baseline(min_count)  # the engines' prior, count and clipping
+        #: hub -> {waybill: arrival_ms}: parcels currently at each hub
+        self.present: dict[str, dict[str, int]] = {}
+        #: hub -> open incident [alert_id, window_start, last_eval, revision, n_affected]
+        self.incidents: dict[str, list[int | str]] = {}
+        #: hub -> last closed incident [alert_id, window_start, window_end]
+        self.recent_incidents: dict[str, list[int | str]] = {}
+        #: hub -> affected waybills of its open incident
+        self.affected: dict[str, list[str]] = {}
+        #: hub -> {15-min bucket: arrivals} (and the scorer's state under negative keys)
+        self.arrivals: dict[str, dict[int, int]] = {}
+        #: hub -> consecutive evaluations that found it broken (before an incident opens)
+        self.suspect: dict[str, int] = {}
+        #: hub -> next evaluation time
+        self.next_eval: dict[str, int] = {}
+        #: hub -> its region (from its first arrival)
+        self.region: dict[str, str] = {}
+        #: hub -> time of the newest fact seen there
+        self.seen: dict[str, int] = {}
+
+
+class HubIncidentScorer:
     """Catches hub-wide slowdowns and maps them to the parcels they hold.
 
     Parameters
     ----------
-    env: the engine's shared environment.
+    env: the hub stage's state.
     eval_every_s: the scoring bucket: each hub is scored once per bucket of event time.
     dwell_factor: a parcel is overdue above dwell_factor * the hub's p95 dwell.
     min_parcels, min_fraction: overdue parcels (count, and share of their cohort) a bad bucket needs.
@@ -88,7 +152,7 @@ class HubIncidentDetector(DeadlineMixin):
     confirm: consecutive bad buckets that open an incident.
     onset_bucket_s: the incident's onset (the hub's last departure) is rounded down to this for its id.
     resolve_share: the incident resolves when the backlog falls below this share of present parcels.
-    max_affected: parcels listed in the alert (the full count is in the evidence).
+    max_affected: parcels listed in the alert (default all it tracks: the stored incident names every affected parcel).
     max_present_s: parcels at a hub longer than this no longer count (they are lost, not delayed).
 
     >>> from logiwatch.detectors.engine import EngineConfig
@@ -96,10 +160,11 @@ class HubIncidentDetector(DeadlineMixin):
     >>> sc = Scenario()
     >>> for i in range(6):  # six parcels reach HUB-A and never leave
     ...     _ = sc.parcel(f"WB{i}").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H + i * 60_000)
-    >>> for i, at in enumerate((22 * H, 22 * H + 35 * 60_000)):  # later arrivals trigger the scoring
+    >>> for i, at in enumerate((22 * H, 22 * H + 35 * 60_000)):  # later arrivals: the hub is scored at the next tick
     ...     _ = sc.parcel(f"LATER{i}").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", at)
     >>> cfg = EngineConfig(knobs={"hub_incident": {"warmup_s": 0}})
-    >>> [(a.alert_type.value, a.node_id) for a in sc.run(config=cfg, detectors=("hub_incident",), until=23 * H)]
+    >>> run = sc.run(config=cfg, detectors=("hub_incident",), until=23 * H, tick_every_ms=600_000)
+    >>> [(a.alert_type.value, a.node_id) for a in run]
     [('hub_incident', 'HUB-A')]
     """
 
@@ -107,7 +172,7 @@ class HubIncidentDetector(DeadlineMixin):
 
     def __init__(
         self,
-        env: Env,
+        env: HubEnv,
         *,
         eval_every_s: float = 1800,
         dwell_factor: float = 1.0,
@@ -117,7 +182,7 @@ class HubIncidentDetector(DeadlineMixin):
         prior_alpha: int = 1,
         prior_beta: int = 19,
         max_weight: int = 2000,
-        max_affected: int = 500,
+        max_affected: int = 100_000,
         max_present_s: float = 3 * 86400,
         cohort_span_s: float = 2 * 3600,
         warmup_s: float = 30 * 3600,
@@ -177,57 +242,61 @@ class HubIncidentDetector(DeadlineMixin):
             alpha, beta = max(1, alpha // 2), max(1, beta // 2)
         counts[ALPHA], counts[BETA] = alpha, beta
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
+    def depart(self, fact: HubFact) -> None:
+        """A parcel left ``fact.hub``: it counts no more, and an on-time departure marks the hub working."""
+
         env = self.env
-        if not env.latest:
-            return []
-        prev = env.prev
-        wb = state.waybill
-        code = CODES[event.event_type]
-        hub = event.node_id
-        t = event.event_time
-        if prev is not None and prev[1] in (HUB_ARRIVED, EXCEPTION):
-            if code == EXCEPTION and prev[2] == hub:
-                # an exception at the hub (e.g. HUB_DELAY) is the parcel still waiting there
-                return self._maybe_evaluate(hub, event.region, t) if wb in env.present.get(hub, {}) else []
-            at = env.present.get(prev[2])
-            arrived = at.pop(wb, None) if at is not None else None
-            counts = env.arrivals.get(prev[2])
-            if arrived is not None and counts is not None and t > counts.get(LAST_DEPARTURE, 0):
-                # only a departure on time says the hub works: stragglers leaving after an outage do not
-                if t - arrived <= self._limits(prev[2])[(arrived // QUARTER_DAY_MS) % 4]:
-                    counts[LAST_DEPARTURE] = t
-        if code != HUB_ARRIVED or state.final_at or state.note.get("teleport_at") == event.event_time:
-            return []
-        present = env.present.get(hub)
-        if present is None:
-            present = env.present[hub] = {}
-        present[wb] = t
+        hub, t = fact.hub, fact.time_ms
+        at = env.present.get(hub)
+        arrived = at.pop(fact.waybill, None) if at is not None else None
         counts = env.arrivals.get(hub)
-        if counts is None:
-            counts = env.arrivals[hub] = {}
+        if arrived is None or counts is None:
+            return
+        limit = self._limits(hub)[(arrived // QUARTER_DAY_MS) % 4]
+        # only a departure on time says the hub works: stragglers leaving after an outage do not
+        if t > counts.get(LAST_DEPARTURE, 0) and t - arrived <= limit:
+            counts[LAST_DEPARTURE] = t
+        if fact.direct and not self._protected(hub, arrived):
+            self.env.dwell.learn(_hub_keys(hub, arrived), (t - arrived) / 1000)
+
+    def _protected(self, hub: str, arrived: int) -> bool:
+        # protected learning: a parcel held by an (open or recent) incident is not the hub's normal
+        if hub in self.env.incidents:
+            return True
+        recent = self.env.recent_incidents.get(hub)
+        return recent is not None and arrived <= int(recent[2])
+
+    def arrive(self, fact: HubFact) -> None:
+        env = self.env
+        hub, t, wb = fact.hub, fact.time_ms, fact.waybill
+        env.present.setdefault(hub, {})[wb] = t
+        env.region.setdefault(hub, fact.region)
+        counts = env.arrivals.setdefault(hub, {})
         bucket = t // self.bucket_ms
         counts[bucket] = counts.get(bucket, 0) + 1
         affected = env.affected.get(hub)
         if affected is not None and len(affected) < 100_000 and wb not in affected:
             affected.append(wb)
-        return self._maybe_evaluate(hub, event.region, t)
 
-    def _maybe_evaluate(self, hub: str, region: str, t: int) -> list[Finding]:
+    def evaluate(self, hub: str, now: int) -> list[Finding]:
+        """Score the hub at ``now`` if its evaluation is due (once per ``eval_every_s``)."""
+
         env = self.env
-        if t < env.next_eval.get(hub, 0):
+        if now < env.next_eval.get(hub, 0) or hub not in env.present:
             return []
-        env.next_eval[hub] = t - t % self.eval_every_ms + self.eval_every_ms
-        return self._evaluate(hub, region, t)
+        env.next_eval[hub] = now - now % self.eval_every_ms + self.eval_every_ms
+        present = env.present[hub]
+        stale = now - self.max_present_ms
+        for wb in [wb for wb, a in present.items() if a < stale]:
+            del present[wb]  # lost, not delayed: they no longer count (and the stage stays bounded)
+        return self._evaluate(hub, env.region.get(hub, ""), now)
 
     def _limits(self, hub: str) -> list[int]:
         """The hub's dwell limit (ms) per 6-hour arrival bucket: it depends on the departure schedules."""
 
         chains = self._limit_keys.get(hub)
         if chains is None:
-            chains = self._limit_keys[hub] = tuple(
-                (f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}") for hb in range(4)
-            )
+            chains = self._limit_keys[hub] = tuple(_hub_keys(hub, hb * QUARTER_DAY_MS) for hb in range(4))
         quantiles = self.env.dwell.quantiles
         factor = self.dwell_factor
         prior = self.env.dwell.prior[P95]
@@ -366,5 +435,80 @@ class HubIncidentDetector(DeadlineMixin):
             evidence=evidence,
         )
 
+
+def _hub_keys(hub: str, arrived_ms: int) -> tuple[str, str, str]:
+    # the carrier-blind keys the stall detector learns too (``stall.dwell_keys``), same names
+    hb = (arrived_ms // QUARTER_DAY_MS) % 4
+    return (f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}")
+
+
+class HubFactsRecorder(DeadlineMixin):
+    """The parcel side of hub incidents: records arrivals and departures, scores nothing.
+
+    An exception scan at the hub the parcel waits at is not a departure; a
+    teleport (contradiction) or a scan after the final one is no arrival. The
+    engine hands the facts out per clock tick (``Engine.take_hub_summaries``);
+    the hub stage scores them over all partitions. Its knobs are the stage's
+    (``HubIncidentScorer``): it only checks them, so a bad one fails when
+    the engine starts.
+
+    >>> from logiwatch.detectors.engine import Engine, EngineConfig
+    >>> from logiwatch.detectors.model import Tick
+    >>> from logiwatch.detectors.testing import Scenario, H
+    >>> sc = Scenario(start_ms=0)
+    >>> _ = sc.parcel("WB1").paid(0).dispatched(H).picked_up(2 * H).arrived("HUB-A", 3 * H).departed(5 * H)
+    >>> engine = Engine(EngineConfig(detectors=("hub_incident",)))
+    >>> _ = engine.process([*sc.events(), Tick(tick_time=6 * H)])
+    >>> [(f.kind, f.hub, f.direct) for s in engine.take_hub_summaries() for f in s.facts]
+    [(1, 'HUB-A', False), (0, 'HUB-A', True)]
+    """
+
+    name = "hub_incident"
+
+    def __init__(self, env: Env, **stage_knobs: float | bool | str) -> None:
+        self.env = env
+        HubIncidentScorer(HubEnv(1), **stage_knobs)  # type: ignore[arg-type]  # bad knobs fail here, at start
+        #: facts since the last tick, in partition order
+        self.pending: list[HubFact] = []
+
+    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
+        env = self.env
+        if not env.latest:
+            return []
+        prev = env.prev
+        code = env.code
+        if prev is not None and prev[1] in (HUB_ARRIVED, EXCEPTION):
+            if code == EXCEPTION and prev[2] == event.node_id:
+                return []  # an exception at the hub (e.g. HUB_DELAY) is the parcel still waiting there
+            direct = prev[1] == HUB_ARRIVED
+            self.pending.append(HubFact(event.event_time, state.waybill, DEPART, prev[2], direct=direct))
+        if code != HUB_ARRIVED or state.final_at or state.note.get("teleport_at") == event.event_time:
+            return []
+        self.pending.append(HubFact(event.event_time, state.waybill, ARRIVE, event.node_id, event.region))
+        return []
+
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
         return []
+
+
+def hub_alert(f: Finding) -> Alert:
+    """The alert of a hub-level finding (it carries its own id; the incident is its own ``incident_id``)."""
+
+    assert f.alert_id is not None
+    return Alert(
+        alert_id=f.alert_id,
+        alert_type=f.alert_type,
+        status=f.status,
+        severity=f.severity,
+        detected_at=f.at_ms,
+        summary=f.summary,
+        onset_at=f.onset_ms,
+        node_id=f.node,
+        region=f.region,
+        incident_id=f.alert_id,
+        affected_waybills=f.affected,
+        window_start=f.window_start,
+        window_end=f.window_end,
+        revision=f.revision,
+        evidence=f.evidence,
+    )

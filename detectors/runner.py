@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.hub_stage import AggregateStage, HubStage
 from logiwatch.detectors.model import Alert, ScanEvent, Tick
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.pool import MemoryPool, PoolMissing
@@ -62,6 +63,7 @@ def run_partitioned(
     config: EngineConfig,
     *,
     engines: list[Engine] | None = None,
+    stage: AggregateStage | None = None,
 ) -> list[Alert]:
     """All alerts of one engine per partition fed in partition order (ticks go to every engine).
 
@@ -69,7 +71,9 @@ def run_partitioned(
     (``detectors/pool.py``): at each new epoch of the tick clock every partition is
     brought to that tick first, so each finds the others' deltas of the epoch before.
     ``engines`` continues from given engines (e.g. restored from a checkpoint, their
-    pool attached by the caller) instead of new ones.
+    pool attached by the caller) instead of new ones, and ``stage`` from a given hub stage.
+    Hub incidents come from one hub stage over every partition's hub summaries, as live
+    (``detectors/hub_stage.py``): the same incidents whatever ``num_partitions``.
     """
 
     if num_partitions < 1:
@@ -85,16 +89,26 @@ def run_partitioned(
         pool = MemoryPool(num_partitions)
         for p, engine in enumerate(engines):
             engine.attach_pool(pool, p)
+    for p, engine in enumerate(engines):
+        engine.hub_source = p
+    if stage is None and "hub_incident" in config.detectors:
+        stage = HubStage(num_partitions, config.min_count, config.knobs.get("hub_incident"))
     epoch: int | None = None
     pending: list[list[ScanEvent | Tick]] = [[] for _ in range(num_partitions)]
     where: dict[str, int] = {}
     alerts: list[Alert] = []
 
+    def run(p: int) -> None:
+        alerts.extend(engines[p].process(pending[p]))
+        pending[p].clear()
+        if stage is not None:
+            for summary in engines[p].take_hub_summaries():
+                alerts.extend(stage.offer(summary))
+
     def flush() -> None:
         for p, batch in enumerate(pending):
             if batch:
-                alerts.extend(engines[p].process(batch))
-                batch.clear()
+                run(p)
 
     for rec in records:
         if type(rec) is ScanEvent:
@@ -105,8 +119,7 @@ def run_partitioned(
             p = at
             pending[p].append(rec)
             if len(pending[p]) >= 4096:
-                alerts.extend(engines[p].process(pending[p]))
-                pending[p].clear()
+                run(p)
         else:
             assert isinstance(rec, Tick)
             if epoch_ms and (epoch is None or rec.tick_time // epoch_ms > epoch):

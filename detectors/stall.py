@@ -157,10 +157,7 @@ class StallDetector(DeadlineMixin):
             return []  # a scan that cannot be true (contradiction) is not where the parcel waits
         if prev is not None and prev[1] >= PICKED_UP and prev[1] not in FINAL_CODES and prev[1] != HUB_DEPARTED:
             keys = self.keys_for(state, prev[2], prev[1], prev[0])
-            hit = note.pop("stall_hit", 0)
-            if hit == 2:
-                pass  # stalled in a hub incident: it says nothing about the hub's normal dwell
-            elif hit:
+            if note.pop("stall_hit", 0):
                 # it stalled: all we may say is that it waited at least the threshold it crossed
                 env.dwell.learn_censored(keys, note.get("stall_thr_s", 0.0))
             else:
@@ -191,13 +188,8 @@ class StallDetector(DeadlineMixin):
         q = env.dwell.quantiles(keys)
         key, n = env.dwell.source(keys)
         dwell_s = (now_ms - t) / 1000
-        inc = env.incidents.get(node)
-        if inc is None:
-            recent = env.recent_incidents.get(node)
-            # a dwell that began before a recent incident at this hub ended is explained by it
-            if recent is not None and t <= int(recent[2]) and now_ms - int(recent[2]) < 86_400_000:
-                inc = recent
-        state.note["stall_hit"] = 2 if inc else 1
+        # the hub incident that explains it (if any) is linked by the alert service (hub_stage.link_incident)
+        state.note["stall_hit"] = 1
         return [
             Finding(
                 alert_type=AnomalyType.STALL,
@@ -207,7 +199,6 @@ class StallDetector(DeadlineMixin):
                 episode=f"{node}:{code}:{t}",
                 node=node,
                 region=region,
-                incident_id=str(inc[0]) if inc else None,
                 summary=(
                     f"Parcel {state.waybill} has had no scan for {dwell_s / 3600:.1f} h at {node} "
                     f"after {TYPES[code].value} (usual p99 {q[P99] / 3600:.1f} h, from {n} parcels)"

@@ -6,8 +6,7 @@ small numbers in ``state.note``, and return :class:`Finding` objects that the
 engine turns into alerts (one open alert per parcel and type). The state is a
 compact msgspec struct (route as tuples, seen event ids as packed 32-bit hashes) so a
 snapshot stays well under a kilobyte per parcel. :class:`Env` carries what is
-shared across parcels: the learned baselines, the calendar, the hub tracker,
-and two facts about the event being processed (the previous latest scan and
+shared across parcels: the learned baselines, the calendar, and two facts about the event being processed (the previous latest scan and
 whether this event is the newest of its parcel).
 """
 
@@ -119,6 +118,14 @@ class Finding(msgspec.Struct, kw_only=True):
     revision: int = 0
 
 
+def dwell_baseline(min_count: int) -> DurationBaseline:
+    """The dwell baseline (the parcel engines' and the hub stage's): clipped hard at 1.5 x p99."""
+
+    return DurationBaseline(
+        (900, 1800, 3 * 3600, 12 * 3600, 18 * 3600, 30 * 3600), min_count=min_count, clip_factor=1.5
+    )
+
+
 class Env:
     """Shared, per-engine context handed to every detector."""
 
@@ -127,9 +134,7 @@ class Env:
         self.lateness_ms = lateness_ms
         # priors are generous guesses (seconds) used only while keys are cold
         # dwell learning clips hard (1.5 x p99): a hub outage must not become the hub's normal
-        self.dwell = DurationBaseline(
-            (900, 1800, 3 * 3600, 12 * 3600, 18 * 3600, 30 * 3600), min_count=min_count, clip_factor=1.5
-        )
+        self.dwell = dwell_baseline(min_count)
         # legs are scheduled trucks: a third of min_count pins one down (and a partition sees
         # only its share of a lane, so a full min_count left most lanes cold at 4 partitions)
         self.segment = DurationBaseline(
@@ -151,20 +156,6 @@ class Env:
         self.pickup = DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
         #: region -> [n, sum_lat, sum_lon]: learned centroids for "moves away from destination"
         self.centroids: dict[str, list[float]] = {}
-        #: hub -> {waybill: arrival_ms}: parcels currently at each hub (for incidents)
-        self.present: dict[str, dict[str, int]] = {}
-        #: hub -> open incident [alert_id, window_start, last_eval, revision, n_affected, onset]
-        self.incidents: dict[str, list[int | str]] = {}
-        #: hub -> last closed incident [alert_id, window_start, window_end] (late stalls link to it)
-        self.recent_incidents: dict[str, list[int | str]] = {}
-        #: hub -> affected waybills of its open incident
-        self.affected: dict[str, list[str]] = {}
-        #: hub -> {15-min bucket: arrivals}: cohort sizes for incident scoring
-        self.arrivals: dict[str, dict[int, int]] = {}
-        #: hub -> consecutive evaluations that found it broken (before an incident opens)
-        self.suspect: dict[str, int] = {}
-        #: hub -> next evaluation time
-        self.next_eval: dict[str, int] = {}
         #: "origin>dest" lane -> {region: hub arrivals seen}: which regions a lane normally visits
         self.lane_regions: dict[str, dict[str, int]] = {}
         #: carrier -> its feed profile ``[delivered, with OUT_FOR_DELIVERY, with hub scans, with

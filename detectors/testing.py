@@ -19,7 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.engine import EngineConfig
 from logiwatch.detectors.model import Alert, AlertStatus, EventType, NodeType, ScanEvent
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
 
@@ -209,8 +209,5 @@ class Scenario:
             cfg = EngineConfig(**{**cfg.__dict__, "detectors": tuple(detectors)})
         final = None if until is None else self.start_ms + until
         records = interleave_ticks(events if events is not None else self.events(), tick_every_ms, final_tick_ms=final)
-        if partitions == 1:
-            alerts = Engine(cfg).process(list(records))
-        else:
-            alerts = run_partitioned(records, partitions, cfg)
+        alerts = run_partitioned(records, partitions, cfg)
         return alerts if all_alerts else [a for a in alerts if a.status is AlertStatus.FIRING]

@@ -24,8 +24,10 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 
 from logiwatch.config import Settings
+from logiwatch.detectors.hub_stage import HUBS_TOPIC_SUFFIX
 from logiwatch.redisconn import connect
 from logiwatch.streams.consumer import BatchCheckpoint, BatchHandler, BatchTransport
+from logiwatch.streams.hubs import HubStageRunner
 from logiwatch.streams.join import InnerEngine, JoinConfig
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.pool import RedisPool
@@ -110,12 +112,15 @@ def build_worker(
     store = SnapshotStore(
         client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)
     )
+    hubs_topic = kafka.topics.events + HUBS_TOPIC_SUFFIX
     worker = BatchWorker(
         engine_factory=engine_factory or real_engine_factory(settings),
         store=store,
         sink=FaustSink(app),
         alerts_topic=kafka.topics.alerts,
         dlq_topic=kafka.topics.dlq,
+        hubs_topic=hubs_topic,
+        hub_stage=_hub_stage(settings, client, hubs_topic, events_partitions, FaustSink(app)),
         limits=DecodeLimits(
             max_event_bytes=wconf.max_event_bytes,
             max_past_ms=wconf.max_event_past_ms,
@@ -146,6 +151,9 @@ def build_worker(
     # partition count), so Faust's assignor gives partition p of both to the
     # same worker and the join finds a parcel's registration in process.
     app.topics.add(app.topic(kafka.topics.shipments, key_serializer="raw", value_serializer="raw"))
+    if worker.hub_stage is not None:
+        # one partition: the worker that owns it scores hub incidents over every events partition
+        app.topics.add(app.topic(hubs_topic, key_serializer="raw", value_serializer="raw"))
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The consumer has already waited for the in-flight batch and
@@ -209,6 +217,26 @@ def _pool(
         partitions=n,
         wait_s=settings.detection.pool_wait_s,
         on_partial=partial.inc,
+    )
+
+
+def _hub_stage(
+    settings: Settings, client: Any, topic: str, events_partitions: int | None, sink: FaustSink
+) -> HubStageRunner | None:
+    from logiwatch.config import engine_config
+
+    config = engine_config(settings)
+    if "hub_incident" not in config.detectors:
+        return None
+    return HubStageRunner(
+        client=client,
+        prefix=settings.redis.key_prefix,
+        topic=topic,
+        sources=events_partitions or settings.kafka.topics.events_partitions,
+        min_count=config.min_count,
+        knobs=config.knobs.get("hub_incident"),
+        sink=sink,
+        alerts_topic=settings.kafka.topics.alerts,
     )
 
 

@@ -97,6 +97,7 @@ from typing import Any, Protocol
 
 from logiwatch.detectors.codec import decode_record, decode_registration, decode_tick, encode_alert
 from logiwatch.detectors.errors import DecodeError
+from logiwatch.detectors.hub_stage import encode_hub_summary
 from logiwatch.detectors.model import (
     TICK_HEADER,
     TICK_HEADER_VALUE,
@@ -189,6 +190,16 @@ class RecordSink(Protocol):
     async def send(
         self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None
     ) -> Awaitable[Any]: ...
+
+
+class AggregateHandler(Protocol):
+    """A stage over an aggregate topic (``streams/hubs.py``): handles its batches, commits its own offset."""
+
+    topic: str
+
+    async def handle(self, records: Sequence[KafkaRecord]) -> int | None: ...
+
+    def drop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -309,8 +320,14 @@ class BatchWorker:
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         join: JoinConfig | None = None,
         pool: RedisPool | None = None,
+        hubs_topic: str | None = None,
+        hub_stage: AggregateHandler | None = None,
     ) -> None:
         self.engine_factory = engine_factory
+        #: where the partitions' hub summaries go (``detectors/hub_stage.py``); None drops them
+        self.hubs_topic = hubs_topic
+        #: the hub stage, when this worker consumes the hubs topic too
+        self.hub_stage = hub_stage
         #: learning pooled across the events topic's partitions (``streams/pool.py``), if on
         self.pool = pool
         self.store = store
@@ -376,11 +393,16 @@ class BatchWorker:
             if attach is None:
                 raise TypeError("pooled learning needs an engine with attach_pool")
             attach(self.pool, partition)
+        if hasattr(inner, "hub_source"):
+            inner.hub_source = partition  # its hub summaries name their source partition
         return JoinEngine(inner, lambda: self._registries.get(partition), self.join, waiting)
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a revoked partition's engine; its state is already in Redis."""
 
+        if self.hub_stage is not None and topic == self.hub_stage.topic:
+            self.hub_stage.drop()
+            return
         part = self._partitions.pop((topic, partition), None)
         self._landed.pop((topic, partition), None)
         if topic == self.limits.shipments_topic:
@@ -409,6 +431,8 @@ class BatchWorker:
 
         started = time.perf_counter()
         topic, partition = records[0].topic, records[0].partition
+        if self.hub_stage is not None and topic == self.hub_stage.topic:
+            return BatchOutcome(commit_offset=await self.hub_stage.handle(records))
         part = await self._partition(topic, partition)
         # 0. the restore rule: skip what the state has applied, seek back over a gap
         aligned = self._align(part, records)
@@ -508,6 +532,7 @@ class BatchWorker:
             part.unacked.append(
                 await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert))
             )
+        await self._produce_hub_summaries(part)
         for letter in dead:
             self.metrics.dlq.labels(reason=letter.reason).inc()
             if letter.reason != PROCESSING_ERROR:
@@ -519,6 +544,19 @@ class BatchWorker:
                     type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
                 ).inc()
                 self.metrics.event_to_alert.observe(latency_s)
+
+    async def _produce_hub_summaries(self, part: _Partition) -> None:
+        """The engine's hub summaries, keyed by source partition and acknowledged by the checkpoint
+        like the alerts (the stage drops a re-sent (partition, tick): they are idempotent by key)."""
+
+        engine = part.engine.inner if isinstance(part.engine, JoinEngine) else part.engine
+        take = getattr(engine, "take_hub_summaries", None)
+        if take is None:
+            return
+        for summary in take():
+            if self.hubs_topic is not None:
+                key = str(summary.source).encode()
+                part.unacked.append(await self.sink.send(self.hubs_topic, key, encode_hub_summary(summary)))
 
     def _observe_batch(self, part: _Partition, partition: int, highwater: int | None, now_ms: int, started: float) -> None:
         if highwater is not None:

@@ -16,6 +16,7 @@ import logging
 
 from logiwatch.commands._kafka import require_topic
 from logiwatch.config import Settings, redacted_url
+from logiwatch.detectors.hub_stage import HUBS_TOPIC_SUFFIX
 from logiwatch.errors import ConfigError, LogiwatchError
 from logiwatch.streams.tuning import tune_gc
 
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 topics.shipments: topics.events_partitions,
                 topics.alerts: topics.alerts_partitions,
                 topics.dlq: topics.dlq_partitions,
+                # hub summaries of every partition for the hub stage: one partition, so one stage sees all
+                topics.events + HUBS_TOPIC_SUFFIX: 1,
             },
         )
     except Exception as exc:  # kafka-python raises its own tree

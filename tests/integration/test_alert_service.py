@@ -136,6 +136,32 @@ def test_incident_with_many_parcels_yields_one_notification_per_receiver_and_inh
             assert inc["incidents"][0]["parcel_count"] == n
 
 
+def test_stalls_arriving_while_their_hub_incident_is_open_are_linked_and_inhibited(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], settings_factory: Any
+) -> None:
+    # the parcel engines no longer know incidents (the hub stage scores them): the service links
+    # a stall at a hub whose incident it holds open (detectors.hub_stage.link_incident)
+    topic, ltopic = topic_factory("alerts"), topic_factory("liability", 1)
+    settings = service_settings(settings_factory, topic, ltopic, f"g-{uuid4().hex}")
+    incident = stall(
+        0, alert_id="inc-hub-8", alert_type=AnomalyType.HUB_INCIDENT, severity=Severity.CRITICAL, waybill_id=None,
+        node_id="HUB-8", window_start=T0 - HOUR, window_end=T0, affected_waybills=("WB1", "WB2", "WB3"),
+    )
+    parcels = [stall(i, node_id="HUB-8") for i in (1, 2, 3)]
+    with HookReceiver() as generic:
+        rt = routes({"cs": (generic.url, "generic")}, group_wait_s=0.5)
+        with ServiceThread(settings, rt) as svc:
+            produce(kafka_bootstrap, topic, [incident])
+            wait_until(lambda: svc.consumed == 1, 60, what="the incident consumed")
+            produce(kafka_bootstrap, topic, parcels)
+            wait_until(lambda: svc.consumed == 4, 60, what="the stalls consumed")
+            wait_until(lambda: queues_empty(svc), 30, what="queues drained")
+            _, listed = call("GET", f"{svc.url}/api/alerts?incident=inc-hub-8&limit=100", token=None)
+            assert listed["count"] == 3 and all(r["suppressed"] == "inhibited" for r in listed["alerts"])
+            ids = {h.json()["alert"]["alert_id"] for h in generic.ok_hits()}
+            assert ids == {"inc-hub-8"}
+
+
 def read_topic(bootstrap: str, topic: str, want: int) -> list[dict[str, Any]]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=1000)
     got: list[dict[str, Any]] = []

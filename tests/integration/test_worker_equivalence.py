@@ -43,7 +43,7 @@ def redis_url(redis_url_both: str) -> str:
     return redis_url_both
 
 
-@pytest.mark.parametrize("ending", ["simulator-dates", "today", "pooled"])
+@pytest.mark.parametrize("ending", ["simulator-dates", "today", "pooled", "hub-incidents"])
 def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
     ending: str,
     kafka_bootstrap: str,
@@ -54,7 +54,9 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
     # "today": the order window starts 10 days ago, so the last scans are about a day old and
     # the final tick (FINAL_HORIZON_MS past them) lies far ahead of the wall clock
     start = int(time.time() * 1000) - 10 * DAY_MS if ending == "today" else None
-    events, _labels = generate("default", seed=5, parcels=400, start=start)
+    # "hub-incidents": enough parcels for hub incidents, scored live by the hub stage over the
+    # four partitions' summaries on the hubs topic, as the backtest's in-process stage does
+    events, _labels = generate("default", seed=5, parcels=1000 if ending == "hub-incidents" else 400, start=start)
     events_topic, alerts_topic, dlq_topic = topic_factory("ev"), topic_factory("al"), topic_factory("dlq", 1)
     cfg = settings_factory(
         kafka={
@@ -70,6 +72,8 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
     )
     expected = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, engine_config(cfg))
     assert expected, "the scenario must produce alerts for this test to mean anything"
+    if ending == "hub-incidents":
+        assert any(a.alert_type.value == "hub_incident" for a in expected), "the scenario must have hub incidents"
     if ending == "pooled":
         alone_cfg = engine_config(settings_factory(detection={"pool_epoch_s": 0}))
         alone = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, alone_cfg)

@@ -1,4 +1,4 @@
-"""Hub-incident detector: the river-backed per-hub scorer, ids that partition engines agree on, restore.
+"""Hub incidents: the river-backed per-hub scorer in the hub stage, the same over any partitioning, restore.
 
 The scenario is a small network around one hub, HUB-B: a parcel arrives
 every 15 minutes and leaves on the next of the hub's departure waves (every
@@ -12,8 +12,10 @@ from __future__ import annotations
 import pytest
 
 from logiwatch.detectors.engine import Engine, EngineConfig
-from logiwatch.detectors.hub_incident import ALPHA, BETA, HubIncidentDetector, overdue_tail
+from logiwatch.detectors.hub_incident import ALPHA, BETA, HubFact, HubSummary, overdue_tail
+from logiwatch.detectors.hub_stage import HubStage, link_incident
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, ScanEvent, Tick, make_alert_id
+from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
 from logiwatch.detectors.testing import DAY, DEFAULT_START_MS, H, M, Scenario
 
@@ -36,10 +38,14 @@ def hub_scenario(*, outage: bool, parcels: int = 360, exceptions: bool = False) 
         if outage and arrive < OUTAGE_AT + OUTAGE_S and leave >= OUTAGE_AT:
             leave = _next_wave(OUTAGE_AT + OUTAGE_S) + (i % 10) * M
         p = sc.parcel(f"WB{i:04d}", deliver_within=20 * DAY).paid(arrive - 8 * H).dispatched(arrive - 7 * H)
-        p.picked_up(arrive - 6 * H).arrived("HUB-A", arrive - 4 * H).departed(arrive - 3 * H).arrived("HUB-B", arrive)
+        p.picked_up(arrive - 6 * H).arrived("HUB-A", arrive - 4 * H).departed(arrive - 3 * H).arrived(
+            "HUB-B", arrive
+        )
         if outage and exceptions and i % 2 == 0 and arrive < OUTAGE_AT + OUTAGE_S and leave > arrive + 3 * H:
             p.scan("EXCEPTION", arrive + 2 * H, node="HUB-B")
-        p.departed(leave).arrived("HUB-C", leave + 5 * H).departed(leave + 7 * H).out_for_delivery(leave + 9 * H)
+        p.departed(leave).arrived("HUB-C", leave + 5 * H).departed(leave + 7 * H).out_for_delivery(
+            leave + 9 * H
+        )
         p.delivered(leave + 11 * H)
     return sc
 
@@ -74,7 +80,12 @@ def test_an_outage_opens_one_incident_that_names_the_hub_window_and_parcels() ->
     assert len({a.alert_id for a in alerts}) == 1  # one outage, one id (revisions and resolution share it)
     assert alerts[-1].status is AlertStatus.RESOLVED
     assert first.evidence["p_value"] is not None and float(first.evidence["p_value"]) <= 0.001
-    stuck = {f"WB{i:04d}" for i in range(360) if OUTAGE_AT - 2 * H <= 2 * H + i * 15 * M <= first.detected_at - DEFAULT_START_MS}
+    # parcels that arrived before the tick that opened it (one arriving at the tick is in the next summary)
+    stuck = {
+        f"WB{i:04d}"
+        for i in range(360)
+        if OUTAGE_AT - 2 * H <= 2 * H + i * 15 * M < first.detected_at - DEFAULT_START_MS
+    }
     assert stuck and stuck <= set(first.affected_waybills)
 
 
@@ -86,12 +97,13 @@ def test_the_incident_id_is_the_hub_and_the_hour_of_its_last_departure_wave() ->
     assert alerts[0].window_start == onset
 
 
-def test_partition_engines_that_see_the_same_outage_give_it_the_same_id() -> None:
+@pytest.mark.parametrize("partitions", [2, 4, 16])
+def test_the_same_incidents_whatever_the_partitioning(partitions: int) -> None:
     records = list(interleave_ticks(hub_scenario(outage=True).events(), H))
-    alerts = [a for a in incidents(run_partitioned(records, 2, CONFIG)) if a.status is AlertStatus.FIRING]
-    first_of_each = [a for a in alerts if a.revision == 0]
-    assert len(first_of_each) == 2  # each partition saw it on its own, from its half of the parcels
-    assert len({a.alert_id for a in alerts}) == 1
+    one = incidents(run_partitioned(records, 1, CONFIG))
+    many = incidents(run_partitioned(records, partitions, CONFIG))
+    assert one and many == one  # same ids, revisions and affected parcels
+    assert len([a for a in many if a.revision == 0 and a.status is AlertStatus.FIRING]) == 1
 
 
 def test_hub_delay_exception_scans_keep_the_parcel_at_the_hub() -> None:
@@ -101,31 +113,39 @@ def test_hub_delay_exception_scans_keep_the_parcel_at_the_hub() -> None:
     assert with_exceptions[0].detected_at <= plain[0].detected_at
 
 
-def test_stall_alerts_at_the_hub_during_the_incident_carry_its_id() -> None:
+def test_stall_alerts_at_the_hub_during_the_incident_are_linked_to_it() -> None:
     sc = hub_scenario(outage=True)
     # one parcel stuck far longer than the outage: its stall fires while the incident is open
     p = sc.parcel("STUCK", deliver_within=20 * DAY).paid(OUTAGE_AT - 8 * H).dispatched(OUTAGE_AT - 7 * H)
     p.picked_up(OUTAGE_AT - 6 * H).arrived("HUB-B", OUTAGE_AT - H)
-    alerts = sc.run(config=CONFIG)
-    inc = incidents(alerts)[0]
+    alerts = sc.run(config=CONFIG, all_alerts=True)
+    incs = incidents(alerts)
     stalls = [a for a in alerts if a.alert_type is AnomalyType.STALL and a.waybill_id == "STUCK"]
-    assert stalls and stalls[0].incident_id == inc.alert_id
+    assert stalls and stalls[0].incident_id is None  # the parcel engine does not know the incident
+    open_then = [a for a in incs if a.detected_at <= stalls[0].detected_at]
+    assert link_incident(stalls[0], open_then[-1:]).incident_id == incs[0].alert_id
+
+
+def _stage_run(records: list[ScanEvent | Tick], partitions: int = 1) -> tuple[list[Alert], HubStage]:
+    stage = HubStage(partitions, CONFIG.min_count)
+    return run_partitioned(records, partitions, CONFIG, stage=stage), stage
 
 
 def test_the_hub_learns_its_overdue_rate_only_from_normal_buckets() -> None:
-    engine = Engine(CONFIG)
-    engine.process(list(interleave_ticks(hub_scenario(outage=True).events(), H)))
-    counts = engine.env.arrivals["HUB-B"]
+    _, stage = _stage_run(list(interleave_ticks(hub_scenario(outage=True).events(), H)))
+    counts = stage.env.arrivals["HUB-B"]
     learned = counts[BETA] + counts[ALPHA]
-    detector = HubIncidentDetector(engine.env)
     assert learned > 20  # it learned
     # stuck parcels were not learned as normal: the hub's overdue rate stays small
-    assert detector.scorer("HUB-B").alpha / learned < 0.1
+    assert stage.scorer.scorer("HUB-B").alpha / learned < 0.1
 
 
-def test_snapshot_mid_incident_restore_and_replay_give_the_same_alerts() -> None:
-    records: list[ScanEvent | Tick] = list(interleave_ticks(hub_scenario(outage=True, exceptions=True).events(), H))
-    whole = Engine(CONFIG).process(records)
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_restoring_engines_and_stage_mid_incident_gives_the_same_alerts(partitions: int) -> None:
+    records: list[ScanEvent | Tick] = list(
+        interleave_ticks(hub_scenario(outage=True, exceptions=True).events(), H)
+    )
+    whole, _ = _stage_run(records, partitions)
     fired = next(a for a in incidents(whole) if a.status is AlertStatus.FIRING)
     # cut while the incident is open (just after it fired) and while the hub is only suspect
     cuts = [
@@ -133,13 +153,49 @@ def test_snapshot_mid_incident_restore_and_replay_give_the_same_alerts() -> None
         next(i for i, r in enumerate(records) if _time(r) > fired.detected_at - 40 * M),
     ]
     for cut in cuts:
-        engine = Engine(CONFIG)
-        before = engine.process(records[:cut])
-        restored = Engine.restore(CONFIG, engine.take_changes().upserts, engine.export_models())
-        assert before + restored.process(records[cut:]) == whole
+        engines = [Engine(CONFIG) for _ in range(partitions)]
+        stage = HubStage(partitions, CONFIG.min_count)
+        before = run_partitioned(records[:cut], partitions, CONFIG, engines=engines, stage=stage)
+        restored = [Engine.restore(CONFIG, e.take_changes().upserts, e.export_models()) for e in engines]
+        stage = HubStage.restore(partitions, CONFIG.min_count, None, stage.export())
+        after = run_partitioned(records[cut:], partitions, CONFIG, engines=restored, stage=stage)
+        assert incidents(before + after) == incidents(whole)
+
+
+def test_the_stage_waits_for_every_partition_and_ignores_duplicate_summaries() -> None:
+    stage = HubStage(2, 30)
+    fact = HubFact(1_000, "WB1", 1, "HUB-A", "east")
+    assert stage.offer(HubSummary(source=0, tick_ms=60_000, facts=(fact,))) == []
+    assert "HUB-A" not in stage.env.present  # partition 1 has not reached the tick yet
+    stage.offer(
+        HubSummary(source=0, tick_ms=60_000, facts=(HubFact(2_000, "WB2", 1, "HUB-A"),))
+    )  # a re-emission
+    stage.offer(HubSummary(source=1, tick_ms=120_000))
+    assert stage.watermark_ms == 60_000 and list(stage.env.present["HUB-A"]) == ["WB1"]
+    stage.offer(HubSummary(source=0, tick_ms=120_000, facts=(HubFact(61_000, "WB1", 0, "HUB-A"),)))
+    assert stage.watermark_ms == 120_000 and stage.env.present["HUB-A"] == {}
+
+
+def test_summaries_in_any_arrival_order_give_the_same_incidents() -> None:
+    records = list(interleave_ticks(hub_scenario(outage=True).events(), H))
+    engines = [Engine(CONFIG) for _ in range(3)]
+    run_partitioned(records, 3, CONFIG, engines=engines, stage=HubStage(3, CONFIG.min_count))
+    # the same summaries again, re-collected, offered partition by partition (the slowest last)
+    engines = [Engine(CONFIG) for _ in range(3)]
+    for p, e in enumerate(engines):
+        e.hub_source = p
+    summaries: list[list[HubSummary]] = [[], [], []]
+    for r in records:
+        targets = range(3) if isinstance(r, Tick) else [partition_for(r.waybill_id, 3)]
+        for p in targets:
+            engines[p].process([r])
+            summaries[p].extend(engines[p].take_hub_summaries())
+    stage = HubStage(3, CONFIG.min_count)
+    late = [a for p in (2, 0, 1) for a in stage.offer_all(summaries[p])]
+    assert late == incidents(run_partitioned(records, 1, CONFIG))
 
 
 @pytest.mark.parametrize("knob", [{"eval_every_s": 0}, {"prior_alpha": 0}])
 def test_bad_knobs_are_rejected(knob: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="hub_incident"):
-        Engine(EngineConfig(detectors=DETECTORS, knobs={"hub_incident": knob}))
+        HubStage(1, 30, knob)
