@@ -380,6 +380,19 @@ class BatchWorker:
             attach(self.pool, partition)
         return JoinEngine(inner, lambda: self._registries.get(partition), self.join, waiting)
 
+    async def adopt(self, topic: str, partition: int) -> None:
+        """With pooled learning, restore an assigned partition now rather than at its next batch.
+
+        Its snapshot may hold records (committed, waiting for an epoch): the other partitions
+        wait for what this one publishes when they are released, and at the end of a stream no
+        new batch would come to restore it.
+        """
+
+        if self.pool is None or topic == self.limits.shipments_topic:
+            return
+        async with self._lock:
+            await self._partition(topic, partition)
+
     def drop(self, topic: str, partition: int) -> None:
         """Forget a revoked partition's engine; its state is already in Redis."""
 

@@ -191,10 +191,9 @@ def test_sigkilled_worker_restarts_without_losing_or_changing_alerts(scenario: S
 
 
 def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(scenario: Scenario) -> None:
-    # Pooled learning off: pooled across two worker processes the alerts differed from the pooled
-    # reference in one of two runs (457 of 599, integrate-15 at 07:37 UTC), as in the fleet test:
-    # an open point in docs/reliability.md.
-    scenario = scenario.alone()
+    # Pooled (the default). Before the worker restored assigned partitions at once, the victim's
+    # partitions, all committed but holding records at an epoch, were never restored by the
+    # survivor (no batch came) and the survivor's own partitions waited for them for ever.
     split = scenario.split
     victim = scenario.worker("victim")
     survivor = scenario.worker("survivor")
@@ -222,10 +221,7 @@ def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(scenar
 
 
 def test_worker_rebuilds_state_from_the_topic_when_redis_lost_it(scenario: Scenario, redis_url: str) -> None:
-    # Pooled learning off here: with it on (the default), the rebuilt worker's alerts differed
-    # from the pooled reference (561 of 599, integrate-15 at 07:24 UTC): an open point in
-    # docs/reliability.md. The single-worker SIGKILL test above runs pooled.
-    scenario = scenario.alone()
+    # Pooled (the default): every partition is rebuilt from the topic and re-publishes the same deltas.
     cfg, split = scenario.cfg, scenario.split
     first = scenario.worker("first")
     try:
