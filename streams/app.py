@@ -162,7 +162,15 @@ def build_worker(
         for tp in revoked:
             worker.drop(tp.topic, tp.partition)
 
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # pooled learning: a taken-over partition holding records must run before its next batch
+        assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
+        for tp in sorted(assigned):
+            if tp.topic == kafka.topics.events:
+                await worker.adopt(tp.topic, tp.partition)
+
     app.on_partitions_revoked.connect(on_revoked, weak=False)
+    app.on_partitions_assigned.connect(on_assigned, weak=False)
     return WorkerRuntime(app=app, worker=worker, metrics=metrics, redis=client)
 
 

@@ -127,7 +127,7 @@ class RedisPool:
                 pipe.expire(self.key(epoch), self.ttl_s)
             await pipe.execute()
             self._outbox.clear()
-        ready = False
+        ready: set[int] = set()
         for epoch in sorted(self._wanted):
             raw = await self.client.hgetall(self.key(epoch))
             blobs = {int(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
@@ -135,11 +135,22 @@ class RedisPool:
             if len(blobs) >= self.partitions:
                 self._sum(epoch, blobs)
                 del self._wanted[epoch]
-                ready = True
+                ready.add(epoch)
             else:
                 self._wanted[epoch] = (since, blobs)
-        # an engine needs an epoch's total once per partition, within about an epoch of its close
+        self._prune(keep=ready)
+        return bool(ready)
+
+    def _prune(self, keep: set[int]) -> None:
+        """Forget old totals, never one just read: the engine that waits for it has not taken it yet.
+
+        An engine needs an epoch's total once per partition, mostly within about an epoch of its
+        close; a partition restored from an older snapshot asks for older epochs again, which are
+        then read from Redis again. Pruning the epoch such a partition had just waited for (it is
+        older than the four newest) made it wait for ever: read, pruned, asked again, read, ...
+        """
+
         for old in sorted(self._totals)[:-4]:
-            del self._totals[old]
-            self._parts.pop(old, None)
-        return ready
+            if old not in keep:
+                del self._totals[old]
+                self._parts.pop(old, None)

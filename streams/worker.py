@@ -235,6 +235,8 @@ class _Partition:
     unsaved_since: float | None = None
     #: acknowledgements of the alerts and dead letters sent since the snapshot was taken
     unacked: list[Awaitable[Any]] = field(default_factory=list)
+    #: the alerts sent since the snapshot was taken (encoded): what a rebuild need not send again
+    sent: set[bytes] = field(default_factory=set)
     #: the snapshot write in flight (True: written, False: fenced off), the
     #: offset it covers and when it started (monotonic)
     writing: asyncio.Task[bool] | None = None
@@ -397,6 +399,19 @@ class BatchWorker:
             inner.hub_source = partition  # its hub summaries name their source partition
         return JoinEngine(inner, lambda: self._registries.get(partition), self.join, waiting)
 
+    async def adopt(self, topic: str, partition: int) -> None:
+        """With pooled learning, restore an assigned partition now rather than at its next batch.
+
+        Its snapshot may hold records (committed, waiting for an epoch): the other partitions
+        wait for what this one publishes when they are released, and at the end of a stream no
+        new batch would come to restore it.
+        """
+
+        if self.pool is None or topic == self.limits.shipments_topic:
+            return
+        async with self._lock:
+            await self._partition(topic, partition)
+
     def drop(self, topic: str, partition: int) -> None:
         """Forget a revoked partition's engine; its state is already in Redis."""
 
@@ -529,9 +544,7 @@ class BatchWorker:
                 await self.sink.send(self.dlq_topic, letter.original_key(), encode_dead_letter(letter))
             )
         for alert in alerts:
-            part.unacked.append(
-                await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert))
-            )
+            await self._send_alert(part, alert)
         await self._produce_hub_summaries(part)
         for letter in dead:
             self.metrics.dlq.labels(reason=letter.reason).inc()
@@ -557,6 +570,11 @@ class BatchWorker:
             if self.hubs_topic is not None:
                 key = str(summary.source).encode()
                 part.unacked.append(await self.sink.send(self.hubs_topic, key, encode_hub_summary(summary)))
+
+    async def _send_alert(self, part: _Partition, alert: Alert) -> None:
+        raw = encode_alert(alert)
+        part.sent.add(raw)
+        part.unacked.append(await self.sink.send(self.alerts_topic, alert.alert_id.encode(), raw))
 
     def _observe_batch(self, part: _Partition, partition: int, highwater: int | None, now_ms: int, started: float) -> None:
         if highwater is not None:
@@ -587,9 +605,7 @@ class BatchWorker:
                 if inner is None or not held:
                     continue
                 for alert in inner.process([]):
-                    part.unacked.append(
-                        await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert))
-                    )
+                    await self._send_alert(part, alert)
                     self.metrics.alerts_emitted.labels(
                         type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
                     ).inc()
@@ -690,6 +706,7 @@ class BatchWorker:
         part.writing = asyncio.ensure_future(write())
         part.writing_offset, part.writing_since = offset, time.monotonic()
         part.unsaved.clear()
+        part.sent.clear()
         part.unsaved_since = None
 
     async def _settle(self, topic: str, partition: int, part: _Partition) -> bool:
@@ -761,17 +778,18 @@ class BatchWorker:
             part.unsaved.extend(items)
             return alerts, False
         # Rebuild the state before this batch: the snapshot (once the write in
-        # flight has landed), then the records applied since (their alerts are
-        # out already, so drop them again).
+        # flight has landed), then the records applied since. Their alerts that
+        # were sent are dropped; the others go out now: with pooled learning the
+        # rebuilt engine may release records the failed one was still holding
+        # (the pool sums it waited for came in meanwhile), and their alerts were never sent.
         if not await self._settle(topic, partition, part):
             raise _StaleState
         snap = await self.store.load(topic, partition)
         part.engine = self._build(topic, partition, snap)
-        if part.unsaved:
-            part.engine.process(part.unsaved)
+        replayed = part.engine.process(part.unsaved) if part.unsaved else []
+        alerts = [a for a in replayed if encode_alert(a) not in part.sent]
         part.unsaved.clear()
         by_offset = {r.offset: r for r in records}
-        alerts = []
         for offset, item in decoded:
             try:
                 alerts.extend(part.engine.process([item]))

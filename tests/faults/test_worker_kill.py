@@ -42,7 +42,7 @@ SILENT_TYPES = {AnomalyType.STALL, AnomalyType.LIKELY_LOST}
 
 
 def _expected(cfg: Settings, records: list[object]) -> list[bytes]:
-    conf = engine_config(cfg)  # the worker's own detection settings (learning pooled by default)
+    conf = engine_config(cfg)  # the worker's own detection settings (pooled learning on)
     return [encode_alert(a) for a in run_partitioned(records, PARTITIONS, conf)]  # type: ignore[arg-type]
 
 
@@ -144,6 +144,7 @@ def scenario(
         # The final flush tick is FINAL_HORIZON_MS past the last event, which
         # may be ahead of today's clock: let the worker accept it.
         worker={"batch_max_records": 300, "event_time_only": True},
+        detection={"pool_epoch_s": 21_600},  # pooled learning on (6 h epochs; the default is off)
     )
     return Scenario(kafka_bootstrap, cfg, records, int(len(records) * 0.6), _expected(cfg, records), tmp_path)
 
@@ -191,10 +192,9 @@ def test_sigkilled_worker_restarts_without_losing_or_changing_alerts(scenario: S
 
 
 def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(scenario: Scenario) -> None:
-    # Pooled learning off: pooled across two worker processes the alerts differed from the pooled
-    # reference in one of two runs (457 of 599, integrate-15 at 07:37 UTC), as in the fleet test:
-    # an open point in docs/reliability.md.
-    scenario = scenario.alone()
+    # Pooled. Before the worker restored assigned partitions at once, the victim's
+    # partitions, all committed but holding records at an epoch, were never restored by the
+    # survivor (no batch came) and the survivor's own partitions waited for them for ever.
     split = scenario.split
     victim = scenario.worker("victim")
     survivor = scenario.worker("survivor")
@@ -222,10 +222,7 @@ def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(scenar
 
 
 def test_worker_rebuilds_state_from_the_topic_when_redis_lost_it(scenario: Scenario, redis_url: str) -> None:
-    # Pooled learning off here: with it on (the default), the rebuilt worker's alerts differed
-    # from the pooled reference (561 of 599, integrate-15 at 07:24 UTC): an open point in
-    # docs/reliability.md. The single-worker SIGKILL test above runs pooled.
-    scenario = scenario.alone()
+    # Pooled: every partition is rebuilt from the topic and re-publishes the same deltas.
     cfg, split = scenario.cfg, scenario.split
     first = scenario.worker("first")
     try:
