@@ -141,7 +141,10 @@ def test_an_incident_notification_waits_group_wait_while_a_lone_parcel_alert_goe
     )
     with HookReceiver() as hook:
         svc, topic = start(_routes(hook.url, group_wait_s=group_wait_s))
-        produce(kafka_bootstrap, topic, [incident, stall(1)])
+        # the lone parcel alert is at another hub: one at HUB-1 would now join the open incident
+        # there in the alert service (``link_incident``) and be inhibited
+        lone = stall(1, node_id="HUB-2", summary="parcel WB1 stalled at HUB-2")
+        produce(kafka_bootstrap, topic, [incident, lone])
         wait_until(lambda: len(_hits(hook)) >= 2, timeout=20)
         by_type = {h.json()["alert"]["alert_type"]: h for h in _hits(hook)}
         t_incident, t_parcel = _decided_ms(svc, incident.alert_id), _decided_ms(svc, "stall-1")
