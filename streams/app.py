@@ -31,8 +31,9 @@ from logiwatch.streams.hubs import HubStageRunner
 from logiwatch.streams.join import InnerEngine, JoinConfig
 from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.pool import RedisPool
+from logiwatch.streams.records import DecodeLimits
 from logiwatch.streams.state import Snapshot, SnapshotStore
-from logiwatch.streams.worker import BatchWorker, DecodeLimits, EngineFactory
+from logiwatch.streams.worker import BatchWorker, EngineFactory
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,13 @@ def build_worker(
         # one partition: the worker that owns it scores hub incidents over every events partition
         app.topics.add(app.topic(hubs_topic, key_serializer="raw", value_serializer="raw"))
 
+    _connect_rebalance(app, worker, kafka.topics.events)
+    return WorkerRuntime(app=app, worker=worker, metrics=metrics, redis=client)
+
+
+def _connect_rebalance(app: LogiwatchApp, worker: BatchWorker, events_topic: str) -> None:
+    """Drop the engines of revoked partitions; restore each events partition at assignment."""
+
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # The consumer has already waited for the in-flight batch and
         # committed; the snapshot in Redis is the state, so drop the engines.
@@ -166,12 +174,11 @@ def build_worker(
         # pooled learning: a taken-over partition holding records must run before its next batch
         assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
         for tp in sorted(assigned):
-            if tp.topic == kafka.topics.events:
+            if tp.topic == events_topic:
                 await worker.adopt(tp.topic, tp.partition)
 
     app.on_partitions_revoked.connect(on_revoked, weak=False)
     app.on_partitions_assigned.connect(on_assigned, weak=False)
-    return WorkerRuntime(app=app, worker=worker, metrics=metrics, redis=client)
 
 
 def _faust_app(settings: Settings) -> LogiwatchApp:

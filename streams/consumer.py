@@ -39,7 +39,8 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from logiwatch.streams.worker import BatchOutcome, KafkaRecord
+from logiwatch.streams.records import KafkaRecord
+from logiwatch.streams.worker import BatchOutcome
 
 #: The app's handler: (records of one partition, fetch high watermark) -> outcome.
 BatchHandler = Callable[[Sequence[KafkaRecord], int | None], Awaitable[BatchOutcome]]

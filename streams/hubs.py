@@ -24,7 +24,8 @@ from logiwatch.detectors.codec import encode_alert
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.hub_stage import HubStage, decode_hub_summary
 from logiwatch.redisconn import slot_tag
-from logiwatch.streams.worker import KafkaRecord, RecordSink
+from logiwatch.streams.records import KafkaRecord
+from logiwatch.streams.worker import RecordSink
 
 log = logging.getLogger(__name__)
 

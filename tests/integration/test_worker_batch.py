@@ -25,8 +25,9 @@ from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import Alert, EventType, NodeType, ScanEvent, Tick
 from logiwatch.streams.dlq import PROCESSING_ERROR, decode_dead_letter
 from logiwatch.streams.metrics import WorkerMetrics
+from logiwatch.streams.records import DecodeLimits
 from logiwatch.streams.state import Snapshot, SnapshotStore
-from logiwatch.streams.worker import BatchOutcome, BatchWorker, DecodeLimits, PartitionEngine, RecordSink
+from logiwatch.streams.worker import BatchOutcome, BatchWorker, PartitionEngine, RecordSink
 from tests.helpers import wait_until
 from tests.integration.test_worker_support import TopicReader
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from logiwatch.detectors.codec import encode_event, encode_tick
 from logiwatch.detectors.model import TICK_HEADER, TICK_HEADER_VALUE, EventType, NodeType, ScanEvent, Tick
 from logiwatch.streams.dlq import decode_dead_letter, encode_dead_letter, make_dead_letter
-from logiwatch.streams.worker import DecodeLimits, decode_records, is_tick
+from logiwatch.streams.records import DecodeLimits, decode_records, is_tick
 
 NOW_MS = 1_795_000_000_000
 DAY_MS = 86_400_000
