@@ -133,16 +133,21 @@ def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[flo
     """
 
     from logiwatch.detectors.engine import Engine, EngineConfig
+    from logiwatch.detectors.runner import interleave_ticks
 
     config = EngineConfig(allowed_lateness_ms=lateness_ms)
+    # with the clock's ticks (not the final one, which would end every journey): the hub facts
+    # leave the engine in a summary at each tick, as they do in the worker
+    records = list(interleave_ticks(events, 60_000))[:-1]
     gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         engine = Engine(config)
-        for i in range(0, len(events), BATCH):
-            engine.process(events[i : i + BATCH])
+        for i in range(0, len(records), BATCH):
+            engine.process(records[i : i + BATCH])
             engine.take_changes()  # steady state: the worker drains changes every batch
+            engine.take_hub_summaries()  # and sends the hub summaries on
         gc.collect()
         live = tracemalloc.get_traced_memory()[0] - base
         parcels = engine.in_flight

@@ -121,7 +121,7 @@ def build_worker(
         alerts_topic=kafka.topics.alerts,
         dlq_topic=kafka.topics.dlq,
         hubs_topic=hubs_topic,
-        hub_stage=_hub_stage(settings, client, hubs_topic, events_partitions, FaustSink(app)),
+        hub_stage=_hub_stage(settings, client, hubs_topic, events_partitions, FaustSink(app), metrics),
         limits=DecodeLimits(
             max_event_bytes=wconf.max_event_bytes,
             max_past_ms=wconf.max_event_past_ms,
@@ -236,7 +236,12 @@ def _pool(
 
 
 def _hub_stage(
-    settings: Settings, client: Any, topic: str, events_partitions: int | None, sink: FaustSink
+    settings: Settings,
+    client: Any,
+    topic: str,
+    events_partitions: int | None,
+    sink: FaustSink,
+    metrics: WorkerMetrics,
 ) -> HubStageRunner | None:
     from logiwatch.config import engine_config
 
@@ -252,6 +257,7 @@ def _hub_stage(
         knobs=config.knobs.get("hub_incident"),
         sink=sink,
         alerts_topic=settings.kafka.topics.alerts,
+        metrics=metrics,
     )
 
 

@@ -24,6 +24,7 @@ from logiwatch.detectors.codec import encode_alert
 from logiwatch.detectors.errors import DecodeError
 from logiwatch.detectors.hub_stage import HubStage, decode_hub_summary
 from logiwatch.redisconn import slot_tag
+from logiwatch.streams.metrics import WorkerMetrics
 from logiwatch.streams.records import KafkaRecord
 from logiwatch.streams.worker import RecordSink
 
@@ -44,6 +45,7 @@ class HubStageRunner:
         knobs: Mapping[str, float | bool | str] | None,
         sink: RecordSink,
         alerts_topic: str,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.client = client
         self.topic = topic
@@ -51,6 +53,8 @@ class HubStageRunner:
         self.sources, self.min_count, self.knobs = sources, min_count, knobs
         self.sink = sink
         self.alerts_topic = alerts_topic
+        #: the worker's metrics: incident alerts count among its emitted alerts like parcel alerts
+        self.metrics = metrics
         self.stage: HubStage | None = None
         self.next_offset = 0
 
@@ -78,6 +82,10 @@ class HubStageRunner:
                 continue
             for alert in stage.offer(summary):
                 acks.append(await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert)))
+                if self.metrics is not None:
+                    self.metrics.alerts_emitted.labels(
+                        type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
+                    ).inc()
         for ack in acks:
             await ack
         self.next_offset = fresh[-1].offset + 1
