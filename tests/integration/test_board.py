@@ -32,6 +32,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from logiwatch.commands.liability import _report
 from logiwatch.detectors.engine import Engine, EngineConfig
+from logiwatch.detectors.hub_stage import HubStage
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks
@@ -68,11 +69,15 @@ def simulated() -> tuple[list[Alert], dict[str, bytes]]:
 
     events, _ = simulator.generate("default", seed=3, parcels=1500)
     records = list(interleave_ticks(events, 60_000))
-    engine = Engine(EngineConfig())
+    config = EngineConfig()
+    engine = Engine(config)
+    stage = HubStage(1, config.min_count, config.knobs.get("hub_incident"))  # hub incidents
     alerts: list[Alert] = []
     last_state: dict[str, bytes] = {}  # each parcel's state at the last batch it was still in flight
     for i in range(0, len(records), 4096):
         alerts += engine.process(records[i : i + 4096])
+        for summary in engine.take_hub_summaries():
+            alerts += stage.offer(summary)
         last_state.update((wb, bytes(blob)) for wb, blob in engine.parcels.items())
     return [a for a in alerts if a.status == AlertStatus.FIRING], last_state
 
