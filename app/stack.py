@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from logiwatch.config import Settings
+from logiwatch.detectors.hub_stage import HUBS_TOPIC_SUFFIX
 from logiwatch.errors import LogiwatchError
 
 LOOPBACK = "127.0.0.1"
@@ -325,6 +326,8 @@ def stack_topics(settings: Settings) -> dict[str, int]:
         t.dlq: t.dlq_partitions,
         # contract v2 registrations: co-partitioned with the events
         t.shipments: t.events_partitions,
+        # the hub stage's summaries of every events partition: one partition, so one stage sees all
+        t.events + HUBS_TOPIC_SUFFIX: 1,
     }
 
 

@@ -121,7 +121,7 @@ def build_worker(
         alerts_topic=kafka.topics.alerts,
         dlq_topic=kafka.topics.dlq,
         hubs_topic=hubs_topic,
-        hub_stage=_hub_stage(settings, client, hubs_topic, events_partitions, FaustSink(app), metrics),
+        hub_stage=_hub_stage(settings, client, hubs_topic, events_partitions, FaustSink(app), metrics, store),
         limits=DecodeLimits(
             max_event_bytes=wconf.max_event_bytes,
             max_past_ms=wconf.max_event_past_ms,
@@ -242,6 +242,7 @@ def _hub_stage(
     events_partitions: int | None,
     sink: FaustSink,
     metrics: WorkerMetrics,
+    store: SnapshotStore,
 ) -> HubStageRunner | None:
     from logiwatch.config import engine_config
 
@@ -258,6 +259,7 @@ def _hub_stage(
         sink=sink,
         alerts_topic=settings.kafka.topics.alerts,
         metrics=metrics,
+        retry=store.retry,
     )
 
 

@@ -15,8 +15,8 @@ content (idempotent by key; Tansu has no transactions).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,6 +29,17 @@ from logiwatch.streams.records import KafkaRecord
 from logiwatch.streams.worker import RecordSink
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How the stage's Redis calls are retried: ``retry(what, call)``, the snapshot store's
+#: :meth:`~logiwatch.streams.state.SnapshotStore.retry` in the worker (backs off while Redis is
+#: down and pauses consumption, like the partition checkpoints, instead of failing the batch).
+Retry = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+async def _once(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    return await call()
 
 
 class HubStageRunner:
@@ -46,6 +57,7 @@ class HubStageRunner:
         sink: RecordSink,
         alerts_topic: str,
         metrics: WorkerMetrics | None = None,
+        retry: Retry = _once,
     ) -> None:
         self.client = client
         self.topic = topic
@@ -55,12 +67,13 @@ class HubStageRunner:
         self.alerts_topic = alerts_topic
         #: the worker's metrics: incident alerts count among its emitted alerts like parcel alerts
         self.metrics = metrics
+        self.retry = retry
         self.stage: HubStage | None = None
         self.next_offset = 0
 
     async def _load(self) -> HubStage:
         if self.stage is None:
-            raw = await self.client.get(self.key)
+            raw = await self.retry("hub stage load", lambda: self.client.get(self.key))
             blob: dict[str, Any] = msgspec.msgpack.decode(raw) if raw else {"offset": 0, "state": None}
             self.stage = HubStage.restore(self.sources, self.min_count, self.knobs, blob["state"])
             self.next_offset = int(blob["offset"])
@@ -88,9 +101,11 @@ class HubStageRunner:
                     ).inc()
         for ack in acks:
             await ack
-        self.next_offset = fresh[-1].offset + 1
-        await self.client.set(self.key, msgspec.msgpack.encode({"offset": self.next_offset, "state": stage.export()}))
-        return self.next_offset
+        next_offset = fresh[-1].offset + 1
+        blob = msgspec.msgpack.encode({"offset": next_offset, "state": stage.export()})
+        await self.retry("hub stage checkpoint", lambda: self.client.set(self.key, blob))
+        self.next_offset = next_offset
+        return next_offset
 
     def drop(self) -> None:
         """Revoked: forget the in-memory stage (its state is in Redis)."""

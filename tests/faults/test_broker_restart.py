@@ -28,6 +28,7 @@ from kafka import KafkaConsumer
 
 from logiwatch import stack
 from logiwatch.config import Settings
+from logiwatch.detectors.hub_stage import HUBS_TOPIC_SUFFIX
 from logiwatch.detectors.model import AnomalyType
 from logiwatch.detectors.runner import interleave_ticks
 from logiwatch.sim.traffic import generate
@@ -77,7 +78,8 @@ def test_worker_and_alert_service_reconnect_after_the_broker_restarts_on_the_sam
     hook.up()
     svc = AlertsServe(tmp_path, bootstrap, redis_url, redis_prefix + "alerts:", receiver_toml(hook))
     ev_topic, dlq_topic = f"ev-{port}", f"dlq-{port}"
-    topics = {ev_topic: PARTITIONS, svc.topic: 2, dlq_topic: 1, svc.ltopic: 1}
+    # the hub stage's topic too, as `logiwatch stack up` creates it (stack.stack_topics)
+    topics = {ev_topic: PARTITIONS, ev_topic + HUBS_TOPIC_SUFFIX: 1, svc.topic: 2, dlq_topic: 1, svc.ltopic: 1}
     stack.create_topics(bootstrap, topics)
     cfg = settings_factory(
         kafka={

@@ -190,7 +190,7 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         )
         reader = TopicReader(kafka_bootstrap, al_topic)
         try:
-            wait_until(lambda: len(reader.poll()) >= len(expected), 60, what="alerts on the topic")
+            wait_until(lambda: reader.covers(expected), 60, what="alerts on the topic")
             reader.poll()
             got = [r.value for r in reader.records]
         finally:

@@ -91,7 +91,7 @@ class Scenario:
         try:
             try:
                 wait_until(
-                    lambda: len(reader.poll()) >= len(self.expected), timeout=30, what="alerts on the topic"
+                    lambda: reader.covers(self.expected), timeout=30, what="alerts on the topic"
                 )
             except AssertionError:
                 pass  # the comparison below names what is missing

@@ -121,6 +121,16 @@ class TopicReader:
             self.records.extend(recs)
         return self.records
 
+    def covers(self, expected: Iterable[bytes]) -> bool:
+        """Poll once; True when every value in ``expected`` has been read.
+
+        A count of records would not do after a crash: re-emitted duplicates reach the
+        expected count before the last distinct alerts (the hub stage's come last) arrive.
+        """
+
+        self.poll()
+        return set(expected) <= {r.value for r in self.records}
+
     def close(self) -> None:
         self.consumer.close()
 
