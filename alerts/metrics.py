@@ -32,7 +32,7 @@ class AlertMetrics:
         )
         self.decisions = Counter(
             "logiwatch_alerts_decisions_total",
-            "Pipeline outcomes: new, update, duplicate, inhibited, grouped, silenced.",
+            "Pipeline outcomes: new, update, duplicate, inhibited, grouped, silenced; linked_later (stored before their incident).",
             ["outcome"],
             registry=registry,
         )

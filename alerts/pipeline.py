@@ -47,6 +47,7 @@ from logiwatch.alerts.model import (
 )
 from logiwatch.alerts.routing import RoutingConfig
 from logiwatch.alerts.store import AlertStore, Commit, Guard
+from logiwatch.detectors.hub_stage import LINKED_TYPES
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, Severity
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -229,6 +230,81 @@ class Pipeline:
         if decision.outcome == DecisionOutcome.NEW and alert.status == AlertStatus.FIRING and alert.severity != Severity.CRITICAL:
             escalate_at = now + int(self.routing.escalate_after_s * 1000)
         return decision, notifs, (decision.record, previous, [(n, due) for n in notifs], escalate_at)
+
+    async def link_earlier(self, incident: Alert, now: int) -> list[str]:
+        """Join the parcel alerts an incident names that were stored before it arrived.
+
+        The hub stage scores incidents over all partitions, so a parcel's stall can reach the
+        service before the incident that explains it (the link at arrival,
+        ``hub_stage.link_incident``, then finds nothing). When a firing incident revision
+        names affected parcels, their open, unlinked stall and likely-lost alerts at the
+        incident's hub get its ``incident_id``: they join the incident's group and, where the
+        routing inhibits them, their escalation timers are dropped (CS works the incident, not
+        each parcel). Their notification state is kept: a firing already sent is followed by
+        its resolution. Returns the ids linked; read and written like a batch (WATCH on one
+        Redis, checked writes on a cluster), retried on a conflict.
+        """
+
+        if incident.alert_type != AnomalyType.HUB_INCIDENT or incident.status != AlertStatus.FIRING:
+            return []
+        named = set(incident.affected_waybills or ())
+        if not named or incident.node_id is None:
+            return []
+        ids: set[str] = set()
+        for waybill in sorted(named):
+            ids |= await self.store.ids_in("waybill", waybill)
+        if not ids:
+            return []
+        for attempt in range(self.MAX_CONFLICTS):
+            try:
+                return await self._link_once(incident, sorted(ids), now)
+            except WatchError:
+                if attempt == self.MAX_CONFLICTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _linked(self, incident: Alert, rec: AlertRecord, now: int) -> AlertRecord | None:
+        a = rec.alert
+        if (
+            a.alert_type not in LINKED_TYPES
+            or a.incident_id
+            or a.status != AlertStatus.FIRING
+            or rec.state == AlertState.RESOLVED
+            or a.node_id != incident.node_id
+            or a.waybill_id not in (incident.affected_waybills or ())
+        ):
+            return None
+        return msgspec.structs.replace(rec, alert=msgspec.structs.replace(a, incident_id=incident.alert_id), updated_ms=now)
+
+    async def _link_once(self, incident: Alert, ids: list[str], now: int) -> list[str]:
+        keys = [self.store.key("alert", i) for i in ids]
+        pipe = None if self.store.cluster else self.store.r.pipeline(transaction=True)
+        try:
+            if pipe is not None:
+                await pipe.watch(*keys)
+                raws = await pipe.mget(keys)
+            else:
+                raws = await self.store.raw_records(ids)
+            commits: list[Commit] = []
+            quiet: list[str] = []
+            for raw in raws:
+                if not raw:
+                    continue
+                rec = msgspec.json.decode(raw, type=AlertRecord)
+                new = self._linked(incident, rec, now)
+                if new is None:
+                    continue
+                commits.append((new, rec, [], None))
+                if self.routing.inhibits(new.alert):
+                    quiet.append(rec.alert.alert_id)
+            if not commits:
+                return []
+            guard = _Watched(pipe, []) if pipe is not None else _Watched(None, list(zip(keys, raws, strict=True)))
+            await self.store.commit_many(commits, guard, unescalate=quiet)
+            return [c[0].alert.alert_id for c in commits]
+        finally:
+            if pipe is not None:
+                await pipe.reset()
 
     async def escalate_due(self, now: int, guard: Guard | None = None) -> list[Notification]:
         """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify.

@@ -118,6 +118,12 @@ class AlertService:
             if decision.suppressed and decision.outcome == DecisionOutcome.NEW:
                 self.metrics.decisions.labels(decision.suppressed).inc()
             woken.update(n.receiver for n in notifs)
+        for alert, (decision, _n) in zip(alerts, results, strict=True):
+            if alert.alert_type is AnomalyType.HUB_INCIDENT and decision.record is not None:
+                # stalls it names that arrived before it join it now (Pipeline.link_earlier)
+                linked = await self.pipeline.link_earlier(alert, now_ms())
+                if linked:
+                    self.metrics.decisions.labels("linked_later").inc(len(linked))
         for e in await self.ledger.apply_batch(alerts):
             self.metrics.ledger_entries.labels(e.kind, e.party).inc()
         for receiver in woken:

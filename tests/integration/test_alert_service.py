@@ -162,6 +162,40 @@ def test_stalls_arriving_while_their_hub_incident_is_open_are_linked_and_inhibit
             assert ids == {"inc-hub-8"}
 
 
+def test_stalls_stored_before_their_hub_incident_join_it_when_it_arrives(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], settings_factory: Any
+) -> None:
+    # the hub stage's incident can reach the service after the stalls it explains: those it
+    # names, at its hub, join it then (Pipeline.link_earlier); a stall elsewhere stays alone
+    topic, ltopic = topic_factory("alerts"), topic_factory("liability", 1)
+    settings = service_settings(settings_factory, topic, ltopic, f"g-{uuid4().hex}")
+    incident = stall(
+        0, alert_id="inc-hub-9", alert_type=AnomalyType.HUB_INCIDENT, severity=Severity.CRITICAL, waybill_id=None,
+        node_id="HUB-9", window_start=T0 - HOUR, window_end=T0, affected_waybills=("WB1", "WB2", "WB4"),
+    )
+    early = [stall(i, node_id="HUB-9") for i in (1, 2, 3)] + [stall(4, node_id="HUB-OTHER")]
+    with HookReceiver() as generic:
+        rt = routes({"cs": (generic.url, "generic")}, group_wait_s=0.5)
+        with ServiceThread(settings, rt) as svc:
+            produce(kafka_bootstrap, topic, early)
+            wait_until(lambda: svc.consumed == 4, 60, what="the stalls consumed")
+            wait_until(lambda: queues_empty(svc), 30, what="the stalls notified")
+            produce(kafka_bootstrap, topic, [incident])
+            wait_until(lambda: svc.consumed == 5, 60, what="the incident consumed")
+            wait_until(lambda: queues_empty(svc), 30, what="queues drained")
+            _, listed = call("GET", f"{svc.url}/api/alerts?incident=inc-hub-9&limit=100", token=None)
+            _, alone = call("GET", f"{svc.url}/api/alerts?waybill=WB3&limit=10", token=None)
+            _, elsewhere = call("GET", f"{svc.url}/api/alerts?waybill=WB4&limit=10", token=None)
+            hits = {h.json()["alert"]["alert_id"] for h in generic.ok_hits()}
+    linked = {r["alert"]["waybill_id"] for r in listed["alerts"]}
+    assert linked == {"WB1", "WB2"}, linked  # WB3 is not named; WB4's stall is at another hub
+    assert all(r["alert"]["incident_id"] == "inc-hub-9" for r in listed["alerts"])
+    assert [r["alert"]["incident_id"] for r in alone["alerts"]] == [None]
+    assert [r["alert"]["incident_id"] for r in elsewhere["alerts"]] == [None]
+    # the stalls had been notified alone before the incident; the incident is notified once
+    assert {a.alert_id for a in early} | {"inc-hub-9"} == hits
+
+
 def read_topic(bootstrap: str, topic: str, want: int) -> list[dict[str, Any]]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=1000)
     got: list[dict[str, Any]] = []
