@@ -79,14 +79,30 @@ class HubStageRunner:
             self.next_offset = int(blob["offset"])
         return self.stage
 
-    async def handle(self, records: Sequence[KafkaRecord]) -> int | None:
-        """Apply a batch; the offset to commit (None when the batch was all replayed before)."""
+    async def handle(self, records: Sequence[KafkaRecord], highwater: int | None = None) -> int | None:
+        """Apply a batch; the offset to commit (None when the batch was all replayed before).
+
+        ``highwater``: the topic's fetch high watermark, for the stage's lag gauge.
+        """
 
         stage = await self._load()
         fresh = [r for r in records if r.offset >= self.next_offset]
         if not fresh:
             return None
-        acks = []
+        for ack in await self._offer(stage, fresh):
+            await ack
+        next_offset = fresh[-1].offset + 1
+        blob = msgspec.msgpack.encode({"offset": next_offset, "state": stage.export()})
+        await self.retry("hub stage checkpoint", lambda: self.client.set(self.key, blob))
+        self.next_offset = next_offset
+        if self.metrics is not None and highwater is not None:
+            self.metrics.hub_stage_lag.set(max(0, highwater - next_offset))
+        return next_offset
+
+    async def _offer(self, stage: HubStage, fresh: Sequence[KafkaRecord]) -> list[Awaitable[Any]]:
+        """Feed the summaries to the stage and send its alerts; their acknowledgements, to await."""
+
+        acks: list[Awaitable[Any]] = []
         for rec in fresh:
             try:
                 summary = decode_hub_summary(rec.value or b"")
@@ -99,13 +115,7 @@ class HubStageRunner:
                     self.metrics.alerts_emitted.labels(
                         type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
                     ).inc()
-        for ack in acks:
-            await ack
-        next_offset = fresh[-1].offset + 1
-        blob = msgspec.msgpack.encode({"offset": next_offset, "state": stage.export()})
-        await self.retry("hub stage checkpoint", lambda: self.client.set(self.key, blob))
-        self.next_offset = next_offset
-        return next_offset
+        return acks
 
     def drop(self) -> None:
         """Revoked: forget the in-memory stage (its state is in Redis)."""

@@ -122,6 +122,11 @@ class WorkerMetrics:
         self.consumer_lag = Gauge(
             "logiwatch_worker_consumer_lag", "Records behind the fetch high watermark, per partition.", ["partition"], registry=r
         )
+        self.hub_stage_lag = Gauge(
+            "logiwatch_worker_hub_stage_lag",
+            "Hub summaries behind the hubs topic's fetch high watermark (set by the worker holding the hub stage).",
+            registry=r,
+        )
         self.watermark_delay = Gauge(
             "logiwatch_worker_watermark_delay_seconds",
             "Wall clock minus the partition's event-time watermark.",

@@ -168,7 +168,7 @@ class AggregateHandler(Protocol):
 
     topic: str
 
-    async def handle(self, records: Sequence[KafkaRecord]) -> int | None: ...
+    async def handle(self, records: Sequence[KafkaRecord], highwater: int | None = None) -> int | None: ...
 
     def drop(self) -> None: ...
 
@@ -350,7 +350,7 @@ class BatchWorker:
         started = time.perf_counter()
         topic, partition = records[0].topic, records[0].partition
         if self.hub_stage is not None and topic == self.hub_stage.topic:
-            return BatchOutcome(commit_offset=await self.hub_stage.handle(records))
+            return BatchOutcome(commit_offset=await self.hub_stage.handle(records, highwater))
         part = await self._partition(topic, partition)
         # 0. the restore rule: skip what the state has applied, seek back over a gap
         aligned = self._align(part, records)

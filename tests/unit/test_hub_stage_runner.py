@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from logiwatch.detectors.codec import decode_alert
 from logiwatch.detectors.engine import Engine
 from logiwatch.detectors.hub_stage import encode_hub_summary
@@ -19,6 +22,8 @@ from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.runner import interleave_ticks, run_partitioned
 from logiwatch.detectors.testing import H
 from logiwatch.streams.hubs import HubStageRunner
+from logiwatch.streams.metrics import WorkerMetrics
+from logiwatch.streams.state import SnapshotStore
 from tests.unit.test_hub_incident import CONFIG, hub_scenario, incidents
 
 PARTITIONS = 3
@@ -102,3 +107,44 @@ def test_a_restarted_stage_replays_from_its_checkpoint_and_ends_with_the_same_in
 
 def test_the_stage_checkpoint_key_is_hash_tagged() -> None:
     assert _runner(FakeRedis(), FakeSink()).key == "t:hubstage:{ev-hubs:0}"
+
+
+class FlakyRedis(FakeRedis):
+    """Refuses the first ``failures`` checkpoint writes, as a Redis that is down for a moment."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def set(self, key: str, value: bytes) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("redis down")
+        await super().set(key, value)
+
+
+def test_a_redis_outage_pauses_the_stage_instead_of_failing_its_batch_and_the_lag_is_reported() -> None:
+    recs, expected = _summary_records()
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+
+    async def run() -> tuple[list[Alert], int | None]:
+        redis, sink = FlakyRedis(failures=3), FakeSink()
+        store = SnapshotStore(redis, "t:", metrics, backoff_initial_s=0.001, backoff_max_s=0.001)  # type: ignore[arg-type]
+        runner = HubStageRunner(
+            client=redis, prefix="t:", topic="ev-hubs", sources=PARTITIONS, min_count=CONFIG.min_count,
+            knobs=None, sink=sink, alerts_topic="al", metrics=metrics, retry=store.retry,
+        )
+        half = len(recs) // 2
+        committed = await runner.handle(recs[:half], highwater=len(recs))
+        lag = registry.get_sample_value("logiwatch_worker_hub_stage_lag")
+        assert lag == len(recs) - half
+        await runner.handle(recs[half:], highwater=len(recs))
+        assert redis.failures == 0 and redis.data  # the writes were retried until they landed
+        return [decode_alert(v) for _, v in sink.sent], committed
+
+    got, committed = asyncio.run(run())
+    assert committed == len(recs) // 2
+    assert got == expected
+    assert registry.get_sample_value("logiwatch_worker_hub_stage_lag") == 0
+    assert registry.get_sample_value("logiwatch_worker_redis_errors_total") == 3

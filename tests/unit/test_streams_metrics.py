@@ -13,6 +13,7 @@ NAMES = {
     "logiwatch_worker_alerts_emitted",
     "logiwatch_worker_batch_seconds",
     "logiwatch_worker_consumer_lag",
+    "logiwatch_worker_hub_stage_lag",
     "logiwatch_worker_watermark_delay_seconds",
     "logiwatch_worker_event_to_alert_seconds",
     "logiwatch_worker_parcels_in_flight",
