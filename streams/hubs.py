@@ -7,9 +7,10 @@ offset order, produces the incident alerts to the alerts topic and awaits
 their acknowledgements, then writes the stage's state together with the next
 offset to one Redis key (hash-tagged like the partition snapshots), and only
 then lets the consumer commit that offset. After a crash the stage restarts
-from the key: the records after its offset are replayed, re-sent summaries
-are dropped by (partition, tick), and alerts re-produced are the same ids and
-content (idempotent by key; Tansu has no transactions).
+from the key: the records from the committed offset on are offered again, the
+summaries it has applied (and re-sent ones) are dropped by (partition, tick),
+and alerts re-produced are the same ids and content (idempotent by key; Tansu
+has no transactions).
 """
 
 from __future__ import annotations
@@ -80,18 +81,27 @@ class HubStageRunner:
         return self.stage
 
     async def handle(self, records: Sequence[KafkaRecord], highwater: int | None = None) -> int | None:
-        """Apply a batch; the offset to commit (None when the batch was all replayed before).
+        """Apply a batch; the offset to commit (None when it held nothing new for the stage).
 
-        ``highwater``: the topic's fetch high watermark, for the stage's lag gauge.
+        Every record is offered: the stage drops a summary whose (partition, tick) it has seen,
+        so records replayed below the checkpoint change nothing, and a log that was lost and
+        re-created (Tansu keeps it in memory) is applied from its new start rather than skipped
+        up to the old checkpoint's offset. ``highwater``: the fetch high watermark, for the lag.
         """
 
         stage = await self._load()
-        fresh = [r for r in records if r.offset >= self.next_offset]
-        if not fresh:
-            return None
-        for ack in await self._offer(stage, fresh):
+        applied, acks = await self._offer(stage, records)
+        for ack in acks:
             await ack
-        next_offset = fresh[-1].offset + 1
+        if not applied:
+            return None
+        next_offset = records[-1].offset + 1
+        if next_offset < self.next_offset:
+            log.warning(
+                "%s: new hub summaries below the stage's checkpoint offset %d: the topic's log was "
+                "lost and re-created; the stage goes on from offset %d",
+                self.topic, self.next_offset, next_offset,
+            )
         blob = msgspec.msgpack.encode({"offset": next_offset, "state": stage.export()})
         await self.retry("hub stage checkpoint", lambda: self.client.set(self.key, blob))
         self.next_offset = next_offset
@@ -99,23 +109,29 @@ class HubStageRunner:
             self.metrics.hub_stage_lag.set(max(0, highwater - next_offset))
         return next_offset
 
-    async def _offer(self, stage: HubStage, fresh: Sequence[KafkaRecord]) -> list[Awaitable[Any]]:
-        """Feed the summaries to the stage and send its alerts; their acknowledgements, to await."""
+    async def _offer(self, stage: HubStage, records: Sequence[KafkaRecord]) -> tuple[int, list[Awaitable[Any]]]:
+        """Feed the summaries to the stage and send its alerts: how many were new, and the sends'
+        acknowledgements to await."""
 
+        applied = 0
         acks: list[Awaitable[Any]] = []
-        for rec in fresh:
+        for rec in records:
             try:
                 summary = decode_hub_summary(rec.value or b"")
             except (msgspec.DecodeError, DecodeError) as exc:
                 log.warning("undecodable hub summary at %s@%d: %s", rec.topic, rec.offset, exc)
                 continue
+            seen = stage.last_tick.get(summary.source)
+            if seen is not None and summary.tick_ms <= seen:
+                continue  # replayed, or re-sent by a restored partition
+            applied += 1
             for alert in stage.offer(summary):
                 acks.append(await self.sink.send(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert)))
                 if self.metrics is not None:
                     self.metrics.alerts_emitted.labels(
                         type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
                     ).inc()
-        return acks
+        return applied, acks
 
     def drop(self) -> None:
         """Revoked: forget the in-memory stage (its state is in Redis)."""

@@ -148,3 +148,22 @@ def test_a_redis_outage_pauses_the_stage_instead_of_failing_its_batch_and_the_la
     assert got == expected
     assert registry.get_sample_value("logiwatch_worker_hub_stage_lag") == 0
     assert registry.get_sample_value("logiwatch_worker_redis_errors_total") == 3
+
+
+def test_a_lost_and_recreated_hubs_log_is_applied_from_its_start() -> None:
+    # A Tansu restart loses the topic: the new log starts again at offset 0 while the stage's
+    # checkpoint names a later offset. The summaries after the restart must still be applied.
+    recs, expected = _summary_records()
+    cut = len(recs) // 2
+    # the new log holds what the partitions send after the restart, renumbered from 0,
+    # plus one summary the stage had seen already (dropped by its (partition, tick))
+    again = [Rec("ev-hubs", 0, i, r.value) for i, r in enumerate(recs[cut - 1 :])]
+
+    async def run() -> list[Alert]:
+        redis, sink = FakeRedis(), FakeSink()
+        runner = _runner(redis, sink)
+        assert await runner.handle(recs[:cut], highwater=cut) == cut
+        assert await runner.handle(again, highwater=len(again)) == len(again)
+        return [decode_alert(v) for _, v in sink.sent]
+
+    assert asyncio.run(run()) == expected
