@@ -250,9 +250,7 @@ class Pipeline:
         named = set(incident.affected_waybills or ())
         if not named or incident.node_id is None:
             return []
-        ids: set[str] = set()
-        for waybill in sorted(named):
-            ids |= await self.store.ids_in("waybill", waybill)
+        ids = await self.store.ids_in_any("waybill", sorted(named))
         if not ids:
             return []
         for attempt in range(self.MAX_CONFLICTS):

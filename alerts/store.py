@@ -495,6 +495,12 @@ class AlertStore(QueuePlans):
         members = await self.r.smembers(self.key(index, value))
         return {_s(m) for m in members}
 
+    async def ids_in_any(self, index: str, values: Iterable[str]) -> set[str]:
+        """The ids in any of the ``values`` of an index: one SUNION (the index keys share a slot)."""
+
+        keys = [self.key(index, v) for v in values]
+        return {_s(m) for m in await self.r.sunion(keys)} if keys else set()
+
     async def query(
         self,
         *,
