@@ -103,4 +103,5 @@ def test_stack_topics_follow_the_configured_names_and_partitions() -> None:
         "logistics.liability": 1,
         "logistics.events.dlq": 1,
         "logistics.shipments": 8,  # co-partitioned with the events
+        "ev-hubs": 1,  # the hub stage's summaries: one partition, one stage over all
     }
