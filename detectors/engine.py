@@ -27,7 +27,10 @@ most of them are idle, so an idle parcel costs its few hundred encoded bytes
 instead of a few dozen Python objects (about 2.5x less memory, and nothing for
 the cyclic collector to walk). A call decodes each parcel it touches once and
 encodes it back at its end; that round trip is the price, measured in
-``docs/benchmarks.md``.
+``docs/benchmarks.md``. The parcels of the last calls (at most ``DECODED_MAX``)
+also stay decoded beside their blob, so the next call that touches one skips its
+decode while the blob in ``parcels`` is still the one it was encoded to (``parcels``
+stays the truth: checkpoints, ``state_of`` and ``restore`` read only the blobs).
 """
 
 from __future__ import annotations
