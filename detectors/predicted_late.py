@@ -38,17 +38,7 @@ from __future__ import annotations
 
 from math import inf, isinf
 
-from logiwatch.detectors.baselines import (
-    P50,
-    P99,
-    KeyMemo,
-    LogTable,
-    log_table,
-    quantile_at,
-    quantile_log,
-    survival_at,
-    survival_log,
-)
+from logiwatch.detectors.baselines import P50, P99, KeyMemo, Quantiles, quantile_at, survival_at
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
     CODE_STR,
@@ -68,8 +58,6 @@ _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 RATIO_UNIT = 86_400.0
 #: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
 _WAIT_POINTS = (1 / 6, 0.5, 5 / 6)
-#: (u, 1 - u) of each wait point (the same floats the expressions give inline)
-_WAIT_SPLITS = tuple((u, 1.0 - u) for u in _WAIT_POINTS)
 RemainingKeys = tuple[str, str, str]
 #: a parcel silent this many times its stage's p99 is stuck (the stall detector's 2 x p99), not
 #: one of the stage's normal waits
@@ -219,11 +207,10 @@ class PredictedLateDetector(DeadlineMixin):
         p_late = min(1.0, s_d / s_e) if s_e > 0 else 1.0
         # the next-scan models stay unscaled: where the feed scans every step their keys are per
         # node and warm soon, and scaling them too gave more false warnings on the mixed feed
-        qn_q = env.remaining_next.warm_quantiles(keys)
-        # the next scan is usually the delivery: the first model says it all
-        qn = None if qn_q is None or qn_q[P50] < 0.01 * RATIO_UNIT else log_table(qn_q)
-        stage_q = env.remaining_stage.warm_quantiles(keys)
-        stage = None if stage_q is None or qn is None else log_table(stage_q)
+        qn = env.remaining_next.warm_quantiles(keys)
+        if qn is not None and qn[P50] < 0.01 * RATIO_UNIT:
+            qn = None  # the next scan is usually the delivery: the first model says it all
+        stage = env.remaining_stage.warm_quantiles(keys)
         if qn is not None:
             p_late = max(p_late, self._p_next(qn, stage, t, limit, d_ms, now_ms))
         if p_late >= self.late_probability:
@@ -250,29 +237,29 @@ class PredictedLateDetector(DeadlineMixin):
         return []
 
     @staticmethod
-    def _p_next(qn: LogTable, stage: LogTable | None, t: int, limit: int, d_ms: int, now_ms: int) -> float:
+    def _p_next(qn: Quantiles, stage: Quantiles | None, t: int, limit: int, d_ms: int, now_ms: int) -> float:
         """P(late) if the parcel leaves its stage after the likely rest of its wait, given silence until now."""
 
         budget = RATIO_UNIT * (limit - now_ms) / d_ms
         if stage is None:
-            return survival_log(qn, budget)
+            return survival_at(qn, budget)
         # average over the rest of the wait at this stage (its conditional quantiles, given the
         # silence so far): P(rest + remaining after the next scan > what the promise leaves)
         r_e = RATIO_UNIT * (now_ms - t) / d_ms
         total = 0.0
-        if r_e > _STUCK_P99_FACTOR * stage[0][P99]:
+        if r_e > _STUCK_P99_FACTOR * stage[P99]:
             # stuck far past every wait the stage normally has: no longer one of its normal waits,
             # and the longer it has waited the longer it will (the rest's u-quantile is u/(1-u)
             # times the wait so far: as long again at the median)
-            for u, not_u in _WAIT_SPLITS:
-                total += survival_log(qn, budget - r_e * u / not_u)
+            for u in _WAIT_POINTS:
+                total += survival_at(qn, budget - r_e * u / (1.0 - u))
             return total / len(_WAIT_POINTS)
-        s_e = survival_log(stage, r_e)
-        for _u, not_u in _WAIT_SPLITS:
-            at = quantile_log(stage, 1.0 - s_e * not_u) if s_e > 0 else inf
+        s_e = survival_at(stage, r_e)
+        for u in _WAIT_POINTS:
+            at = quantile_at(stage, 1.0 - s_e * (1.0 - u)) if s_e > 0 else inf
             # past everything the stage has seen end: assume it waits as long again
             rest = r_e if isinf(at) else max(0.0, at - r_e)
-            total += survival_log(qn, budget - rest)
+            total += survival_at(qn, budget - rest)
         return total / len(_WAIT_POINTS)
 
     def _finding(
