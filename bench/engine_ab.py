@@ -10,7 +10,8 @@ which is what a performance change must keep. The old revision's
 under another package name, so nothing is installed or checked out.
 
 Run with ``.venv/bin/python bench/engine_ab.py --rev HEAD~3 [--parcels N]
-[--scenario default|peak] [--limit RECORDS] [--repeat R]``.
+[--scenario default|peak|sparse|mixed] [--limit RECORDS] [--repeat R]``. The hub facts
+each engine hands the hub stage (``take_hub_summaries``) are compared too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import msgspec
 from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import ScanEvent, Tick
 from logiwatch.detectors.runner import interleave_ticks
+from logiwatch.sim.scenarios import SCENARIOS
 from logiwatch.sim.traffic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,10 +65,17 @@ def load_revision(rev: str, into: Path) -> ModuleType:
     return importlib.import_module(f"{OLD_PACKAGE}.detectors.engine")
 
 
+def _hub_facts(engine: Any) -> object:
+    """The hub summaries since the last call, as plain data (none from a revision before the hub stage)."""
+
+    take = getattr(engine, "take_hub_summaries", None)
+    return [] if take is None else msgspec.to_builtins(take())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rev", required=True, help="git revision whose detectors/ is engine A")
-    parser.add_argument("--scenario", default="default", choices=("default", "peak"))
+    parser.add_argument("--scenario", default="default", choices=tuple(SCENARIOS))
     parser.add_argument("--parcels", type=int, default=8_000)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N records (0: all)")
@@ -118,6 +127,8 @@ def main() -> int:
                 b.take_changes()
                 spent["B"] += time.process_time() - t
                 if same and msgspec.to_builtins(out_a) != msgspec.to_builtins(out_b):
+                    same = False
+                if same and _hub_facts(a) != _hub_facts(b):
                     same = False
             best = {k: min(best[k], spent[k]) for k in best}
     print(

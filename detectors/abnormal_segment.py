@@ -20,7 +20,6 @@ from math import isinf
 from logiwatch.detectors.baselines import P50, P95, P99, KeyMemo
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
-    CODES,
     DELIVERED,
     HUB_ARRIVED,
     HUB_DEPARTED,
@@ -107,7 +106,7 @@ class AbnormalSegmentDetector(DeadlineMixin):
         env = self.env
         if not env.latest:
             return []
-        code = CODES[event.event_type]
+        code = self.env.code
         t = event.event_time
         if state.note.get("teleport_at") == t:
             return []  # a scan that cannot be true ends no leg

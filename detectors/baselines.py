@@ -250,6 +250,7 @@ class DurationBaseline:
         hist = self.hist
         fast = self._fast
         min_count = self.min_count
+        pooled = self.pooled
         b = 1 + _bin(value_s)  # the same value for every key unless a key clips it
         self.changed.update(keys)
         for key in keys:
@@ -265,7 +266,7 @@ class DurationBaseline:
                 if f is not None and value_s > f[2]:
                     h[0] += 1
                     h[1 + _bin(f[2])] += 1
-                    if self.pooled:
+                    if pooled:
                         d = self._delta(key)[0]
                         d[0] = d.get(0, 0) + 1
                         cb = 1 + _bin(f[2])
@@ -273,7 +274,7 @@ class DurationBaseline:
                     continue
             h[0] += 1
             h[b] += 1
-            if self.pooled:
+            if pooled:
                 d = self._delta(key)[0]
                 d[0] = d.get(0, 0) + 1
                 d[b] = d.get(b, 0) + 1
@@ -381,7 +382,7 @@ class DurationBaseline:
             if est == top[1]:
                 return q, 1.0
             factor = 2.0 ** (est - top[1])
-            return tuple(v * factor for v in q), factor
+            return tuple([v * factor for v in q]), factor
         return None
 
     def source(self, keys: Sequence[str]) -> tuple[str, int]:

@@ -14,7 +14,6 @@ import math
 
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
-    CODES,
     DELIVERED,
     DISPATCHED,
     OUT_FOR_DELIVERY,
@@ -82,7 +81,7 @@ class ContradictionDetector(DeadlineMixin):
         ]
 
     def _sequence(self, state: ParcelState, event: ScanEvent) -> tuple[str, _Evidence] | None:
-        code = CODES[event.event_type]
+        code = self.env.code
         t = event.event_time
         moving = DISPATCHED <= code <= OUT_FOR_DELIVERY
         if moving or code == DELIVERED:

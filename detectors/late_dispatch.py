@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from logiwatch.detectors.baselines import P20, P50
 from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity
-from logiwatch.detectors.state import CODES, DISPATCHED, PAID, DeadlineMixin, Env, Finding, ParcelState
+from logiwatch.detectors.state import DISPATCHED, PAID, DeadlineMixin, Env, Finding, ParcelState
 
 
 class LateDispatchDetector(DeadlineMixin):
@@ -41,7 +41,7 @@ class LateDispatchDetector(DeadlineMixin):
         return (state.merchant, "*")
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        code = CODES[event.event_type]
+        code = self.env.code
         t = event.event_time
         if code == PAID:
             if state.has(DISPATCHED) or state.final_at or state.first_time(PAID) != t:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from logiwatch.detectors.baselines import P95, P99
 from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity
-from logiwatch.detectors.state import CODES, DISPATCHED, PICKED_UP, DeadlineMixin, Env, Finding, ParcelState
+from logiwatch.detectors.state import DISPATCHED, PICKED_UP, DeadlineMixin, Env, Finding, ParcelState
 
 
 class PickupTimeoutDetector(DeadlineMixin):
@@ -41,7 +41,7 @@ class PickupTimeoutDetector(DeadlineMixin):
         return (f"{state.carrier}|{state.origin}", state.carrier, "*")
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        code = CODES[event.event_type]
+        code = self.env.code
         t = event.event_time
         if code == DISPATCHED and self.env.latest and not state.final_at and not state.has(PICKED_UP):
             q = self.env.pickup.quantiles(self._keys(state))

@@ -12,7 +12,7 @@ at a hub after arriving at another hub in between.
 from __future__ import annotations
 
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
-from logiwatch.detectors.state import CODES, HUB_ARRIVED, DeadlineMixin, Env, Finding, ParcelState, km_between
+from logiwatch.detectors.state import HUB_ARRIVED, DeadlineMixin, Env, Finding, ParcelState, km_between
 
 
 class MisrouteDetector(DeadlineMixin):
@@ -54,7 +54,7 @@ class MisrouteDetector(DeadlineMixin):
                 c[0] += 1
                 c[1] += event.lat
                 c[2] += event.lon
-        if CODES[event.event_type] != HUB_ARRIVED or not env.latest or state.final_at:
+        if env.code != HUB_ARRIVED or not env.latest or state.final_at:
             return []
         if state.note.get("teleport_at") == event.event_time:
             return []  # a scan that cannot be true is a contradiction, not a route

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
 from logiwatch.detectors.state import (
-    CODES,
     DELIVERED,
     DISPATCHED,
     FEED_OFD,
@@ -70,7 +69,7 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
         self.feed_min_share = feed_min_share
 
     def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        if CODES[event.event_type] != DELIVERED or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
+        if self.env.code != DELIVERED or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
             return []
         t = event.event_time
         if self.check_region and event.region != state.dest:

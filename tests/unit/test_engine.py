@@ -260,3 +260,26 @@ def test_restore_accepts_bytes_keys_as_read_from_redis() -> None:
 def test_restore_rejects_a_corrupt_parcel_state() -> None:
     with pytest.raises(StateError, match="corrupt"):
         Engine.restore(EngineConfig(), {"WB1": b"\x93garbage"}, None)
+
+
+def test_a_parcel_kept_decoded_between_calls_is_exactly_what_its_blob_decodes_to() -> None:
+    sc = _stuck_scenario()
+    records = list(interleave_ticks(sc.events(), H))
+    engine = Engine(EngineConfig())
+    checked = 0
+    for i in range(0, len(records), 7):
+        engine.process(records[i : i + 7])
+        for wb, (blob, st) in engine._decoded.items():
+            if engine.parcels.get(wb) is blob:
+                assert engine.state_of(wb) == st
+                checked += 1
+    assert checked > len(records)
+
+
+def test_alerts_and_parcel_blobs_do_not_depend_on_how_the_records_are_batched() -> None:
+    records = list(interleave_ticks(_stuck_scenario().events(), H))
+    whole, one_by_one = Engine(EngineConfig()), Engine(EngineConfig())
+    alerts = whole.process(records)
+    singles = [a for r in records for a in one_by_one.process([r])]
+    assert msgspec.to_builtins(alerts) == msgspec.to_builtins(singles)
+    assert whole.take_changes() == one_by_one.take_changes()
