@@ -27,16 +27,12 @@ most of them are idle, so an idle parcel costs its few hundred encoded bytes
 instead of a few dozen Python objects (about 2.5x less memory, and nothing for
 the cyclic collector to walk). A call decodes each parcel it touches once and
 encodes it back at its end; that round trip is the price, measured in
-``docs/benchmarks.md``. The parcels of the last calls (at most ``DECODED_MAX``)
-also stay decoded beside their blob, so the next call that touches one skips its
-decode while the blob in ``parcels`` is still the one it was encoded to (``parcels``
-stays the truth: checkpoints, ``state_of`` and ``restore`` read only the blobs).
+``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import zlib
 from bisect import insort
 from collections.abc import Mapping, Sequence
@@ -112,9 +108,6 @@ STICKY = frozenset(
 )
 #: Alert types that do not mark the parcel's durations as abnormal for learning.
 BENIGN = frozenset({AnomalyType.PREDICTED_LATE.value})
-
-#: parcels kept decoded across calls (``Engine._decoded``): about 2-3 KiB each on top of the blob
-DECODED_MAX = 20_000
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(ParcelState)
@@ -221,10 +214,6 @@ class Engine:
         self.parcels: dict[str, bytes] = {}
         #: parcels decoded by the current ``process``/``advance`` call, encoded back at its end
         self._hot: dict[str, ParcelState] = {}
-        #: waybill -> (the blob ``parcels`` holds, that blob decoded) for the parcels of recent calls,
-        #: newest last, at most ``DECODED_MAX``: a parcel whose blob is still the one it was encoded
-        #: to is not decoded again (``parcels`` stays the truth; this only saves the decode)
-        self._decoded: dict[str, tuple[bytes, ParcelState]] = {}
         #: (stage code or -1, deadlines) of each hot parcel when it was decoded, for the stats counters
         self._was: dict[str, tuple[int, int]] = {}
         #: parcels in flight per stage code of their latest scan, and their deadlines (kept up to date
@@ -483,8 +472,7 @@ class Engine:
             blob = self.parcels.get(wb)
             if blob is None:
                 return None
-            kept = self._decoded.pop(wb, None)
-            st = self._hot[wb] = kept[1] if kept is not None and kept[0] is blob else _state_decoder.decode(blob)
+            st = self._hot[wb] = _state_decoder.decode(blob)
             self._was[wb] = (st.route[-1][1] if st.route else -1, len(st.due))
         return st
 
@@ -497,25 +485,19 @@ class Engine:
         parcels = self.parcels
         by_stage = self._by_stage
         was = self._was
-        decoded = self._decoded
         deadlines = 0
         for wb, st in self._hot.items():
             stage, due = was.get(wb, (-1, 0))
             if stage >= 0:
                 by_stage[stage] -= 1
             deadlines -= due
-            blob = parcels[wb] = encode(st)
-            _as_decoded(st)
-            decoded[wb] = (blob, st)
+            parcels[wb] = encode(st)
             if st.route:
                 by_stage[st.route[-1][1]] += 1
             deadlines += len(st.due)
         self._deadlines += deadlines
         self._hot.clear()
         was.clear()
-        if len(decoded) > DECODED_MAX:
-            for wb in list(itertools.islice(decoded, len(decoded) - DECODED_MAX)):
-                del decoded[wb]
 
     def _on_time(self, t: int, out: list[Alert]) -> None:
         if self._max_time is None or t > self._max_time:
@@ -695,7 +677,6 @@ class Engine:
         wb = st.waybill
         self.parcels.pop(wb, None)
         self._hot.pop(wb, None)
-        self._decoded.pop(wb, None)
         stage, due = self._was.pop(wb, (-1, 0))
         if stage >= 0:
             self._by_stage[stage] -= 1
@@ -770,21 +751,6 @@ class Engine:
         if typ == AnomalyType.PREDICTED_LATE.value:
             f.evidence["actual_lateness_s"] = (at_ms - st.deliver_by) / 1000
         out.append(self._alert(st, f, aid, node or None))
-
-
-def _as_decoded(st: ParcelState) -> None:
-    """Make ``st`` what decoding its blob gives: floats where the struct says float (detectors may
-    store an int in ``note``), so a parcel kept decoded behaves exactly like one decoded again."""
-
-    if type(st.amount) is not float:
-        st.amount = float(st.amount)
-    note = st.note
-    for k, v in note.items():
-        if type(v) is not float:
-            note[k] = float(v)
-    geo = st.geo
-    if geo is not None and (type(geo[1]) is not float or type(geo[2]) is not float):
-        st.geo = (geo[0], float(geo[1]), float(geo[2]))
 
 
 def _handles(det: Detector, code: int) -> bool:

@@ -262,20 +262,6 @@ def test_restore_rejects_a_corrupt_parcel_state() -> None:
         Engine.restore(EngineConfig(), {"WB1": b"\x93garbage"}, None)
 
 
-def test_a_parcel_kept_decoded_between_calls_is_exactly_what_its_blob_decodes_to() -> None:
-    sc = _stuck_scenario()
-    records = list(interleave_ticks(sc.events(), H))
-    engine = Engine(EngineConfig())
-    checked = 0
-    for i in range(0, len(records), 7):
-        engine.process(records[i : i + 7])
-        for wb, (blob, st) in engine._decoded.items():
-            if engine.parcels.get(wb) is blob:
-                assert engine.state_of(wb) == st
-                checked += 1
-    assert checked > len(records)
-
-
 def test_alerts_and_parcel_blobs_do_not_depend_on_how_the_records_are_batched() -> None:
     records = list(interleave_ticks(_stuck_scenario().events(), H))
     whole, one_by_one = Engine(EngineConfig()), Engine(EngineConfig())
