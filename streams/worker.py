@@ -492,8 +492,8 @@ class BatchWorker:
 
         Partitions held at an epoch release each other (each one's next close publishes what
         the others wait for), so the round repeats until no held partition moves. A released
-        partition's alerts go out here; their acknowledgements join that partition's, so its
-        next snapshot waits for them like for its batches' alerts.
+        partition's alerts and hub summaries go out here; their acknowledgements join that
+        partition's, so its next snapshot waits for them like for its batches' alerts.
         """
 
         pool = self.pool
@@ -512,6 +512,9 @@ class BatchWorker:
                     self.metrics.alerts_emitted.labels(
                         type=alert.alert_type.value, status=alert.status.value, severity=alert.severity.value
                     ).inc()
+                # and the hub summaries of the released ticks: left in the engine, they would wait
+                # for the partition's next batch, and the hub stage for them (for ever at the end)
+                await self._produce_hub_summaries(part)
                 if getattr(inner, "held", 0) != held:
                     moved = True
                     if part.unsaved_since is None:
