@@ -26,7 +26,9 @@ Stages, in order (Alertmanager's, adapted to parcels):
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,23 +173,28 @@ class Pipeline:
                     raise
         raise AssertionError("unreachable")
 
-    async def _process_once(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
-        ids = sorted({a.alert_id for a in alerts})
+    @contextlib.asynccontextmanager
+    async def _watched(self, ids: list[str]) -> AsyncIterator[tuple[dict[str, AlertRecord], _Watched]]:
+        """The stored records of ``ids`` (absent ones left out) and the guard that makes a write
+        of them fail with WatchError if one changed since this read."""
+
         keys = [self.store.key("alert", i) for i in ids]
         if self.store.cluster:
             # no WATCH on a cluster: the records read are checked again inside each record's
             # one-slot write (logiwatch.alerts.fencing), and once before the batch writes anything
             raws = await self.store.raw_records(ids)
-            known = {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
-            return await self._decide_and_commit(alerts, now, known, _Watched(None, list(zip(keys, raws, strict=True))))
+            yield _decoded(ids, raws), _Watched(None, list(zip(keys, raws, strict=True)))
+            return
         pipe = self.store.r.pipeline(transaction=True)
         try:
             await pipe.watch(*keys)
-            raws = await pipe.mget(keys)
-            known = {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
-            return await self._decide_and_commit(alerts, now, known, _Watched(pipe, []))
+            yield _decoded(ids, await pipe.mget(keys)), _Watched(pipe, [])
         finally:
             await pipe.reset()
+
+    async def _process_once(self, alerts: list[Alert], now: int) -> list[tuple[Decision, list[Notification]]]:
+        async with self._watched(sorted({a.alert_id for a in alerts})) as (known, guard):
+            return await self._decide_and_commit(alerts, now, known, guard)
 
     async def _decide_and_commit(
         self, alerts: list[Alert], now: int, known: dict[str, AlertRecord], guard: _Watched
@@ -275,34 +282,19 @@ class Pipeline:
         return msgspec.structs.replace(rec, alert=msgspec.structs.replace(a, incident_id=incident.alert_id), updated_ms=now)
 
     async def _link_once(self, incident: Alert, ids: list[str], now: int) -> list[str]:
-        keys = [self.store.key("alert", i) for i in ids]
-        pipe = None if self.store.cluster else self.store.r.pipeline(transaction=True)
-        try:
-            if pipe is not None:
-                await pipe.watch(*keys)
-                raws = await pipe.mget(keys)
-            else:
-                raws = await self.store.raw_records(ids)
+        async with self._watched(ids) as (known, guard):
             commits: list[Commit] = []
             quiet: list[str] = []
-            for raw in raws:
-                if not raw:
-                    continue
-                rec = msgspec.json.decode(raw, type=AlertRecord)
+            for rec in known.values():
                 new = self._linked(incident, rec, now)
                 if new is None:
                     continue
                 commits.append((new, rec, [], None))
                 if self.routing.inhibits(new.alert):
                     quiet.append(rec.alert.alert_id)
-            if not commits:
-                return []
-            guard = _Watched(pipe, []) if pipe is not None else _Watched(None, list(zip(keys, raws, strict=True)))
-            await self.store.commit_many(commits, guard, unescalate=quiet)
+            if commits:
+                await self.store.commit_many(commits, guard, unescalate=quiet)
             return [c[0].alert.alert_id for c in commits]
-        finally:
-            if pipe is not None:
-                await pipe.reset()
 
     async def escalate_due(self, now: int, guard: Guard | None = None) -> list[Notification]:
         """Raise the severity of alerts left unacknowledged past ``escalate_after_s`` and notify.
@@ -351,6 +343,10 @@ class Pipeline:
         new = msgspec.structs.replace(rec, **changes)
         await self.store.commit(new, rec)
         return new
+
+
+def _decoded(ids: list[str], raws: list[Any]) -> dict[str, AlertRecord]:
+    return {i: msgspec.json.decode(raw, type=AlertRecord) for i, raw in zip(ids, raws, strict=True) if raw}
 
 
 class _Watched:

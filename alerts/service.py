@@ -118,7 +118,6 @@ class AlertService:
             if decision.suppressed and decision.outcome == DecisionOutcome.NEW:
                 self.metrics.decisions.labels(decision.suppressed).inc()
             woken.update(n.receiver for n in notifs)
-        for alert, (decision, _n) in zip(alerts, results, strict=True):
             if alert.alert_type is AnomalyType.HUB_INCIDENT and decision.record is not None:
                 # stalls it names that arrived before it join it now (Pipeline.link_earlier)
                 linked = await self.pipeline.link_earlier(alert, now_ms())
