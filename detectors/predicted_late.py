@@ -12,7 +12,12 @@ Promises are whole days, so a short lane's parcels use a smaller share of
 theirs than the carrier's average (on the sparse scenario the lanes' median r
 under one carrier runs from 0.11 to 0.58): while the lane's keys are too young
 to decide, the carrier's distribution is scaled to the lane's own median
-(shrunk toward the carrier's while the lane has few parcels). While the parcel is silent for e seconds after that scan, with D
+(shrunk toward the carrier's while the lane has few parcels). The promise's unit assumes a parcel
+behind its promise catches up in proportion, which trucks do not: where the node's or the lane's
+own key is trusted, its remaining time learned in seconds decides instead (converted to this
+parcel's unit), so a late dispatch or a short promise shows at the scan. A misrouted parcel is
+measured from its last scan on the way and taken to need as long back as it went wrong. While
+the parcel is silent for e seconds after that scan, with D
 seconds from the scan to the promise, the chance of being late is
 P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. Where the
 feed scans every step that alone says little about a parcel stuck at an early
@@ -66,6 +71,8 @@ _STUCK_P99_FACTOR = 2.0
 _CENSORED = "late_censored"
 #: ``state.note``: time of the last scan on the way before the parcel was misrouted
 _DETOUR_FROM = "detour_from"
+#: ``state.note``: time of the scan that showed the misroute (the parcel has to come back from there)
+_DETOUR_AT = "detour_at"
 _MISROUTE = AnomalyType.MISROUTE.value
 #: the longest a parcel's "late" is waited for before it is learned censored
 _CENSOR_MAX_MS = 3 * 86_400_000
@@ -96,8 +103,8 @@ class PredictedLateDetector(DeadlineMixin):
     env: the engine's shared environment.
     late_probability: warn when P(late | what happened, how long it has been silent) reaches this.
     margin_s: tolerance after the promise.
-    recheck_s: while no key is trusted, look again after this, then after as long as the parcel
-        has been silent (backing off).
+    recheck_s: while no key is trusted, look again after this (every time: a key may become
+        trusted at any moment of a cold start, and a back-off missed the days of lead it had).
     lane_shrink_n: when a parent key (carrier) decides, its distribution is moved to where the
         lane's own parcels lie, their median trusted as n / (n + lane_shrink_n)
         (``DurationBaseline.scaled_warm_quantiles``).
@@ -156,9 +163,10 @@ class PredictedLateDetector(DeadlineMixin):
             # sent the wrong way: the parcel is no further along than at its last scan on the way,
             # and the detour counts as time without progress
             state.note[_DETOUR_FROM] = float(state.route[-2][0])
+            state.note[_DETOUR_AT] = float(state.route[-1][0])
         ref = self._reference(state)
         if ref is not None:
-            return self._decide(state, ref[0], ref[2], ref[1], t)
+            return self._decide(state, ref[0], ref[2], ref[1], t, self._detour_ms(state, ref[0]))
         return self._decide(state, t, event.node_id, code, t)
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
@@ -170,8 +178,10 @@ class PredictedLateDetector(DeadlineMixin):
             self._censor(state, now_ms)
         if _PREDICTED_LATE in state.open:
             return []
-        ref = self._reference(state) or last
-        return self._decide(state, ref[0], ref[2], ref[1], now_ms)
+        ref = self._reference(state)
+        if ref is not None:
+            return self._decide(state, ref[0], ref[2], ref[1], now_ms, self._detour_ms(state, ref[0]))
+        return self._decide(state, last[0], last[2], last[1], now_ms)
 
     @staticmethod
     def _reference(state: ParcelState) -> RouteEntry | None:
@@ -185,8 +195,23 @@ class PredictedLateDetector(DeadlineMixin):
                 return entry
         return None
 
-    def _decide(self, state: ParcelState, t: int, node: str, code: int, now_ms: int) -> list[Finding]:
-        """Warn now, or set the deadline at the silence after which a warning is due."""
+    @staticmethod
+    def _detour_ms(state: ParcelState, ref_ms: int) -> int:
+        """How long a misroute costs a parcel: the way out to the wrong scan, and as long again back."""
+
+        at = state.note.get(_DETOUR_AT)
+        return 2 * max(0, int(at) - ref_ms) if at is not None else 0
+
+    def _decide(
+        self, state: ParcelState, t: int, node: str, code: int, now_ms: int, detour_ms: int = 0
+    ) -> list[Finding]:
+        """Warn now, or set the deadline at the silence after which a warning is due.
+
+        ``t`` is the scan the remaining time is measured from; a misrouted parcel (``detour_ms``
+        > 0) is measured from its last scan on the way, and is taken to be back there
+        ``detour_ms`` later (out and back): its remaining time starts then, in the same unit (the promise's span
+        at that scan), so the span the promise leaves it is shorter by the detour.
+        """
 
         limit = state.deliver_by + int(self.margin_s * 1000)
         keys = remaining_keys(state, node, code)
@@ -196,14 +221,26 @@ class PredictedLateDetector(DeadlineMixin):
         shrink = self.lane_shrink_n
         got = env.remaining.scaled_warm_quantiles(keys, shrink)
         if got is None:
-            # no learned model for this stage yet: only the broken promise itself is certain
-            self.set_due(state, min(limit, now_ms + max(int(self.recheck_s * 1000), now_ms - t)))
+            # no learned model for this stage yet: only the broken promise itself is certain;
+            # look again every recheck_s (a key may become trusted any time in a cold start)
+            self.set_due(state, min(limit, now_ms + int(self.recheck_s * 1000)))
             return []
-        q = got[0]
+        q, scale = got
         d_ms = limit - t
         e_s = (now_ms - t) / 1000
-        s_d = survival_at(q, RATIO_UNIT)
-        s_e = survival_at(q, RATIO_UNIT * (now_ms - t) / d_ms)
+        # where the node's or the lane's own parcels decide, their remaining time in seconds: in
+        # the promise's unit a parcel already behind it (dispatched late, picked up late, held)
+        # would be taken to catch up in proportion
+        qa = env.remaining_abs.warm_quantiles(keys[:2])
+        absolute = qa is not None
+        if qa is not None:
+            to_ratio = RATIO_UNIT * 1000.0 / d_ms
+            q, scale = tuple([v * to_ratio for v in qa]), 1.0
+        tv = t + detour_ms  # where the remaining time starts (back on the way after a detour)
+        if tv >= limit:
+            return self._finding(state, now_ms, keys, q, 1.0, "its detour outlasts the promise", scale, absolute)
+        s_d = survival_at(q, RATIO_UNIT * (limit - tv) / d_ms)
+        s_e = survival_at(q, RATIO_UNIT * max(0, now_ms - tv) / d_ms)
         p_late = min(1.0, s_d / s_e) if s_e > 0 else 1.0
         # the next-scan models stay unscaled: where the feed scans every step their keys are per
         # node and warm soon, and scaling them too gave more false warnings on the mixed feed
@@ -212,22 +249,25 @@ class PredictedLateDetector(DeadlineMixin):
             qn = None  # the next scan is usually the delivery: the first model says it all
         stage = env.remaining_stage.warm_quantiles(keys)
         if qn is not None:
-            p_late = max(p_late, self._p_next(qn, stage, t, limit, d_ms, now_ms))
+            p_late = max(p_late, self._p_next(qn, stage, tv, limit, d_ms, now_ms))
         if p_late >= self.late_probability:
-            how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
-            return self._finding(state, now_ms, keys, q, p_late, how, got[1])
+            if detour_ms:
+                how = f"misrouted {detour_ms / 7.2e6:.1f} h off its way, as long back"
+            else:
+                how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
+            return self._finding(state, now_ms, keys, q, p_late, how, scale, absolute)
         theta = self.late_probability
         r_star = quantile_at(q, 1.0 - s_d / theta)
-        due = limit if isinf(r_star) else t + int(r_star / RATIO_UNIT * d_ms)
+        due = limit if isinf(r_star) else tv + int(r_star / RATIO_UNIT * d_ms)
         if qn is not None and due > now_ms + 1:
             # the first moment the next-scan chance reaches theta (it does by the promise at the
             # latest): bisection to 1/128 of the promise's span (at least a minute); deterministic
             lo, hi = now_ms, min(due, limit)
             step = max(60_000, d_ms // 128)
-            if self._p_next(qn, stage, t, limit, d_ms, hi) >= theta:
+            if self._p_next(qn, stage, tv, limit, d_ms, hi) >= theta:
                 while hi - lo > step:
                     mid = (lo + hi) // 2
-                    if self._p_next(qn, stage, t, limit, d_ms, mid) >= theta:
+                    if self._p_next(qn, stage, tv, limit, d_ms, mid) >= theta:
                         hi = mid
                     else:
                         lo = mid
@@ -245,7 +285,7 @@ class PredictedLateDetector(DeadlineMixin):
             return survival_at(qn, budget)
         # average over the rest of the wait at this stage (its conditional quantiles, given the
         # silence so far): P(rest + remaining after the next scan > what the promise leaves)
-        r_e = RATIO_UNIT * (now_ms - t) / d_ms
+        r_e = RATIO_UNIT * max(0, now_ms - t) / d_ms
         total = 0.0
         if r_e > _STUCK_P99_FACTOR * stage[P99]:
             # stuck far past every wait the stage normally has: no longer one of its normal waits,
@@ -271,6 +311,7 @@ class PredictedLateDetector(DeadlineMixin):
         p_late: float,
         how: str,
         scale: float = 1.0,
+        absolute: bool = False,
     ) -> list[Finding]:
         last = state.last
         assert last is not None
@@ -286,7 +327,7 @@ class PredictedLateDetector(DeadlineMixin):
             predicted_ms = at_ms
         predicted_ms = max(predicted_ms, at_ms)
         lateness_s = max(0.0, (predicted_ms - state.deliver_by) / 1000)
-        key, n = self.env.remaining.source(keys)
+        key, n = self.env.remaining_abs.source(keys[:2]) if absolute else self.env.remaining.source(keys)
         # come back after the promise to learn "late" if the parcel is not delivered by then
         self.set_due(state, None if _CENSORED in state.note else max(self._censor_at(state), at_ms + 1))
         return [
@@ -314,6 +355,8 @@ class PredictedLateDetector(DeadlineMixin):
                     "baseline_n": n,
                     # the key's distribution moved to where this lane's own few parcels lie
                     "lane_scale": round(scale, 3),
+                    # remaining time learned in seconds (node / lane) or in the promise's unit
+                    "remaining_unit": "seconds" if absolute else "promise",
                 },
             )
         ]
@@ -337,17 +380,21 @@ class PredictedLateDetector(DeadlineMixin):
 
         state.note[_CENSORED] = 1.0
         learn = self.env.remaining.learn_censored
+        learn_abs = self.env.remaining_abs.learn_censored
         carrier, origin, dest = state.carrier, state.origin, state.dest
         limit = state.deliver_by + int(self.margin_s * 1000)
         for t, code, node, _region in state.route:
             if code in FINAL_CODES or t >= limit:
                 continue
-            learn(_remaining_keys(node, code, carrier, origin, dest), RATIO_UNIT * (now_ms - t) / (limit - t))
+            keys = _remaining_keys(node, code, carrier, origin, dest)
+            learn(keys, RATIO_UNIT * (now_ms - t) / (limit - t))
+            learn_abs(keys[:2], (now_ms - t) / 1000)
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
         remaining = self.env.remaining.learn
         remaining_next = self.env.remaining_next.learn
         remaining_stage = self.env.remaining_stage.learn
+        remaining_abs = self.env.remaining_abs.learn
         carrier, origin, dest = state.carrier, state.origin, state.dest
         limit = state.deliver_by + int(self.margin_s * 1000)
         route = state.route
@@ -357,6 +404,7 @@ class PredictedLateDetector(DeadlineMixin):
             keys = _remaining_keys(node, code, carrier, origin, dest)
             span = limit - t
             remaining(keys, RATIO_UNIT * (delivered_ms - t) / span)
+            remaining_abs(keys[:2], (delivered_ms - t) / 1000)
             nxt = min(route[i + 1][0], delivered_ms) if i + 1 < len(route) else delivered_ms
             remaining_next(keys, RATIO_UNIT * max(0, delivered_ms - nxt) / span)
             remaining_stage(keys, RATIO_UNIT * max(0, nxt - t) / span)
