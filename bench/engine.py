@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from logiwatch.bench.figures import BATCH, rate
 from logiwatch.bench.workload import Workload
 from logiwatch.detectors.model import Alert, ScanEvent
@@ -129,6 +131,13 @@ def backtest_run(
 def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[float, int, int]:
     """Traced bytes per in-flight parcel of one engine's state, learned models excluded.
 
+    The engine runs the sample, then its checkpoint (parcel blobs and models) is restored twice:
+    with the parcels and without them; the difference is what the parcels hold. Both sides are
+    built the same way, so the learned models' keys and histograms cancel out (subtracting a
+    models-only restore from the live engine did not: the live engine's baselines share key
+    strings between families, a restored one does not, and the state came out negative once a
+    family was added).
+
     Returns ``(bytes per parcel, parcels, state bytes)``.
     """
 
@@ -139,27 +148,33 @@ def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[flo
     # with the clock's ticks (not the final one, which would end every journey): the hub facts
     # leave the engine in a summary at each tick, as they do in the worker
     records = list(interleave_ticks(events, 60_000))[:-1]
+    engine = Engine(config)
+    for i in range(0, len(records), BATCH):
+        engine.process(records[i : i + BATCH])
+        engine.take_changes()  # steady state: the worker drains changes every batch
+        engine.take_hub_summaries()  # and sends the hub summaries on
+    parcels = engine.in_flight
+    models = engine.export_models()
+    # the blobs are decoded inside the traced window, so the restored engine's copies count
+    packed = msgspec.msgpack.encode(dict(engine.parcels))
+    del engine
     gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        engine = Engine(config)
-        for i in range(0, len(records), BATCH):
-            engine.process(records[i : i + BATCH])
-            engine.take_changes()  # steady state: the worker drains changes every batch
-            engine.take_hub_summaries()  # and sends the hub summaries on
-        gc.collect()
-        live = tracemalloc.get_traced_memory()[0] - base
-        parcels = engine.in_flight
-        models = engine.export_models()
-        base2 = tracemalloc.get_traced_memory()[0]
         models_only = Engine.restore(config, {}, models)
         gc.collect()
-        model_bytes = tracemalloc.get_traced_memory()[0] - base2
+        model_bytes = tracemalloc.get_traced_memory()[0] - base
         del models_only
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        full = Engine.restore(config, msgspec.msgpack.decode(packed), models)
+        gc.collect()
+        full_bytes = tracemalloc.get_traced_memory()[0] - base
+        del full
     finally:
         tracemalloc.stop()
     if parcels == 0:
         raise LogiwatchError("no parcel in flight after the memory sample: nothing to divide by")
-    state = live - model_bytes
+    state = full_bytes - model_bytes
     return state / parcels, parcels, state
