@@ -366,15 +366,19 @@ class BatchWorker:
             alerts, recovered = await self._process(part, topic, partition, decoded, records, dead, now_ms)
         except _StaleState:
             return BatchOutcome()
-        if self.pool is not None:
-            # 2b. pooled learning: what this batch published reaches Redis before any snapshot
-            # that records it; partitions the pool held go on
-            await self._pool_round()
         # 3. produce the dead letters and the alerts (acknowledged by the checkpoint)
         await self._produce(part, dead, alerts, records[-1])
         part.next_offset = records[-1].offset + 1
         if part.unsaved_since is None:
             part.unsaved_since = time.monotonic()
+        if self.pool is not None:
+            # 3b. pooled learning: what this batch published reaches Redis before any snapshot
+            # that records it; partitions the pool held go on. After step 3, not before: the
+            # round may release this very partition's held records (the batch stopped at an
+            # epoch tick), and their alerts come after the batch's in the engine's order. Sent
+            # first, a parcel's "resolved" reached the alerts topic ahead of its "firing", and
+            # the alert service, which takes the later status as the newer, never notified it.
+            await self._pool_round()
         # 4. checkpoint when due; after a recovery at once: the rebuilt state must
         # not depend on records kept in memory any longer
         if recovered or self._due(part):
