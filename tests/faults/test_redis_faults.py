@@ -129,11 +129,9 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         worker={"batch_max_records": 300, "event_time_only": True},
         detection={"pool_epoch_s": 0},
     )
-    # Pooled learning is off here (detection.pool_epoch_s = 0, as before pooling became the
-    # default): with it on, this outage left some alerts' "resolved" on the alerts topic ahead of
-    # their "firing" (seen 07:18 UTC on integrate-15), so the service never notified them. Open
-    # point in docs/reliability.md; the worker itself now rides out the outage with pooling on
-    # (its pool exchange retries like a checkpoint) instead of crashing.
+    # Per-partition learning here (detection.pool_epoch_s = 0); the pooled default runs the same
+    # outage in test_redis_faults_pooled.py (a resolved sent ahead of its firing by the pool
+    # round was fixed in streams/worker.py, 2026-12-02)
     assert cfg.detection.pool_epoch_s == 0
     expected = [encode_alert(a) for a in run_partitioned(records, PARTITIONS, engine_config(cfg))]  # type: ignore[arg-type]
     hook = FaultReceiver("cs")

@@ -67,8 +67,10 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
         # (FINAL_HORIZON_MS past the last event, ahead of today's clock) is accepted
         worker={"batch_max_records": 500, "event_time_only": True},
         # "pooled": learning pooled across the four partitions at 6-hour epochs (the worker's
-        # partitions exchange their deltas through Redis, the backtest's in memory), same alerts
-        detection={"pool_epoch_s": 21_600} if ending == "pooled" else {},
+        # partitions exchange their deltas through Redis, the backtest's in memory), same alerts;
+        # the default since 2026-12-02. The other endings learn per partition (pool_epoch_s = 0),
+        # so both ways stay covered
+        detection={"pool_epoch_s": 21_600 if ending == "pooled" else 0},
     )
     expected = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, engine_config(cfg))
     assert expected, "the scenario must produce alerts for this test to mean anything"
@@ -126,15 +128,20 @@ def test_a_live_worker_dead_letters_none_of_the_ticks_replay_writes_for_data_end
     # the day, beyond the live window, and the test failed by the clock)
     # the span itself depends on the start's hour and weekday (working hours, weekends), so
     # step the start back until the data ends before now
+    # (both ways: a start moved back by the probe's span can give a span days shorter, and the
+    # data then ended ~5 days ago at some hours; seen at 21:45 UTC on a Wednesday)
+    hour = 3_600_000
     now = int(time.time() * 1000)
-    probe, _ = generate("default", seed=6, parcels=150, start=now - 10 * DAY_MS)
-    start = now - (max(e.event_time for e in probe) - (now - 10 * DAY_MS)) - 6 * 3_600_000
-    for _ in range(32):
+    start = now - 10 * DAY_MS
+    for _ in range(64):
         events, _labels = generate("default", seed=6, parcels=150, start=start)
-        if max(e.event_time for e in events) <= now - 3_600_000:
+        end = max(e.event_time for e in events)
+        if end > now - hour:
+            start -= 3 * hour
+        elif end < now - 2 * DAY_MS:
+            start += max(3 * hour, (now - 6 * hour - end) // 2)
+        else:
             break
-        start -= 3 * 3_600_000
-    end = max(e.event_time for e in events)
     assert now - 2 * DAY_MS <= end <= now + DAY_MS // 2, "the data must end about now"
     log = tmp_path / "events.jsonl"
     write_jsonl(log, events)
