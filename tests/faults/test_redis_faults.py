@@ -129,8 +129,8 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         worker={"batch_max_records": 300, "event_time_only": True},
         detection={"pool_epoch_s": 0},
     )
-    # Per-partition learning here (detection.pool_epoch_s = 0); the pooled default runs the same
-    # outage in test_redis_faults_pooled.py (a resolved sent ahead of its firing by the pool
+    # Per-partition learning here (detection.pool_epoch_s = 0, the default); pooled learning runs
+    # the same outage in test_redis_faults_pooled.py (a resolved sent ahead of its firing by the pool
     # round was fixed in streams/worker.py, 2026-12-02)
     assert cfg.detection.pool_epoch_s == 0
     expected = [encode_alert(a) for a in run_partitioned(records, PARTITIONS, engine_config(cfg))]  # type: ignore[arg-type]

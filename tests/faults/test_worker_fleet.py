@@ -69,8 +69,8 @@ def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_referen
     cfg = settings_factory(
         kafka={"topics": {"events": ev, "alerts": al, "dlq": dlq}, "worker_group": f"g-{ev}", "session_timeout_ms": 6000},
         worker={"batch_max_records": 200, "event_time_only": True},
-        # Per-partition learning, as this test was written; the pooled default runs the same fleet
-        # in test_worker_fleet_pooled.py
+        # Per-partition learning (the default), as this test was written; pooled learning runs
+        # the same fleet in test_worker_fleet_pooled.py
         detection={"pool_epoch_s": 0},
     )
     conf = engine_config(cfg)

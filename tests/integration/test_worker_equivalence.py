@@ -67,9 +67,9 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
         # (FINAL_HORIZON_MS past the last event, ahead of today's clock) is accepted
         worker={"batch_max_records": 500, "event_time_only": True},
         # "pooled": learning pooled across the four partitions at 6-hour epochs (the worker's
-        # partitions exchange their deltas through Redis, the backtest's in memory), same alerts;
-        # the default since 2026-12-02. The other endings learn per partition (pool_epoch_s = 0),
-        # so both ways stay covered
+        # partitions exchange their deltas through Redis, the backtest's in memory), same alerts.
+        # The other endings learn per partition (pool_epoch_s = 0, the default), set explicitly
+        # so they stay per partition whichever the default
         detection={"pool_epoch_s": 21_600 if ending == "pooled" else 0},
     )
     expected = run_partitioned(interleave_ticks(events, TICK_EVERY_MS), PARTITIONS, engine_config(cfg))
