@@ -107,7 +107,9 @@ class PersistentRedis:
             client.close()
 
 
+@pytest.mark.parametrize("pool_epoch_s", [0, 21_600], ids=["alone", "pooled"])
 def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_restores_state(
+    pool_epoch_s: int,
     kafka_bootstrap: str,
     topic_factory: Callable[..., str],
     settings_factory: Callable[..., Settings],
@@ -127,12 +129,12 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         redis={"url": store.url},
         # the final flush tick lies far past the simulated events, beyond the default 24 h future bound
         worker={"batch_max_records": 300, "event_time_only": True},
-        detection={"pool_epoch_s": 0},
+        detection={"pool_epoch_s": pool_epoch_s},
     )
-    # Per-partition learning here (detection.pool_epoch_s = 0, the default); pooled learning runs
-    # the same outage in test_redis_faults_pooled.py (a resolved sent ahead of its firing by the pool
-    # round was fixed in streams/worker.py, 2026-12-02)
-    assert cfg.detection.pool_epoch_s == 0
+    # Per-partition learning (0, the default) and pooled (6 h epochs). Pooled, the outage once left
+    # some alerts' "resolved" on the alerts topic ahead of their "firing", so the service never
+    # notified them: the pool round after a batch released that partition's held records and
+    # sent their alerts before the batch's own (tests/unit/test_worker_pool_order.py)
     expected = [encode_alert(a) for a in run_partitioned(records, PARTITIONS, engine_config(cfg))]  # type: ignore[arg-type]
     hook = FaultReceiver("cs")
     hook.__enter__()
@@ -238,7 +240,7 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
     assert "ahead of the state snapshot" not in worker_log
     assert snapshot_offsets == {str(p): n for p, n in ends.items()}, snapshot_offsets
     figures(
-        "redis_freeze_and_restart",
+        "redis_freeze_and_restart" + ("_pooled" if pool_epoch_s else ""),
         events=len(events),
         records_with_ticks=len(records),
         alerts_expected=len(expected),

@@ -55,7 +55,9 @@ def _owned(topic: str, log: str) -> set[int]:
     return {int(p) for p in re.findall(rf"restored {re.escape(topic)}\[(\d+)\]", log)}
 
 
+@pytest.mark.parametrize("pool_epoch_s", [0, 21_600], ids=["alone", "pooled"])
 def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_reference(
+    pool_epoch_s: int,
     kafka_bootstrap: str,
     topic_factory: Callable[..., str],
     settings_factory: Callable[..., Settings],
@@ -69,9 +71,9 @@ def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_referen
     cfg = settings_factory(
         kafka={"topics": {"events": ev, "alerts": al, "dlq": dlq}, "worker_group": f"g-{ev}", "session_timeout_ms": 6000},
         worker={"batch_max_records": 200, "event_time_only": True},
-        # Per-partition learning (the default), as this test was written; pooled learning runs
-        # the same fleet in test_worker_fleet_pooled.py
-        detection={"pool_epoch_s": 0},
+        # per-partition learning (0, the default) and pooled (6 h epochs); the reference follows
+        # the settings (engine_config)
+        detection={"pool_epoch_s": pool_epoch_s},
     )
     conf = engine_config(cfg)
     expected = {encode_alert(a) for a in run_partitioned(records, PARTITIONS, conf)}  # type: ignore[arg-type]
@@ -128,7 +130,7 @@ def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_referen
     assert silent_late <= set(got)
     assert len(taken_over) == PARTITIONS, f"the survivor restored {sorted(taken_over)}, not all {PARTITIONS}"
     figures(
-        "worker_fleet",
+        "worker_fleet" + ("_pooled" if pool_epoch_s else ""),
         redis="cluster" if redis_url.startswith("redis+cluster") else "single",
         partitions=PARTITIONS,
         workers=WORKERS,
