@@ -37,7 +37,7 @@ def _shares(stats: pstats.Stats) -> list[tuple[str, float]]:
         return float(sum(v[3] for k, v in st.items() if path_part in k[0] and k[2] == fn))
 
     files = {name: cls.__module__.rsplit(".", 1)[-1] + ".py" for name, cls in DETECTORS.items()}
-    rows = [(f"{d} {fn}", cum(files[d], fn)) for d in DETECTORS for fn in ("on_event", "on_deadline")]
+    rows = [(f"{d} {fn}", cum(files[d], fn)) for d in DETECTORS for fn in ("on_event", "on_deadline", "observe")]
     rows += [(f"engine {fn}", cum("engine.py", fn)) for fn in ("_fire_until", "_load", "_flush")]
     rows.append(
         (

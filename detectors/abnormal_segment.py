@@ -15,27 +15,47 @@ stretch the lane's normal and a lane slower than its first estimate escapes it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import isinf
 
-from logiwatch.detectors.baselines import P50, P95, P99, KeyMemo
+from logiwatch.detectors.baselines import P50, P95, P99, DurationBaseline, KeyMemo
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.protocol import (
+    NO_FINDINGS,
+    Contract,
+    DetectorBase,
+    Emits,
+    Lifecycle,
+    ScanContext,
+    Slot,
+)
 from logiwatch.detectors.state import (
     DELIVERED,
     HUB_ARRIVED,
     HUB_DEPARTED,
     OUT_FOR_DELIVERY,
     PICKED_UP,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
 )
+from logiwatch.detectors.values import SILENCE_COLD, SILENCE_LIMIT_S, TELEPORT_AT
 
 #: (previous scan, this scan) pairs that make a segment
 SEGMENTS = frozenset({(HUB_DEPARTED, HUB_ARRIVED), (PICKED_UP, HUB_ARRIVED), (OUT_FOR_DELIVERY, DELIVERED)})
+#: the departure (event time) whose leg the in-transit deadline already reported
+_HIT = Slot("segment_hit", int)
+#: ... and the limit (s) that leg crossed (it is learned censored there on arrival)
+_HIT_LIMIT_S = Slot("segment_limit_s", float)
 
 
-class AbnormalSegmentDetector(DeadlineMixin):
+def segment_baseline(min_count: int) -> DurationBaseline:
+    # legs are scheduled trucks: a third of min_count pins one down (and a partition sees
+    # only its share of a lane, so a full min_count left most lanes cold at 4 partitions)
+    return DurationBaseline((1800, 3600, 6 * 3600, 18 * 3600, 24 * 3600, 36 * 3600), min_count=max(1, min_count // 3))
+
+
+class AbnormalSegmentDetector(DetectorBase):
     """Catches legs that take far longer than the lane usually needs.
 
     Parameters
@@ -58,6 +78,13 @@ class AbnormalSegmentDetector(DeadlineMixin):
     """
 
     name = "abnormal_segment"
+    contract = Contract(
+        emits=(Emits(AnomalyType.ABNORMAL_SEGMENT, Lifecycle.RESOLVE_ON_MOVE),),
+        owns=(_HIT, _HIT_LIMIT_S),
+        provides=(SILENCE_LIMIT_S, SILENCE_COLD),
+        needs=(TELEPORT_AT,),
+        baselines={"segment": segment_baseline},
+    )
 
     def __init__(
         self,
@@ -71,6 +98,7 @@ class AbnormalSegmentDetector(DeadlineMixin):
         if min(p99_factor, p95_factor, recheck_s) <= 0 or min_excess_s < 0:
             raise ValueError("abnormal_segment: factors and recheck_s must be positive, min_excess_s >= 0")
         self.env = env
+        self.segment = env.baseline("segment")
         self.p99_factor = p99_factor
         self.p95_factor = p95_factor
         self.min_excess_s = min_excess_s
@@ -80,9 +108,9 @@ class AbnormalSegmentDetector(DeadlineMixin):
         """The leg's limit (ms after ``t0``) and the quantiles; None while no key is trusted."""
 
         env = self.env
-        q = env.segment.warm_quantiles(keys)
+        q = self.segment.warm_quantiles(keys)
         if q is None:
-            return None, env.segment.prior
+            return None, self.segment.prior
         parts = [v for v in (q[P99] * self.p99_factor, q[P95] * self.p95_factor) if not isinf(v)]
         if not parts or isinf(q[P50]):
             return None, q
@@ -93,35 +121,35 @@ class AbnormalSegmentDetector(DeadlineMixin):
     def _arm_transit(self, state: ParcelState, node: str, t: int, now_ms: int) -> int | None:
         limit_ms, _q = self._limit_ms(transit_keys(node, state.dest, state.carrier), state.carrier, t)
         if limit_ms is None:
-            state.note["silence_cold"] = 1
-            state.note["silence_ref_s"] = 0.0
+            SILENCE_COLD.set(state, True)
+            SILENCE_LIMIT_S.set(state, 0.0)
             self.set_due(state, now_ms + max(int(self.recheck_s * 1000), now_ms - t))  # backing off
             return None
-        state.note.pop("silence_cold", None)
-        state.note["silence_ref_s"] = limit_ms / 1000
+        SILENCE_COLD.clear(state)
+        SILENCE_LIMIT_S.set(state, limit_ms / 1000)
         self.set_due(state, max(t + limit_ms, now_ms))
         return limit_ms
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        env = self.env
-        if not env.latest:
-            return []
-        code = self.env.code
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
+        if not scan.latest:
+            return NO_FINDINGS
+        segment = self.segment
+        code = scan.code
         t = event.event_time
-        if state.note.get("teleport_at") == t:
-            return []  # a scan that cannot be true ends no leg
+        if TELEPORT_AT.get(state) == t:
+            return NO_FINDINGS  # a scan that cannot be true ends no leg
         if code == HUB_DEPARTED and not state.final_at:
             # in transit: we do not know the next hub yet, but the hub and destination fix the lane
             self._arm_transit(state, event.node_id, t, t)
         else:
             self.set_due(state, None)
-        prev = env.prev
+        prev = scan.prev
         if prev is None:
-            return []
+            return NO_FINDINGS
         dur_s = (t - prev[0]) / 1000
-        already = state.note.pop("segment_hit", None) == prev[0]
+        already = _HIT.take(state) == prev[0]
         if (prev[1], code) not in SEGMENTS:
-            return []
+            return NO_FINDINGS
         leg = f"{prev[2]}>{event.node_id}"
         keys = (f"{leg}|{state.carrier}", leg)
         limit_ms, q = self._limit_ms(keys, state.carrier, prev[0])
@@ -129,31 +157,31 @@ class AbnormalSegmentDetector(DeadlineMixin):
         if already:
             # the in-transit deadline already reported this leg: it lasted at least its limit
             if hub_leg:
-                env.segment.learn_censored(transit_keys(prev[2], state.dest, state.carrier), state.note.get("segment_limit_s", 0.0))
-            return []
+                segment.learn_censored(transit_keys(prev[2], state.dest, state.carrier), _HIT_LIMIT_S.value(state, 0.0))
+            return NO_FINDINGS
         if limit_ms is None or dur_s * 1000 <= limit_ms:
             if not state.tainted:
-                env.segment.learn(keys, dur_s)
+                segment.learn(keys, dur_s)
                 if hub_leg:
-                    env.segment.learn(transit_keys(prev[2], state.dest, state.carrier), dur_s)
-            return []
-        env.segment.learn_censored(keys, limit_ms / 1000)
-        key, n = env.segment.source(keys)
+                    segment.learn(transit_keys(prev[2], state.dest, state.carrier), dur_s)
+            return NO_FINDINGS
+        segment.learn_censored(keys, limit_ms / 1000)
+        key, n = segment.source(keys)
         return [self._finding(state, t, prev, event.node_id, event.region, dur_s, q, limit_ms, key, n, arrived=True)]
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         last = state.last
         if last is None or last[1] != HUB_DEPARTED or state.final_at:
-            return []
+            return NO_FINDINGS
         keys = transit_keys(last[2], state.dest, state.carrier)
         limit_ms = self._arm_transit(state, last[2], last[0], now_ms)
         if limit_ms is None or state.due.get(self.name, 0) > now_ms:
-            return []  # not trusted yet, or the limit grew past now: look again later
+            return NO_FINDINGS  # not trusted yet, or the limit grew past now: look again later
         self.set_due(state, None)
         _limit, q = self._limit_ms(keys, state.carrier, last[0])
-        key, n = self.env.segment.source(keys)
-        state.note["segment_hit"] = last[0]
-        state.note["segment_limit_s"] = limit_ms / 1000
+        key, n = self.segment.source(keys)
+        _HIT.set(state, last[0])
+        _HIT_LIMIT_S.set(state, limit_ms / 1000)
         return [self._finding(state, now_ms, last, None, last[3], (now_ms - last[0]) / 1000, q, limit_ms, key, n, arrived=False)]
 
     def _finding(

@@ -11,8 +11,10 @@ contradiction alert.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Emits, Lifecycle, ScanContext
 from logiwatch.detectors.state import (
     DELIVERED,
     DISPATCHED,
@@ -20,19 +22,19 @@ from logiwatch.detectors.state import (
     PAID,
     RETURNED,
     TYPES,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
     km_between,
 )
+from logiwatch.detectors.values import TELEPORT_AT
 
 _Evidence = dict[str, float | int | str | bool | None]
 #: km per degree of arc on the sphere km_between uses (radius 6,371 km)
 _KM_PER_DEGREE = 6_371.0 * math.pi / 180
 
 
-class ContradictionDetector(DeadlineMixin):
+class ContradictionDetector(DetectorBase):
     """Catches teleports and impossible scan sequences.
 
     Parameters
@@ -49,21 +51,25 @@ class ContradictionDetector(DeadlineMixin):
     """
 
     name = "contradiction"
+    contract = Contract(
+        emits=(Emits(AnomalyType.CONTRADICTION, Lifecycle.STICKY),),
+        provides=(TELEPORT_AT,),
+    )
 
     def __init__(self, env: Env, *, max_kmh: float = 900.0, min_km: float = 300.0) -> None:
         self.env = env
         self.max_kmh = max_kmh
         self.min_km = min_km
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
         teleport = self._teleport(state, event)
         if teleport is not None:
-            state.note["teleport_at"] = event.event_time  # the misroute detector ignores this scan
-        why = self._sequence(state, event) or teleport
-        if event.lat is not None and event.lon is not None and self.env.latest:
+            TELEPORT_AT.set(state, event.event_time)  # the other detectors ignore this scan
+        why = self._sequence(state, event, scan.code) or teleport
+        if event.lat is not None and event.lon is not None and scan.latest:
             state.geo = (event.event_time, event.lat, event.lon)
         if why is None or AnomalyType.CONTRADICTION.value in state.fired:
-            return []
+            return NO_FINDINGS
         state.fired.append(AnomalyType.CONTRADICTION.value)
         t = event.event_time
         return [
@@ -80,8 +86,7 @@ class ContradictionDetector(DeadlineMixin):
             )
         ]
 
-    def _sequence(self, state: ParcelState, event: ScanEvent) -> tuple[str, _Evidence] | None:
-        code = self.env.code
+    def _sequence(self, state: ParcelState, event: ScanEvent, code: int) -> tuple[str, _Evidence] | None:
         t = event.event_time
         moving = DISPATCHED <= code <= OUT_FOR_DELIVERY
         if moving or code == DELIVERED:
@@ -125,5 +130,5 @@ class ContradictionDetector(DeadlineMixin):
             {"kind": "teleport", "km": round(km, 1), "hours": round(hours, 3), "kmh": round(kmh), "max_kmh": self.max_kmh},
         )
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
-        return []
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
+        return NO_FINDINGS  # it sets no deadline

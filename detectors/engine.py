@@ -35,18 +35,15 @@ from __future__ import annotations
 import heapq
 import zlib
 from bisect import insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import msgspec
 
-from logiwatch.detectors.abnormal_segment import AbnormalSegmentDetector
 from logiwatch.detectors.calendar import Calendar
-from logiwatch.detectors.contradiction import ContradictionDetector
 from logiwatch.detectors.errors import StateError
-from logiwatch.detectors.hub_incident import HubFact, HubFactsRecorder, HubSummary, hub_alert
-from logiwatch.detectors.late_dispatch import LateDispatchDetector
-from logiwatch.detectors.lost import LostDetector
+from logiwatch.detectors.hub_incident import HubFact, HubSummary
 from logiwatch.detectors.model import (
     UNREGISTERED_MERCHANT,
     Alert,
@@ -56,58 +53,22 @@ from logiwatch.detectors.model import (
     Tick,
     make_alert_id,
 )
-from logiwatch.detectors.pickup_timeout import PickupTimeoutDetector
 from logiwatch.detectors.pool import Pool, PoolMember
-from logiwatch.detectors.predicted_late import PredictedLateDetector
-from logiwatch.detectors.route import MisrouteDetector
-from logiwatch.detectors.stall import StallDetector
+from logiwatch.detectors.protocol import AggregateRecorder, ParcelDetector, ScanContext, evaluation_order
+from logiwatch.detectors.registry import BUILT_IN, DETECTORS, Registry
 from logiwatch.detectors.state import (
     CODES,
     FINAL_CODES,
     TYPES,
-    Detector,
     Env,
     Finding,
     ParcelState,
     new_state,
 )
-from logiwatch.detectors.suspicious_delivery import SuspiciousDeliveryDetector
 
 MODELS_VERSION = 1
 FORGET = "_forget"
 DAY_MS = 86_400_000
-
-#: Detector name -> class, in evaluation order: contradiction first (the others ignore a scan
-#: it called a teleport), lost after stall and abnormal_segment (it reads their limits).
-DETECTORS: dict[str, type] = {
-    "contradiction": ContradictionDetector,
-    "late_dispatch": LateDispatchDetector,
-    "pickup_timeout": PickupTimeoutDetector,
-    "stall": StallDetector,
-    "abnormal_segment": AbnormalSegmentDetector,
-    "lost": LostDetector,
-    "misroute": MisrouteDetector,
-    "suspicious_delivery": SuspiciousDeliveryDetector,
-    "predicted_late": PredictedLateDetector,
-    "hub_incident": HubFactsRecorder,
-}
-
-#: Alert types resolved by the parcel's next scan (late dispatch and pickup timeout resolve
-#: themselves when the dispatch or pickup happens).
-RESOLVE_ON_MOVE = frozenset(
-    {
-        AnomalyType.STALL.value,
-        AnomalyType.LIKELY_LOST.value,
-        AnomalyType.ABNORMAL_SEGMENT.value,
-    }
-)
-#: Alert types that stay open after delivery (facts about the journey); closed when the
-#: parcel is forgotten.
-STICKY = frozenset(
-    {AnomalyType.MISROUTE.value, AnomalyType.CONTRADICTION.value, AnomalyType.SUSPICIOUS_DELIVERY.value}
-)
-#: Alert types that do not mark the parcel's durations as abnormal for learning.
-BENIGN = frozenset({AnomalyType.PREDICTED_LATE.value})
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(ParcelState)
@@ -118,7 +79,9 @@ class EngineConfig:
     """Engine knobs (frozen; the core never sees pydantic).
 
     ``detectors`` names the enabled detectors (default all, see ``DETECTORS``);
-    ``knobs`` maps a detector name to constructor keyword arguments.
+    ``knobs`` maps a detector name to constructor keyword arguments; ``registry`` is the set of
+    detectors to pick from (``detectors/registry.py``; the built-in one unless a caller brings
+    its own).
     """
 
     allowed_lateness_ms: int = 600_000
@@ -139,11 +102,13 @@ class EngineConfig:
     #: learning shared across partitions: the tick-clock epoch at which partitions exchange what
     #: they learned (``detectors/pool.py``); 0 = each partition learns alone
     pool_epoch_ms: int = 0
+    registry: Registry = BUILT_IN
 
     def __post_init__(self) -> None:
-        unknown = [d for d in self.detectors if d not in DETECTORS]
+        known = self.registry.by_name
+        unknown = [d for d in self.detectors if d not in known]
         if unknown:
-            raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(DETECTORS)}")
+            raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(known)}")
         if self.allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
         for name in ("retention_ms", "max_silence_ms", "max_age_ms", "min_count", "max_seen", "max_route"):
@@ -198,16 +163,39 @@ class Engine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.env = Env(config.calendar, config.min_count, config.allowed_lateness_ms)
-        self._detectors: list[Detector] = [
-            DETECTORS[name](self.env, **dict(config.knobs.get(name, {}))) for name in config.detectors
+        registry = config.registry
+        self.env = Env(
+            config.calendar,
+            config.min_count,
+            config.allowed_lateness_ms,
+            baselines=registry.baselines,
+            tables=registry.tables,
+        )
+        #: how alert types end (over every registered detector, enabled or not, so a restored
+        #: parcel's open alert of a disabled one still ends as its type says)
+        self._on_move, self._sticky, self._benign = registry.resolve_on_move, registry.sticky, registry.benign
+        enabled = set(config.detectors)
+        knobs = config.knobs
+        #: the enabled parcel detectors in the order their declarations give (``evaluation_order``)
+        self._detectors: list[ParcelDetector] = [
+            cast(Callable[..., ParcelDetector], cls)(self.env, **dict(knobs.get(cls.name, {})))
+            for cls in evaluation_order([c for c in registry.parcel if c.name in enabled])
+        ]
+        self._recorders: list[AggregateRecorder] = [
+            cast(Callable[..., AggregateRecorder], cls)(self.env, **dict(knobs.get(cls.name, {})))
+            for cls in registry.aggregate
+            if cls.name in enabled
         ]
         self._index = {d.name: i for i, d in enumerate(self._detectors)}
-        # scan type code -> the detectors whose on_event can act on it, in evaluation order
-        # (a detector's optional ``handles``; None means every scan type)
-        self._by_code: list[tuple[Detector, ...]] = [
-            tuple(d for d in self._detectors if _handles(d, code)) for code in range(len(TYPES))
+        # scan type code -> the detectors (and recorders) whose on_event (observe) acts on it, in order
+        self._by_code: list[tuple[ParcelDetector, ...]] = [
+            tuple(d for d in self._detectors if code in d.contract.handles) for code in range(len(TYPES))
         ]
+        self._recorders_by_code: list[tuple[AggregateRecorder, ...]] = [
+            tuple(r for r in self._recorders if code in r.contract.handles) for code in range(len(TYPES))
+        ]
+        #: what the engine tells ``on_event`` about the scan at hand (one object, refilled per scan)
+        self._scan = ScanContext()
         self._forget_index = len(self._detectors)
         #: waybill -> the parcel's state, msgpack-encoded: idle parcels cost their encoded bytes
         #: only (no Python objects for the cyclic GC to walk) and a checkpoint copies them as they are
@@ -236,9 +224,7 @@ class Engine:
         #: learning shared across partitions (``attach_pool``)
         self._pool = PoolMember(config.pool_epoch_ms)
         #: hub facts for the hub stage (``detectors/hub_stage.py``); None when hub incidents are off
-        self._hub: HubFactsRecorder | None = next(
-            (d for d in self._detectors if isinstance(d, HubFactsRecorder)), None
-        )
+        self._hub: AggregateRecorder | None = self._recorders[0] if self._recorders else None
         #: the source partition named in this engine's hub summaries (the runner and worker set it)
         self.hub_source = 0
         self._summaries: list[HubSummary] = []
@@ -252,6 +238,12 @@ class Engine:
     @property
     def watermark_ms(self) -> int | None:
         return None if self._max_time is None else self._max_time - self._lateness
+
+    @property
+    def detector_order(self) -> tuple[str, ...]:
+        """The enabled parcel detectors in the order they run (derived from their contracts)."""
+
+        return tuple(d.name for d in self._detectors)
 
     @property
     def in_flight(self) -> int:
@@ -371,8 +363,7 @@ class Engine:
             "version": MODELS_VERSION,
             "max_time": self._max_time,
             "baselines": {name: b.export() for name, b in env.baselines().items()} if full else None,
-            "centroids": env.centroids,
-            "lane_regions": env.lane_regions,
+            **env.tables,
             # hub facts since the last tick: the offsets a checkpoint commits covered them
             "hub_pending": _state_encoder.encode(self._hub.pending if self._hub is not None else []),
             "hub_summaries": _state_encoder.encode(self._summaries),
@@ -408,8 +399,10 @@ class Engine:
                     # the first take_model_changes writes every key, since the core it writes
                     # next to them no longer carries the baselines.
                     b.changed.update(b.hist)
-            env.centroids = blob["centroids"]
-            env.lane_regions = blob["lane_regions"]
+            for name, table in env.tables.items():
+                # in place: the detector that declared the table holds it
+                table.clear()
+                table.update(blob.get(name) or {})
             # a snapshot from before the hub stage has per-partition incident state: dropped (the stage relearns)
             engine._restore_hub(blob)
             env.feeds = blob.get("feeds") or {}
@@ -554,25 +547,27 @@ class Engine:
             st.order, st.merchant, st.carrier, st.category = ev.order_id, ev.merchant_id, ev.carrier_id, ev.category
             st.amount, st.dest = ev.order_amount, ev.dest_region
             st.dispatch_by, st.deliver_by = ev.promised_dispatch_by, ev.promised_delivery_by
-        env = self.env
-        env.prev = prev if latest else None
-        env.latest = latest
-        env.code = code
+        scan = self._scan
+        scan.prev = prev if latest else None
+        scan.latest = latest
+        scan.code = code
         if latest and prev is not None and st.open:
-            for typ in [k for k in st.open if k in RESOLVE_ON_MOVE]:
+            for typ in [k for k in st.open if k in self._on_move]:
                 self._resolve(st, typ, t, "the parcel moved again", out)
         if code in FINAL_CODES and not st.final_at:
             st.final_at = t
-            for typ in [k for k in st.open if k not in STICKY]:
+            for typ in [k for k in st.open if k not in self._sticky]:
                 self._resolve(st, typ, t, f"the parcel was {ev.event_type.value.lower()}", out)
             due.clear()
             due[FORGET] = t + self.config.retention_ms
         elif latest and not st.final_at:
             due[FORGET] = t + self.config.max_silence_ms
         for det in self._by_code[code]:
-            findings = det.on_event(st, ev)
+            findings = det.on_event(st, ev, scan)
             if findings:
                 self._emit(st, findings, out)
+        for rec in self._recorders_by_code[code]:
+            rec.observe(st, ev, scan)
         self._requeue(wb, due)
         self._dirty.add(wb)
 
@@ -686,11 +681,8 @@ class Engine:
         self._dirty.discard(wb)
         self._deleted.add(wb)
 
-    def _emit(self, st: ParcelState, findings: list[Finding], out: list[Alert]) -> None:
+    def _emit(self, st: ParcelState, findings: Sequence[Finding], out: list[Alert]) -> None:
         for f in findings:
-            if f.alert_id is not None:
-                out.append(hub_alert(f))
-                continue
             typ = f.alert_type.value
             if f.status is AlertStatus.RESOLVED:
                 self._resolve(st, typ, f.at_ms, f.summary, out)
@@ -704,7 +696,7 @@ class Engine:
             last = st.route[-1] if st.route else None
             node = f.node if f.node is not None else (last[2] if last else None)
             st.open[typ] = (aid, f.onset_ms, node or "", f.at_ms)
-            if typ not in BENIGN:
+            if typ not in self._benign:
                 st.tainted = True
             out.append(self._alert(st, f, aid, node))
 
@@ -752,7 +744,3 @@ class Engine:
             f.evidence["actual_lateness_s"] = (at_ms - st.deliver_by) / 1000
         out.append(self._alert(st, f, aid, node or None))
 
-
-def _handles(det: Detector, code: int) -> bool:
-    handles: frozenset[int] | None = getattr(det, "handles", None)
-    return handles is None or code in handles

@@ -30,31 +30,34 @@ partition's hub facts, not inside a parcel engine: each parcel engine only
 records :class:`HubFact` rows (arrivals, departures) with
 :class:`HubFactsRecorder` and hands them out per clock tick as a
 :class:`HubSummary`. The per-hub scorer state (Beta counts, last departure,
-onset of the bad run) lives in the hub's ``env.arrivals`` map under negative
-keys (real buckets are positive), so the stage's export carries it unchanged.
+onset of the bad run) is a typed :class:`HubScore` per hub (``HubEnv.scores``), beside the
+hub's arrival buckets.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import msgspec
 from river import proba
 
 from logiwatch.detectors.baselines import P95
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, ScanEvent, Severity, make_alert_id
+from logiwatch.detectors.protocol import Contract, ScanContext
 from logiwatch.detectors.state import (
     EXCEPTION,
     HUB_ARRIVED,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
     dwell_baseline,
 )
+from logiwatch.detectors.values import TELEPORT_AT
 
-#: reserved keys of a hub's ``env.arrivals`` map (bucket numbers are >= 0)
-ALPHA, BETA, LAST_DEPARTURE, RUN_ONSET = -1, -2, -3, -4
+#: keys under which snapshots before ``HubScore`` kept the scorer state in a hub's arrival
+#: buckets (bucket numbers are >= 0); read once, when such a snapshot is restored
+OLD_ALPHA, OLD_BETA, OLD_LAST_DEPARTURE, OLD_RUN_ONSET = -1, -2, -3, -4
 QUARTER_DAY_MS = 21_600_000
 
 
@@ -110,6 +113,35 @@ class HubSummary(msgspec.Struct, kw_only=True, frozen=True):
     version: int = HUB_SUMMARY_VERSION
 
 
+class HubScore(msgspec.Struct, array_like=True):
+    """What the scorer has learned about one hub, and where its current bad run began."""
+
+    #: the learned Beta counts of the hub's overdue rate (None: the prior)
+    alpha: int | None = None
+    beta: int | None = None
+    #: time of the hub's last on-time departure (0: none yet): where an incident's window opens
+    last_departure: int = 0
+    #: onset of the run of bad buckets being confirmed (None: no run)
+    run_onset: int | None = None
+
+
+def migrate_scores(arrivals: dict[str, dict[int, int]]) -> dict[str, HubScore]:
+    """Take the scorer state out of an old snapshot's arrival buckets (negative keys), as ``HubScore``s."""
+
+    scores: dict[str, HubScore] = {}
+    for hub, counts in arrivals.items():
+        if not any(b < 0 for b in counts):
+            continue
+        run = counts.pop(OLD_RUN_ONSET, None)
+        scores[hub] = HubScore(
+            alpha=counts.pop(OLD_ALPHA, None),
+            beta=counts.pop(OLD_BETA, None),
+            last_departure=counts.pop(OLD_LAST_DEPARTURE, 0),
+            run_onset=run,
+        )
+    return scores
+
+
 class HubEnv:
     """What the scorer keeps per hub (the hub stage's state; one for all partitions)."""
 
@@ -123,8 +155,10 @@ class HubEnv:
         self.recent_incidents: dict[str, list[int | str]] = {}
         #: hub -> affected waybills of its open incident
         self.affected: dict[str, list[str]] = {}
-        #: hub -> {15-min bucket: arrivals} (and the scorer's state under negative keys)
+        #: hub -> {15-min bucket: arrivals}
         self.arrivals: dict[str, dict[int, int]] = {}
+        #: hub -> what the scorer has learned about it
+        self.scores: dict[str, HubScore] = {}
         #: hub -> consecutive evaluations that found it broken (before an incident opens)
         self.suspect: dict[str, int] = {}
         #: hub -> next evaluation time
@@ -220,8 +254,9 @@ class HubIncidentScorer:
     def scorer(self, hub: str) -> proba.Beta:
         """The hub's learned overdue rate (a river Beta posterior; the prior while the hub is new)."""
 
-        counts = self.env.arrivals.get(hub, {})
-        alpha, beta = counts.get(ALPHA, self.prior_alpha), counts.get(BETA, self.prior_beta)
+        score = self.env.scores.get(hub)
+        alpha = self.prior_alpha if score is None or score.alpha is None else score.alpha
+        beta = self.prior_beta if score is None or score.beta is None else score.beta
         b = self._scorers.get(hub)
         if b is None:
             b = self._scorers[hub] = proba.Beta(alpha, beta)
@@ -229,7 +264,7 @@ class HubIncidentScorer:
             b.alpha, b.beta = alpha, beta
         return b
 
-    def _learn(self, hub: str, counts: dict[int, int], k: int, n: int) -> None:
+    def _learn(self, hub: str, score: HubScore, k: int, n: int) -> None:
         # a normal bucket: k stragglers out of n is what this hub does on a good day
         b = self.scorer(hub)
         for _ in range(k):
@@ -240,7 +275,7 @@ class HubIncidentScorer:
         if alpha + beta > self.max_weight:
             # forget half (integers, so a restored engine has the very same rate)
             alpha, beta = max(1, alpha // 2), max(1, beta // 2)
-        counts[ALPHA], counts[BETA] = alpha, beta
+        score.alpha, score.beta = alpha, beta
 
     def depart(self, fact: HubFact) -> None:
         """A parcel left ``fact.hub``: it counts no more, and an on-time departure marks the hub working."""
@@ -249,13 +284,15 @@ class HubIncidentScorer:
         hub, t = fact.hub, fact.time_ms
         at = env.present.get(hub)
         arrived = at.pop(fact.waybill, None) if at is not None else None
-        counts = env.arrivals.get(hub)
-        if arrived is None or counts is None:
+        if arrived is None or hub not in env.arrivals:
             return
         limit = self._limits(hub)[(arrived // QUARTER_DAY_MS) % 4]
         # only a departure on time says the hub works: stragglers leaving after an outage do not
-        if t > counts.get(LAST_DEPARTURE, 0) and t - arrived <= limit:
-            counts[LAST_DEPARTURE] = t
+        score = env.scores.get(hub)
+        if score is None:
+            score = env.scores[hub] = HubScore()
+        if t > score.last_departure and t - arrived <= limit:
+            score.last_departure = t
         if fact.direct and not self._protected(hub, arrived):
             self.env.dwell.learn(_hub_keys(hub, arrived), (t - arrived) / 1000)
 
@@ -313,8 +350,8 @@ class HubIncidentScorer:
         oldest = (now - max(limits) - self.cohort_span_ms) // self.bucket_ms
         cohort = 0
         for b in list(counts):
-            if b < 0 or b == first:
-                continue  # scorer state; the first bucket marks the warm-up
+            if b == first:
+                continue  # the first bucket marks the warm-up
             if b < oldest - 8:
                 del counts[b]  # older than any cohort we will look at again
                 continue
@@ -329,7 +366,10 @@ class HubIncidentScorer:
         limits = self._limits(hub)
         lo = now - self.cohort_span_ms
         counts = env.arrivals.setdefault(hub, {})
-        first = min((b for b in counts if b >= 0), default=0)
+        first = min(counts, default=0)
+        score = env.scores.get(hub)
+        if score is None:
+            score = env.scores[hub] = HubScore()
         cohort = self._cohort(counts, limits, first, now)
         overdue = []
         backlog = 0  # all present parcels past their limit (within max_present_s)
@@ -361,20 +401,21 @@ class HubIncidentScorer:
             bad = k >= self.min_parcels and share >= self.min_fraction and tail <= self.p_threshold
             if not bad:
                 env.suspect.pop(hub, None)
-                counts.pop(RUN_ONSET, None)
-                self._learn(hub, counts, k, n)
+                score.run_onset = None
+                self._learn(hub, score, k, n)
                 return []
             # a hub must look broken on `confirm` consecutive buckets: one bad truck is not an incident
             seen = env.suspect[hub] = env.suspect.get(hub, 0) + 1
             if seen == 1:
                 # the hub was last seen moving parcels then: every partition saw that departure wave
-                last = counts.get(LAST_DEPARTURE, 0)
-                counts[RUN_ONSET] = last if last > 0 else min(overdue)
+                last = score.last_departure
+                score.run_onset = last if last > 0 else min(overdue)
             if seen < self.confirm:
                 return []
             if now - first * self.bucket_ms < self.warmup_ms:
                 return []  # early dwells are biased short (long ones are not over yet): wait for a baseline
-            onset = counts.pop(RUN_ONSET, min(overdue))
+            onset = min(overdue) if score.run_onset is None else score.run_onset
+            score.run_onset = None
             start = onset - onset % self.onset_bucket_ms
             aid = make_alert_id(AnomalyType.HUB_INCIDENT, hub, start)
             env.suspect.pop(hub, None)
@@ -442,7 +483,7 @@ def _hub_keys(hub: str, arrived_ms: int) -> tuple[str, str, str]:
     return (f"{hub}|{HUB_ARRIVED}|*|{hb}", f"{hub}|{HUB_ARRIVED}", f"*|{HUB_ARRIVED}")
 
 
-class HubFactsRecorder(DeadlineMixin):
+class HubFactsRecorder:
     """The parcel side of hub incidents: records arrivals and departures, scores nothing.
 
     An exception scan at the hub the parcel waits at is not a departure; a
@@ -463,32 +504,27 @@ class HubFactsRecorder(DeadlineMixin):
     [(1, 'HUB-A', False), (0, 'HUB-A', True)]
     """
 
-    name = "hub_incident"
+    name: ClassVar[str] = "hub_incident"
+    contract: ClassVar[Contract] = Contract(needs=(TELEPORT_AT,))
 
     def __init__(self, env: Env, **stage_knobs: float | bool | str) -> None:
-        self.env = env
         HubIncidentScorer(HubEnv(1), **stage_knobs)  # type: ignore[arg-type]  # bad knobs fail here, at start
         #: facts since the last tick, in partition order
         self.pending: list[HubFact] = []
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        env = self.env
-        if not env.latest:
-            return []
-        prev = env.prev
-        code = env.code
+    def observe(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> None:
+        if not scan.latest:
+            return
+        prev = scan.prev
+        code = scan.code
         if prev is not None and prev[1] in (HUB_ARRIVED, EXCEPTION):
             if code == EXCEPTION and prev[2] == event.node_id:
-                return []  # an exception at the hub (e.g. HUB_DELAY) is the parcel still waiting there
+                return  # an exception at the hub (e.g. HUB_DELAY) is the parcel still waiting there
             direct = prev[1] == HUB_ARRIVED
             self.pending.append(HubFact(event.event_time, state.waybill, DEPART, prev[2], direct=direct))
-        if code != HUB_ARRIVED or state.final_at or state.note.get("teleport_at") == event.event_time:
-            return []
+        if code != HUB_ARRIVED or state.final_at or TELEPORT_AT.get(state) == event.event_time:
+            return
         self.pending.append(HubFact(event.event_time, state.waybill, ARRIVE, event.node_id, event.region))
-        return []
-
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
-        return []
 
 
 def hub_alert(f: Finding) -> Alert:

@@ -33,8 +33,10 @@ from logiwatch.detectors.hub_incident import (
     HubEnv,
     HubFact,
     HubIncidentScorer,
+    HubScore,
     HubSummary,
     hub_alert,
+    migrate_scores,
 )
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType
 
@@ -196,6 +198,7 @@ class HubStage:
             "applied_ms": self.applied_ms,
             "dwell": env.dwell.export(),
             **{name: getattr(env, name) for name in _ENV_FIELDS},
+            "scores": env.scores,
         }
         return _encoder.encode(blob)
 
@@ -225,6 +228,10 @@ class HubStage:
         stage.env.dwell.load(blob["dwell"])
         for name in _ENV_FIELDS:
             setattr(stage.env, name, _int_keys(name, blob[name]))
+        if "scores" in blob:
+            stage.env.scores = msgspec.convert(blob["scores"], dict[str, HubScore])
+        else:  # a snapshot from before HubScore: the scorer state sat in the arrival buckets
+            stage.env.scores = migrate_scores(stage.env.arrivals)
         return stage
 
 

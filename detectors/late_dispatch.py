@@ -9,12 +9,19 @@ merchants whose dispatch was late are not learned as normal beyond the clip.
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P20, P50
+from collections.abc import Sequence
+
+from logiwatch.detectors.baselines import P20, P50, DurationBaseline
 from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity
-from logiwatch.detectors.state import DISPATCHED, PAID, DeadlineMixin, Env, Finding, ParcelState
+from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Emits, Lifecycle, ScanContext
+from logiwatch.detectors.state import DISPATCHED, PAID, Env, Finding, ParcelState
 
 
-class LateDispatchDetector(DeadlineMixin):
+def dispatch_baseline(min_count: int) -> DurationBaseline:
+    return DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
+
+
+class LateDispatchDetector(DetectorBase):
     """Catches orders the merchant dispatches late (or not at all).
 
     Parameters
@@ -31,31 +38,36 @@ class LateDispatchDetector(DeadlineMixin):
     """
 
     name = "late_dispatch"
+    contract = Contract(
+        emits=(Emits(AnomalyType.LATE_DISPATCH, Lifecycle.SELF),),
+        baselines={"dispatch": dispatch_baseline},
+    )
 
     def __init__(self, env: Env, *, grace_s: float = 0.0, early_warning: bool = True) -> None:
         self.env = env
+        self.dispatch = env.baseline("dispatch")
         self.grace_s = grace_s
         self.early_warning = early_warning
 
     def _keys(self, state: ParcelState) -> tuple[str, str]:
         return (state.merchant, "*")
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        code = self.env.code
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
+        code = scan.code
         t = event.event_time
         if code == PAID:
             if state.has(DISPATCHED) or state.final_at or state.first_time(PAID) != t:
-                return []  # only the first payment starts the clock
+                return NO_FINDINGS  # only the first payment starts the clock
             self.set_due(state, state.dispatch_by + int(self.grace_s * 1000))
-            if self.early_warning and self.env.dispatch.source(self._keys(state))[0] == state.merchant:
-                q = self.env.dispatch.quantiles(self._keys(state))
+            if self.early_warning and self.dispatch.source(self._keys(state))[0] == state.merchant:
+                q = self.dispatch.quantiles(self._keys(state))
                 if t + q[P20] * 1000 > state.dispatch_by + self.grace_s * 1000:
                     return [self._finding(state, t, q[P50], early=True)]
-            return []
-        if code == DISPATCHED and self.env.latest:
+            return NO_FINDINGS
+        if code == DISPATCHED and scan.latest:
             paid = state.first_time(PAID)
             if paid is not None and AnomalyType.LATE_DISPATCH.value not in state.open and not state.tainted:
-                self.env.dispatch.learn(self._keys(state), (t - paid) / 1000)
+                self.dispatch.learn(self._keys(state), (t - paid) / 1000)
         if code >= DISPATCHED:
             self.set_due(state, None)
             if AnomalyType.LATE_DISPATCH.value in state.open:
@@ -68,17 +80,17 @@ class LateDispatchDetector(DeadlineMixin):
                         summary="the parcel was dispatched",
                     )
                 ]
-        return []
+        return NO_FINDINGS
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         for entry in state.route:
             if entry[1] >= DISPATCHED:
-                return []
-        q = self.env.dispatch.quantiles(self._keys(state))
+                return NO_FINDINGS
+        q = self.dispatch.quantiles(self._keys(state))
         return [self._finding(state, now_ms, q[P50], early=False)]
 
     def _finding(self, state: ParcelState, at_ms: int, p50_s: float, *, early: bool) -> Finding:
-        key, n = self.env.dispatch.source(self._keys(state))
+        key, n = self.dispatch.source(self._keys(state))
         paid = state.first_time(PAID) or at_ms
         if early:
             summary = (

@@ -1,8 +1,8 @@
 """Likely lost: silent far beyond the stall threshold; escalates the stall.
 
 The deadline is ``factor`` times the silence the parcel's stage allows (the
-stall threshold at a node, the leg limit in transit, kept in ``state.note`` by
-those detectors), but no more than ``max_extra_s`` beyond that silence (on a
+stall threshold at a node, the leg limit in transit, which those detectors
+provide as ``values.SILENCE_LIMIT_S``), but no more than ``max_extra_s`` beyond that silence (on a
 lane of weeks, six times the stall threshold would be half a year), and at
 least ``min_silence_s``, moved past non-working days. While that silence is not learned yet (a cold start) the detector
 raises nothing and looks again every ``recheck_s``; at its deadline it reads
@@ -13,19 +13,22 @@ evidence, so the alert service can escalate rather than duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Emits, Lifecycle, ScanContext
 from logiwatch.detectors.state import (
     FINAL_CODES,
     PICKED_UP,
     TYPES,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
 )
+from logiwatch.detectors.values import SILENCE_COLD, SILENCE_LIMIT_S, STALL_THRESHOLD_S
 
 
-class LostDetector(DeadlineMixin):
+class LostDetector(DetectorBase):
     """Catches parcels that went silent for good after pickup.
 
     Parameters
@@ -47,6 +50,12 @@ class LostDetector(DeadlineMixin):
     """
 
     name = "lost"
+    contract = Contract(
+        emits=(Emits(AnomalyType.LIKELY_LOST, Lifecycle.RESOLVE_ON_MOVE),),
+        needs=(SILENCE_LIMIT_S, SILENCE_COLD, STALL_THRESHOLD_S),
+        #: its evidence names the open stall alert it escalates
+        reads_alerts=(AnomalyType.STALL,),
+    )
 
     def __init__(
         self,
@@ -66,13 +75,13 @@ class LostDetector(DeadlineMixin):
         self.recheck_s = recheck_s
 
     def _silence_s(self, state: ParcelState) -> float:
-        ref = state.note.get("silence_ref_s", 0.0)
+        ref = SILENCE_LIMIT_S.value(state, 0.0)
         return max(min(ref * self.factor, ref + self.max_extra_s), self.min_silence_s)
 
     def _arm(self, state: ParcelState, t: int, now_ms: int) -> bool:
         """Set the deadline; True when it is due now (the parcel has been silent long enough)."""
 
-        if state.note.get("silence_cold"):
+        if SILENCE_COLD.get(state):
             first = t + int(self.min_silence_s * 1000)
             self.set_due(state, first if now_ms < first else now_ms + max(int(self.recheck_s * 1000), now_ms - t))
             return False
@@ -80,24 +89,24 @@ class LostDetector(DeadlineMixin):
         self.set_due(state, max(due, now_ms))
         return due <= now_ms
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        if not self.env.latest:
-            return []
-        code = self.env.code
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
+        if not scan.latest:
+            return NO_FINDINGS
+        code = scan.code
         if state.final_at or code < PICKED_UP or code in FINAL_CODES:
             self.set_due(state, None)
-            return []
+            return NO_FINDINGS
         t = event.event_time
         self._arm(state, t, t)
-        return []
+        return NO_FINDINGS
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         last = state.last
         if last is None or state.final_at:
-            return []
+            return NO_FINDINGS
         t, code, node, region = last
         if not self._arm(state, t, now_ms):
-            return []  # not learned yet, or the stage's silence grew since: look again later
+            return NO_FINDINGS  # not learned yet, or the stage's silence grew since: look again later
         self.set_due(state, None)
         stall = state.open.get(AnomalyType.STALL.value)
         silent_s = (now_ms - t) / 1000
@@ -116,7 +125,7 @@ class LostDetector(DeadlineMixin):
                 ),
                 evidence={
                     "silent_s": silent_s,
-                    "stall_threshold_s": round(state.note.get("stall_thr_s", 0.0), 1),
+                    "stall_threshold_s": round(STALL_THRESHOLD_S.value(state, 0.0), 1),
                     "lost_threshold_s": round(self._silence_s(state), 1),
                     "stall_alert_id": stall[0] if stall else None,
                 },

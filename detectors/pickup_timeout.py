@@ -9,12 +9,27 @@ late on Sunday).
 
 from __future__ import annotations
 
-from logiwatch.detectors.baselines import P95, P99
+from collections.abc import Sequence
+
+from logiwatch.detectors.baselines import P95, P99, DurationBaseline
 from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Severity
-from logiwatch.detectors.state import DISPATCHED, PICKED_UP, DeadlineMixin, Env, Finding, ParcelState
+from logiwatch.detectors.protocol import (
+    ALL_SCANS,
+    NO_FINDINGS,
+    Contract,
+    DetectorBase,
+    Emits,
+    Lifecycle,
+    ScanContext,
+)
+from logiwatch.detectors.state import DISPATCHED, PAID, PICKED_UP, Env, Finding, ParcelState
 
 
-class PickupTimeoutDetector(DeadlineMixin):
+def pickup_baseline(min_count: int) -> DurationBaseline:
+    return DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
+
+
+class PickupTimeoutDetector(DetectorBase):
     """Catches parcels waiting for the carrier's pickup far longer than usual.
 
     Parameters
@@ -31,27 +46,33 @@ class PickupTimeoutDetector(DeadlineMixin):
     """
 
     name = "pickup_timeout"
+    contract = Contract(
+        handles=ALL_SCANS - {PAID},  # a payment changes nothing for the pickup
+        emits=(Emits(AnomalyType.PICKUP_TIMEOUT, Lifecycle.SELF),),
+        baselines={"pickup": pickup_baseline},
+    )
 
     def __init__(self, env: Env, *, p99_factor: float = 2.0, min_wait_s: float = 54 * 3600) -> None:
         self.env = env
+        self.pickup = env.baseline("pickup")
         self.p99_factor = p99_factor
         self.min_wait_s = min_wait_s
 
     def _keys(self, state: ParcelState) -> tuple[str, str, str]:
         return (f"{state.carrier}|{state.origin}", state.carrier, "*")
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        code = self.env.code
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
+        code = scan.code
         t = event.event_time
-        if code == DISPATCHED and self.env.latest and not state.final_at and not state.has(PICKED_UP):
-            q = self.env.pickup.quantiles(self._keys(state))
+        if code == DISPATCHED and scan.latest and not state.final_at and not state.has(PICKED_UP):
+            q = self.pickup.quantiles(self._keys(state))
             wait_s = max(q[P99] * self.p99_factor, self.min_wait_s) * self.env.calendar.peak_factor(t)
             self.set_due(state, t + self.env.calendar.extend(state.carrier, t, int(wait_s * 1000)))
-            return []
-        if code == PICKED_UP and self.env.latest:
+            return NO_FINDINGS
+        if code == PICKED_UP and scan.latest:
             dispatched = state.first_time(DISPATCHED)
             if dispatched is not None and AnomalyType.PICKUP_TIMEOUT.value not in state.open and not state.tainted:
-                self.env.pickup.learn(self._keys(state), (t - dispatched) / 1000)
+                self.pickup.learn(self._keys(state), (t - dispatched) / 1000)
         if code > DISPATCHED:
             self.set_due(state, None)
             if AnomalyType.PICKUP_TIMEOUT.value in state.open:
@@ -64,14 +85,14 @@ class PickupTimeoutDetector(DeadlineMixin):
                         summary="the carrier scanned the parcel",
                     )
                 ]
-        return []
+        return NO_FINDINGS
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         dispatched = state.first_time(DISPATCHED)
         if dispatched is None or any(e[1] > DISPATCHED for e in state.route):
-            return []
-        q = self.env.pickup.quantiles(self._keys(state))
-        key, n = self.env.pickup.source(self._keys(state))
+            return NO_FINDINGS
+        q = self.pickup.quantiles(self._keys(state))
+        key, n = self.pickup.source(self._keys(state))
         waited_s = (now_ms - dispatched) / 1000
         return [
             Finding(

@@ -41,16 +41,33 @@ carries the probability, its lead and the key and size that decided it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import inf, isinf
 
-from logiwatch.detectors.baselines import P50, P99, KeyMemo, Quantiles, quantile_at, survival_at
+from logiwatch.detectors.baselines import (
+    P50,
+    P99,
+    DurationBaseline,
+    KeyMemo,
+    Quantiles,
+    quantile_at,
+    survival_at,
+)
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.protocol import (
+    NO_FINDINGS,
+    Contract,
+    DetectorBase,
+    Emits,
+    Lifecycle,
+    ScanContext,
+    Slot,
+)
 from logiwatch.detectors.state import (
     CODE_STR,
     DELIVERED,
     FINAL_CODES,
     TYPES,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
@@ -67,15 +84,23 @@ RemainingKeys = tuple[str, str, str]
 #: a parcel silent this many times its stage's p99 is stuck (the stall detector's 2 x p99), not
 #: one of the stage's normal waits
 _STUCK_P99_FACTOR = 2.0
-#: ``state.note`` flag: the parcel was learned as late (censored at the promise)
-_CENSORED = "late_censored"
-#: ``state.note``: time of the last scan on the way before the parcel was misrouted
-_DETOUR_FROM = "detour_from"
-#: ``state.note``: time of the scan that showed the misroute (the parcel has to come back from there)
-_DETOUR_AT = "detour_at"
+#: set once the parcel was learned as late (censored at the promise)
+_CENSORED = Slot("late_censored", bool)
+#: time of the last scan on the way before the parcel was misrouted
+_DETOUR_FROM = Slot("detour_from", int)
+#: time of the scan that showed the misroute (the parcel has to come back from there)
+_DETOUR_AT = Slot("detour_at", int)
 _MISROUTE = AnomalyType.MISROUTE.value
 #: the longest a parcel's "late" is waited for before it is learned censored
 _CENSOR_MAX_MS = 3 * 86_400_000
+
+
+
+def remaining_baseline(min_count: int) -> DurationBaseline:
+    """A remaining-time baseline (in the promise's unit, or in seconds for ``remaining_abs``): never a prior."""
+
+    return DurationBaseline((12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count)
+
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
 
@@ -95,7 +120,7 @@ def _remaining_keys(node: str, code: int, carrier: str, origin: str, dest: str) 
     return keys
 
 
-class PredictedLateDetector(DeadlineMixin):
+class PredictedLateDetector(DetectorBase):
     """Early warning that a parcel will miss its delivery promise.
 
     Parameters
@@ -121,6 +146,22 @@ class PredictedLateDetector(DeadlineMixin):
     """
 
     name = "predicted_late"
+    contract = Contract(
+        emits=(Emits(AnomalyType.PREDICTED_LATE, Lifecycle.SELF, benign=True),),
+        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT),
+        #: a misrouted parcel is measured from its last scan on the way
+        reads_alerts=(AnomalyType.MISROUTE,),
+        #: the remaining time to delivery after a scan and after the scan that followed it, both in
+        #: units of the time the promise left at the scan; the time from a scan to the next one in
+        #: the same unit; and the remaining time in seconds, per node and lane only (a node's trucks
+        #: do not run faster for a parcel that is behind its promise)
+        baselines={
+            "remaining": remaining_baseline,
+            "remaining_next": remaining_baseline,
+            "remaining_stage": remaining_baseline,
+            "remaining_abs": remaining_baseline,
+        },
+    )
 
     def __init__(
         self,
@@ -138,46 +179,49 @@ class PredictedLateDetector(DeadlineMixin):
         if lane_shrink_n <= 0:
             raise ValueError("predicted_late: lane_shrink_n must be positive")
         self.env = env
+        self.remaining = env.baseline("remaining")
+        self.remaining_next = env.baseline("remaining_next")
+        self.remaining_stage = env.baseline("remaining_stage")
+        self.remaining_abs = env.baseline("remaining_abs")
         self.late_probability = late_probability
         self.margin_s = margin_s
         self.recheck_s = recheck_s
         self.lane_shrink_n = lane_shrink_n
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        env = self.env
-        if not env.latest:
-            return []
-        code = env.code
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
+        if not scan.latest:
+            return NO_FINDINGS
+        code = scan.code
         t = event.event_time
         if code == DELIVERED:
             self.set_due(state, None)
-            if _CENSORED not in state.note:
+            if not _CENSORED.has(state):
                 self._learn(state, t)
-            return []
+            return NO_FINDINGS
         if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
-            return []
+            return NO_FINDINGS
         if _PREDICTED_LATE in state.open:
-            return []
-        if _MISROUTE in state.fired and _DETOUR_FROM not in state.note and len(state.route) >= 2:
+            return NO_FINDINGS
+        if _MISROUTE in state.fired and not _DETOUR_FROM.has(state) and len(state.route) >= 2:
             # sent the wrong way: the parcel is no further along than at its last scan on the way,
             # and the detour counts as time without progress
-            state.note[_DETOUR_FROM] = float(state.route[-2][0])
-            state.note[_DETOUR_AT] = float(state.route[-1][0])
+            _DETOUR_FROM.set(state, state.route[-2][0])
+            _DETOUR_AT.set(state, state.route[-1][0])
         ref = self._reference(state)
         if ref is not None:
             return self._decide(state, ref[0], ref[2], ref[1], t, self._detour_ms(state, ref[0]))
         return self._decide(state, t, event.node_id, code, t)
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         last = state.last
         if last is None or state.final_at:
-            return []
+            return NO_FINDINGS
         censor_at = self._censor_at(state)
-        if now_ms >= censor_at and _CENSORED not in state.note:
+        if now_ms >= censor_at and not _CENSORED.has(state):
             self._censor(state, now_ms)
         if _PREDICTED_LATE in state.open:
-            return []
+            return NO_FINDINGS
         ref = self._reference(state)
         if ref is not None:
             return self._decide(state, ref[0], ref[2], ref[1], now_ms, self._detour_ms(state, ref[0]))
@@ -187,7 +231,7 @@ class PredictedLateDetector(DeadlineMixin):
     def _reference(state: ParcelState) -> RouteEntry | None:
         """The last scan on the way before a misroute (None: no misroute, or no longer in the route)."""
 
-        at = state.note.get(_DETOUR_FROM)
+        at = _DETOUR_FROM.get(state)
         if at is None:
             return None
         for entry in state.route:
@@ -199,12 +243,12 @@ class PredictedLateDetector(DeadlineMixin):
     def _detour_ms(state: ParcelState, ref_ms: int) -> int:
         """How long a misroute costs a parcel: the way out to the wrong scan, and as long again back."""
 
-        at = state.note.get(_DETOUR_AT)
-        return 2 * max(0, int(at) - ref_ms) if at is not None else 0
+        at = _DETOUR_AT.get(state)
+        return 2 * max(0, at - ref_ms) if at is not None else 0
 
     def _decide(
         self, state: ParcelState, t: int, node: str, code: int, now_ms: int, detour_ms: int = 0
-    ) -> list[Finding]:
+    ) -> Sequence[Finding]:
         """Warn now, or set the deadline at the silence after which a warning is due.
 
         ``t`` is the scan the remaining time is measured from; a misrouted parcel (``detour_ms``
@@ -217,21 +261,20 @@ class PredictedLateDetector(DeadlineMixin):
         keys = remaining_keys(state, node, code)
         if now_ms >= limit:
             return self._finding(state, now_ms, keys, None, 1.0, "the promise has passed")
-        env = self.env
         shrink = self.lane_shrink_n
-        got = env.remaining.scaled_warm_quantiles(keys, shrink)
+        got = self.remaining.scaled_warm_quantiles(keys, shrink)
         if got is None:
             # no learned model for this stage yet: only the broken promise itself is certain;
             # look again every recheck_s (a key may become trusted any time in a cold start)
             self.set_due(state, min(limit, now_ms + int(self.recheck_s * 1000)))
-            return []
+            return NO_FINDINGS
         q, scale = got
         d_ms = limit - t
         e_s = (now_ms - t) / 1000
         # where the node's or the lane's own parcels decide, their remaining time in seconds: in
         # the promise's unit a parcel already behind it (dispatched late, picked up late, held)
         # would be taken to catch up in proportion
-        qa = env.remaining_abs.warm_quantiles(keys[:2])
+        qa = self.remaining_abs.warm_quantiles(keys[:2])
         absolute = qa is not None
         if qa is not None:
             to_ratio = RATIO_UNIT * 1000.0 / d_ms
@@ -244,10 +287,10 @@ class PredictedLateDetector(DeadlineMixin):
         p_late = min(1.0, s_d / s_e) if s_e > 0 else 1.0
         # the next-scan models stay unscaled: where the feed scans every step their keys are per
         # node and warm soon, and scaling them too gave more false warnings on the mixed feed
-        qn = env.remaining_next.warm_quantiles(keys)
+        qn = self.remaining_next.warm_quantiles(keys)
         if qn is not None and qn[P50] < 0.01 * RATIO_UNIT:
             qn = None  # the next scan is usually the delivery: the first model says it all
-        stage = env.remaining_stage.warm_quantiles(keys)
+        stage = self.remaining_stage.warm_quantiles(keys)
         if qn is not None:
             p_late = max(p_late, self._p_next(qn, stage, tv, limit, d_ms, now_ms))
         if p_late >= self.late_probability:
@@ -274,7 +317,7 @@ class PredictedLateDetector(DeadlineMixin):
                 due = hi
         due = min(due, limit)
         self.set_due(state, max(due, now_ms + 1))
-        return []
+        return NO_FINDINGS
 
     @staticmethod
     def _p_next(qn: Quantiles, stage: Quantiles | None, t: int, limit: int, d_ms: int, now_ms: int) -> float:
@@ -312,7 +355,7 @@ class PredictedLateDetector(DeadlineMixin):
         how: str,
         scale: float = 1.0,
         absolute: bool = False,
-    ) -> list[Finding]:
+    ) -> Sequence[Finding]:
         last = state.last
         assert last is not None
         # the median remaining time given the silence so far, as the predicted arrival
@@ -327,9 +370,9 @@ class PredictedLateDetector(DeadlineMixin):
             predicted_ms = at_ms
         predicted_ms = max(predicted_ms, at_ms)
         lateness_s = max(0.0, (predicted_ms - state.deliver_by) / 1000)
-        key, n = self.env.remaining_abs.source(keys[:2]) if absolute else self.env.remaining.source(keys)
+        key, n = self.remaining_abs.source(keys[:2]) if absolute else self.remaining.source(keys)
         # come back after the promise to learn "late" if the parcel is not delivered by then
-        self.set_due(state, None if _CENSORED in state.note else max(self._censor_at(state), at_ms + 1))
+        self.set_due(state, None if _CENSORED.has(state) else max(self._censor_at(state), at_ms + 1))
         return [
             Finding(
                 alert_type=AnomalyType.PREDICTED_LATE,
@@ -378,9 +421,9 @@ class PredictedLateDetector(DeadlineMixin):
         past the promise's histogram bin); the parcel is not learned again when it arrives.
         """
 
-        state.note[_CENSORED] = 1.0
-        learn = self.env.remaining.learn_censored
-        learn_abs = self.env.remaining_abs.learn_censored
+        _CENSORED.set(state, True)
+        learn = self.remaining.learn_censored
+        learn_abs = self.remaining_abs.learn_censored
         carrier, origin, dest = state.carrier, state.origin, state.dest
         limit = state.deliver_by + int(self.margin_s * 1000)
         for t, code, node, _region in state.route:
@@ -391,10 +434,10 @@ class PredictedLateDetector(DeadlineMixin):
             learn_abs(keys[:2], (now_ms - t) / 1000)
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
-        remaining = self.env.remaining.learn
-        remaining_next = self.env.remaining_next.learn
-        remaining_stage = self.env.remaining_stage.learn
-        remaining_abs = self.env.remaining_abs.learn
+        remaining = self.remaining.learn
+        remaining_next = self.remaining_next.learn
+        remaining_stage = self.remaining_stage.learn
+        remaining_abs = self.remaining_abs.learn
         carrier, origin, dest = state.carrier, state.origin, state.dest
         limit = state.deliver_by + int(self.margin_s * 1000)
         route = state.route

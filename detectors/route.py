@@ -11,11 +11,15 @@ at a hub after arriving at another hub in between.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
-from logiwatch.detectors.state import HUB_ARRIVED, DeadlineMixin, Env, Finding, ParcelState, km_between
+from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Emits, Lifecycle, ScanContext
+from logiwatch.detectors.state import HUB_ARRIVED, Env, Finding, ParcelState, km_between
+from logiwatch.detectors.values import TELEPORT_AT
 
 
-class MisrouteDetector(DeadlineMixin):
+class MisrouteDetector(DetectorBase):
     """Catches parcels sent the wrong way or around in a loop.
 
     Parameters
@@ -34,41 +38,49 @@ class MisrouteDetector(DeadlineMixin):
     """
 
     name = "misroute"
+    contract = Contract(
+        emits=(Emits(AnomalyType.MISROUTE, Lifecycle.STICKY),),
+        needs=(TELEPORT_AT,),
+        #: region -> [n, sum_lat, sum_lon]: learned centroids for "moves away from destination";
+        #: "origin>dest" lane -> {region: hub arrivals seen}: which regions a lane normally visits
+        tables=("centroids", "lane_regions"),
+    )
 
     def __init__(
         self, env: Env, *, margin_km: float = 150.0, common_share: float = 0.05, min_lane: int = 40
     ) -> None:
         self.env = env
+        self.centroids: dict[str, list[float]] = env.table("centroids")
+        self.lane_regions: dict[str, dict[str, int]] = env.table("lane_regions")
         self.margin_km = margin_km
         self.common_share = common_share
         self.min_lane = min_lane
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        env = self.env
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
         region = event.region
         if event.lat is not None and event.lon is not None:
-            c = env.centroids.get(region)
+            c = self.centroids.get(region)
             if c is None:
-                env.centroids[region] = [1.0, event.lat, event.lon]
+                self.centroids[region] = [1.0, event.lat, event.lon]
             elif c[0] < 1000:  # enough to locate a region; stop so sums stay exact and small
                 c[0] += 1
                 c[1] += event.lat
                 c[2] += event.lon
-        if env.code != HUB_ARRIVED or not env.latest or state.final_at:
-            return []
-        if state.note.get("teleport_at") == event.event_time:
-            return []  # a scan that cannot be true is a contradiction, not a route
+        if scan.code != HUB_ARRIVED or not scan.latest or state.final_at:
+            return NO_FINDINGS
+        if TELEPORT_AT.get(state) == event.event_time:
+            return NO_FINDINGS  # a scan that cannot be true is a contradiction, not a route
         lane = f"{state.origin}>{state.dest}"
-        seen = env.lane_regions.get(lane)
+        seen = self.lane_regions.get(lane)
         if seen is None:
-            seen = env.lane_regions[lane] = {}
+            seen = self.lane_regions[lane] = {}
         why = self._loop(state, event) or self._away(state, event, seen)
         if why is None:
             seen[region] = seen.get(region, 0) + 1
             seen["_n"] = seen.get("_n", 0) + 1
-            return []
+            return NO_FINDINGS
         if AnomalyType.MISROUTE.value in state.fired:
-            return []
+            return NO_FINDINGS
         state.fired.append(AnomalyType.MISROUTE.value)
         t = event.event_time
         return [
@@ -102,13 +114,12 @@ class MisrouteDetector(DeadlineMixin):
         n = seen.get("_n", 0)
         if n >= self.min_lane and seen.get(region, 0) >= self.common_share * n:
             return None
-        env = self.env
         prev_region = state.origin
         for e in reversed(state.route[:-1]):
             if e[1] == HUB_ARRIVED:
                 prev_region = e[3]
                 break
-        cd, c1, c0 = env.centroid(state.dest), env.centroid(region), env.centroid(prev_region)
+        cd, c1, c0 = self.centroid(state.dest), self.centroid(region), self.centroid(prev_region)
         if cd is None or c1 is None or c0 is None:
             return None
         d1 = km_between(c1[0], c1[1], cd[0], cd[1])
@@ -121,5 +132,11 @@ class MisrouteDetector(DeadlineMixin):
              "lane_arrivals": n, "lane_share_of_region": round(seen.get(region, 0) / n, 4) if n else None},
         )
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
-        return []
+    def centroid(self, region: str) -> tuple[float, float] | None:
+        c = self.centroids.get(region)
+        if c is None or c[0] < 3:
+            return None
+        return c[1] / c[0], c[2] / c[0]
+
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
+        return NO_FINDINGS  # it sets no deadline

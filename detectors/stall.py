@@ -27,6 +27,15 @@ from math import isinf
 
 from logiwatch.detectors.baselines import P95, P99, KeyMemo, Quantiles
 from logiwatch.detectors.model import AnomalyType, EventType, ScanEvent, Severity
+from logiwatch.detectors.protocol import (
+    NO_FINDINGS,
+    Contract,
+    DetectorBase,
+    Emits,
+    Lifecycle,
+    ScanContext,
+    Slot,
+)
 from logiwatch.detectors.state import (
     CODE_STR,
     EXCEPTION,
@@ -34,14 +43,19 @@ from logiwatch.detectors.state import (
     HUB_DEPARTED,
     PICKED_UP,
     TYPES,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
+    dwell_baseline,
     hour_bucket,
 )
+from logiwatch.detectors.values import SILENCE_COLD, SILENCE_LIMIT_S, STALL_THRESHOLD_S, TELEPORT_AT
 
 _BUCKET_STR = ("0", "1", "2", "3")
+#: the scan the current dwell began at (its event time)
+_ANCHOR = Slot("stall_anchor", int)
+#: set when the parcel stalled at its current node: its dwell is learned censored
+_HIT = Slot("stall_hit", bool)
 DwellKeys = tuple[str, ...]
 
 _dwell_memo: KeyMemo[tuple[str, int, str, int, str, str], DwellKeys] = KeyMemo()
@@ -77,7 +91,7 @@ def factor_threshold(q: Quantiles, p99_factor: float, p95_factor: float, floor_s
     return None if best is None else max(best, floor_s)
 
 
-class StallDetector(DeadlineMixin):
+class StallDetector(DetectorBase):
     """Catches parcels that stop moving after pickup (at a hub, an outlet or a station; not in transit).
 
     Parameters
@@ -98,6 +112,13 @@ class StallDetector(DeadlineMixin):
     """
 
     name = "stall"
+    contract = Contract(
+        emits=(Emits(AnomalyType.STALL, Lifecycle.RESOLVE_ON_MOVE),),
+        owns=(_ANCHOR, _HIT),
+        provides=(SILENCE_LIMIT_S, SILENCE_COLD, STALL_THRESHOLD_S),
+        needs=(TELEPORT_AT,),
+        baselines={"dwell": dwell_baseline},
+    )
 
     def __init__(
         self,
@@ -111,6 +132,7 @@ class StallDetector(DeadlineMixin):
         if min(p99_factor, p95_factor) <= 0 or min_dwell_s < 0 or recheck_s <= 0:
             raise ValueError("stall: factors and recheck_s must be positive, min_dwell_s >= 0")
         self.env = env
+        self.dwell = env.baseline("dwell")
         self.p99_factor = p99_factor
         self.p95_factor = p95_factor
         self.min_dwell_s = min_dwell_s
@@ -122,7 +144,7 @@ class StallDetector(DeadlineMixin):
     def threshold_s(self, state: ParcelState, node: str, code: int, t_ms: int) -> float | None:
         """The stall threshold for a dwell that began at ``t_ms``, or None while no key is trusted."""
 
-        q = self.env.dwell.warm_quantiles(self.keys_for(state, node, code, t_ms))
+        q = self.dwell.warm_quantiles(self.keys_for(state, node, code, t_ms))
         if q is None:
             return None
         thr = factor_threshold(q, self.p99_factor, self.p95_factor, self.min_dwell_s)
@@ -130,67 +152,63 @@ class StallDetector(DeadlineMixin):
 
     def _arm(self, state: ParcelState, t: int, node: str, code: int, now_ms: int) -> float | None:
         thr_s = self.threshold_s(state, node, code, t)
-        note = state.note
         if thr_s is None:
-            note["silence_cold"] = 1
-            note["silence_ref_s"] = 0.0
+            SILENCE_COLD.set(state, True)
+            SILENCE_LIMIT_S.set(state, 0.0)
             # back off: look again after as long as the parcel has waited (a few looks, not one
             # every recheck_s for as long as a cold key stays cold)
             self.set_due(state, now_ms + max(int(self.recheck_s * 1000), now_ms - t))
             return None
-        note.pop("silence_cold", None)
-        note["stall_thr_s"] = thr_s
-        note["silence_ref_s"] = thr_s
+        SILENCE_COLD.clear(state)
+        STALL_THRESHOLD_S.set(state, thr_s)
+        SILENCE_LIMIT_S.set(state, thr_s)
         self.set_due(state, max(t + self.env.calendar.extend(state.carrier, t, int(thr_s * 1000)), now_ms))
         return thr_s
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        env = self.env
-        if not env.latest:
-            return []
-        prev = env.prev
-        code = env.code
-        note = state.note
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> tuple[Finding, ...]:
+        if not scan.latest:
+            return NO_FINDINGS
+        prev = scan.prev
+        code = scan.code
         if code == EXCEPTION and prev is not None and prev[2] == event.node_id and self.name in state.due:
-            return []  # an exception scan during a dwell does not restart the dwell clock
-        if note.get("teleport_at") == event.event_time:
-            return []  # a scan that cannot be true (contradiction) is not where the parcel waits
+            return NO_FINDINGS  # an exception scan during a dwell does not restart the dwell clock
+        if TELEPORT_AT.get(state) == event.event_time:
+            return NO_FINDINGS  # a scan that cannot be true (contradiction) is not where the parcel waits
         if prev is not None and prev[1] >= PICKED_UP and prev[1] not in FINAL_CODES and prev[1] != HUB_DEPARTED:
             keys = self.keys_for(state, prev[2], prev[1], prev[0])
-            if note.pop("stall_hit", 0):
+            if _HIT.take(state):
                 # it stalled: all we may say is that it waited at least the threshold it crossed
-                env.dwell.learn_censored(keys, note.get("stall_thr_s", 0.0))
+                self.dwell.learn_censored(keys, STALL_THRESHOLD_S.value(state, 0.0))
             else:
-                env.dwell.learn(keys, (event.event_time - prev[0]) / 1000)
+                self.dwell.learn(keys, (event.event_time - prev[0]) / 1000)
         if state.final_at or code < PICKED_UP or code in FINAL_CODES or code == HUB_DEPARTED:
             # silence in transit is the abnormal-segment detector's
             self.set_due(state, None)
-            return []
+            return NO_FINDINGS
         t = event.event_time
-        note["stall_anchor"] = t
+        _ANCHOR.set(state, t)
         self._arm(state, t, event.node_id, code, t)
-        return []
+        return NO_FINDINGS
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
-        anchor = state.note.get("stall_anchor")
+    def on_deadline(self, state: ParcelState, now_ms: int) -> tuple[Finding, ...]:
+        anchor = _ANCHOR.get(state)
         last = next((e for e in reversed(state.route) if e[0] == anchor), state.last)
         if last is None or state.final_at:
-            return []
+            return NO_FINDINGS
         t, code, node, region = last
-        env = self.env
         # look again with what has been learned since the scan: not trusted yet, or the
         # threshold moved past now, and the parcel is not (yet) stalled
         thr_s = self._arm(state, t, node, code, now_ms)
         if thr_s is None or self.name in state.due and state.due[self.name] > now_ms:
-            return []
+            return NO_FINDINGS
         self.set_due(state, None)
         keys = self.keys_for(state, node, code, t)
-        q = env.dwell.quantiles(keys)
-        key, n = env.dwell.source(keys)
+        q = self.dwell.quantiles(keys)
+        key, n = self.dwell.source(keys)
         dwell_s = (now_ms - t) / 1000
         # the hub incident that explains it (if any) is linked by the alert service (hub_stage.link_incident)
-        state.note["stall_hit"] = 1
-        return [
+        _HIT.set(state, True)
+        return (
             Finding(
                 alert_type=AnomalyType.STALL,
                 at_ms=now_ms,
@@ -208,13 +226,13 @@ class StallDetector(DeadlineMixin):
                     "expected_dwell_p95_s": round(q[P95], 1),
                     "expected_dwell_p99_s": round(q[P99], 1) if not isinf(q[P99]) else None,
                     "threshold_s": round(thr_s, 1),
-                    "probability_overdue": round(1.0 - env.dwell.survival(keys, dwell_s), 4),
+                    "probability_overdue": round(1.0 - self.dwell.survival(keys, dwell_s), 4),
                     "baseline_key": key,
                     "baseline_n": n,
                     "last_scan": TYPES[code].value,
                 },
-            )
-        ]
+            ),
+        )
 
 
 __all__ = ["StallDetector", "dwell_keys", "factor_threshold", "EventType"]

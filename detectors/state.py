@@ -1,19 +1,20 @@
 """What detectors share: the per-parcel state struct, findings, the detector protocol and its environment.
 
 The engine owns one :class:`ParcelState` per in-flight parcel and hands it to
-every detector; detectors read it, keep their deadlines in ``state.due`` and
-small numbers in ``state.note``, and return :class:`Finding` objects that the
+every detector; detectors read it, keep their deadlines in ``state.due`` (through
+``DetectorBase.set_due``) and their typed per-parcel values in ``state.note`` (through
+``protocol.Slot``), and return :class:`Finding` objects that the
 engine turns into alerts (one open alert per parcel and type). The state is a
 compact msgspec struct (route as tuples, seen event ids as packed 32-bit hashes) so a
 snapshot stays well under a kilobyte per parcel. :class:`Env` carries what is
-shared across parcels: the learned baselines, the calendar, and two facts about the event being processed (the previous latest scan and
-whether this event is the newest of its parcel).
+shared across parcels: the learned models and the calendar (the protocol is ``detectors/protocol.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -55,7 +56,7 @@ class ParcelState(msgspec.Struct, array_like=True):
     open: dict[str, tuple[str, int, str, int]] = msgspec.field(default_factory=dict)
     #: one-shot findings already emitted ("type" or "type:episode")
     fired: list[str] = msgspec.field(default_factory=list)
-    #: small numbers detectors keep for their decisions and evidence
+    #: the detectors' typed per-parcel values (``protocol.Slot``), by key; only slots touch it
     note: dict[str, float] = msgspec.field(default_factory=dict)
     final_at: int = 0
     #: last scan with coordinates: (time, lat, lon)
@@ -127,43 +128,28 @@ def dwell_baseline(min_count: int) -> DurationBaseline:
 
 
 class Env:
-    """Shared, per-engine context handed to every detector."""
+    """Shared, per-engine context handed to every detector: the learned models and the calendar.
 
-    def __init__(self, calendar: Calendar, min_count: int, lateness_ms: int) -> None:
+    The duration baselines and model tables are the detectors' own (each declares them, see
+    ``detectors/protocol.py``); the engine builds them here from every registered detector's
+    declaration, so they are exported, restored and pooled by name. The feed profiles are
+    shared: any rule may ask which scan types a carrier's feed really sends.
+    """
+
+    def __init__(
+        self,
+        calendar: Calendar,
+        min_count: int,
+        lateness_ms: int,
+        baselines: Mapping[str, Callable[[int], DurationBaseline]] | None = None,
+        tables: Iterable[str] = (),
+    ) -> None:
         self.calendar = calendar
         self.lateness_ms = lateness_ms
-        # priors are generous guesses (seconds) used only while keys are cold
-        # dwell learning clips hard (1.5 x p99): a hub outage must not become the hub's normal
-        self.dwell = dwell_baseline(min_count)
-        # legs are scheduled trucks: a third of min_count pins one down (and a partition sees
-        # only its share of a lane, so a full min_count left most lanes cold at 4 partitions)
-        self.segment = DurationBaseline(
-            (1800, 3600, 6 * 3600, 18 * 3600, 24 * 3600, 36 * 3600), min_count=max(1, min_count // 3)
-        )
-        # predicted-late's remaining time to delivery after a scan and after the scan that
-        # followed it, both in units of the time the promise left at the scan (never a prior)
-        self.remaining = DurationBaseline(
-            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
-        )
-        self.remaining_next = DurationBaseline(
-            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
-        )
-        #: ... and the time from a scan to the next one, in the same unit
-        self.remaining_stage = DurationBaseline(
-            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
-        )
-        #: the remaining time to delivery in seconds, per node and lane only (a node's trucks do
-        #: not run faster for a parcel that is behind its promise; the promise's unit is for
-        #: pooling lanes under their carrier)
-        self.remaining_abs = DurationBaseline(
-            (12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count
-        )
-        self.dispatch = DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
-        self.pickup = DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
-        #: region -> [n, sum_lat, sum_lon]: learned centroids for "moves away from destination"
-        self.centroids: dict[str, list[float]] = {}
-        #: "origin>dest" lane -> {region: hub arrivals seen}: which regions a lane normally visits
-        self.lane_regions: dict[str, dict[str, int]] = {}
+        self.min_count = min_count
+        self._baselines = {name: make(min_count) for name, make in (baselines or {}).items()}
+        #: model table name -> its contents (a detector's learned maps other than baselines)
+        self.tables: dict[str, dict[str, Any]] = {name: {} for name in tables}
         #: carrier -> its feed profile ``[delivered, with OUT_FOR_DELIVERY, with hub scans, with
         #: DISPATCHED]``: which scan types its feed really sends (a rule that needs one applies only
         #: where the feed has shown it)
@@ -171,23 +157,19 @@ class Env:
         #: feed-profile counts since the pool last took them (``detectors/pool.py``, when pooled)
         self.feeds_delta: dict[str, list[int]] = {}
         self.pooled = False
-        # per-event context set by the engine before calling detectors
-        self.prev: RouteEntry | None = None
-        self.latest = True
-        #: type code of the event being processed (``CODES[event.event_type]``, looked up once)
-        self.code = 0
 
     def baselines(self) -> dict[str, DurationBaseline]:
-        return {
-            "dwell": self.dwell,
-            "segment": self.segment,
-            "remaining": self.remaining,
-            "remaining_next": self.remaining_next,
-            "remaining_stage": self.remaining_stage,
-            "remaining_abs": self.remaining_abs,
-            "dispatch": self.dispatch,
-            "pickup": self.pickup,
-        }
+        return self._baselines
+
+    def baseline(self, name: str) -> DurationBaseline:
+        """A declared baseline (``KeyError`` names one no registered detector declares)."""
+
+        return self._baselines[name]
+
+    def table(self, name: str) -> dict[str, Any]:
+        """A declared model table; restored in place, so a detector may hold on to it."""
+
+        return self.tables[name]
 
     def count_feed(self, carrier: str, ofd: bool, hub: bool, dispatched: bool) -> None:
         """One delivered parcel of ``carrier`` joins its feed profile (and the pooled delta)."""
@@ -209,12 +191,6 @@ class Env:
             return 0.0, 0
         return f[which] / f[0], f[0]
 
-    def centroid(self, region: str) -> tuple[float, float] | None:
-        c = self.centroids.get(region)
-        if c is None or c[0] < 3:
-            return None
-        return c[1] / c[0], c[2] / c[0]
-
 
 #: indexes into a feed profile (``Env.feeds``)
 FEED_DELIVERED, FEED_OFD, FEED_HUB, FEED_DISPATCHED = range(4)
@@ -234,36 +210,3 @@ def km_between(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dl = math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 12_742.0 * math.asin(min(1.0, math.sqrt(a)))
-
-
-class Detector(Protocol):
-    """The one protocol every detector follows (see docs/detection.md)."""
-
-    name: str
-
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]: ...
-
-    def next_deadline_ms(self, state: ParcelState) -> int | None: ...
-
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]: ...
-
-
-class DeadlineMixin:
-    """Deadlines kept in ``state.due`` under the detector's name.
-
-    ``handles`` (optional for any detector, not part of the protocol so older detectors
-    keep working) lists the scan type codes ``on_event`` can act on; the engine does not
-    call it for other types. None means every type.
-    """
-
-    name: str
-    handles: frozenset[int] | None = None
-
-    def next_deadline_ms(self, state: ParcelState) -> int | None:
-        return state.due.get(self.name)
-
-    def set_due(self, state: ParcelState, at_ms: int | None) -> None:
-        if at_ms is None:
-            state.due.pop(self.name, None)
-        else:
-            state.due[self.name] = int(at_ms)

@@ -13,7 +13,10 @@ delivery run raises nothing; the evidence names the profile used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from logiwatch.detectors.model import AnomalyType, ScanEvent, Severity
+from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Emits, Lifecycle, ScanContext
 from logiwatch.detectors.state import (
     DELIVERED,
     DISPATCHED,
@@ -21,14 +24,13 @@ from logiwatch.detectors.state import (
     HUB_ARRIVED,
     HUB_DEPARTED,
     OUT_FOR_DELIVERY,
-    DeadlineMixin,
     Env,
     Finding,
     ParcelState,
 )
 
 
-class SuspiciousDeliveryDetector(DeadlineMixin):
+class SuspiciousDeliveryDetector(DetectorBase):
     """Catches deliveries that look fake or misdelivered.
 
     Parameters
@@ -49,7 +51,10 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
     """
 
     name = "suspicious_delivery"
-    handles = frozenset({DELIVERED})  # the engine calls on_event for delivery scans only
+    contract = Contract(
+        handles=frozenset({DELIVERED}),  # the engine calls on_event for delivery scans only
+        emits=(Emits(AnomalyType.SUSPICIOUS_DELIVERY, Lifecycle.STICKY),),
+    )
 
     def __init__(
         self,
@@ -68,9 +73,9 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
         self.feed_min_parcels = feed_min_parcels
         self.feed_min_share = feed_min_share
 
-    def on_event(self, state: ParcelState, event: ScanEvent) -> list[Finding]:
-        if self.env.code != DELIVERED or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
-            return []
+    def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
+        if scan.code != DELIVERED or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
+            return NO_FINDINGS
         t = event.event_time
         if self.check_region and event.region != state.dest:
             return self._finding(
@@ -79,12 +84,12 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
             )
         # judged (and the carrier's feed profile counted) once out-of-order scans had time to arrive
         self.set_due(state, t + self.env.lateness_ms + 1)
-        return []
+        return NO_FINDINGS
 
-    def on_deadline(self, state: ParcelState, now_ms: int) -> list[Finding]:
+    def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         delivered = state.first_time(DELIVERED)
         if delivered is None or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
-            return []
+            return NO_FINDINGS
         ofd = hub = dispatched = False
         for e in state.route:
             code = e[1]
@@ -98,9 +103,9 @@ class SuspiciousDeliveryDetector(DeadlineMixin):
         share, n = self.env.feed_share(state.carrier, FEED_OFD)
         self.env.count_feed(state.carrier, ofd, hub, dispatched)
         if ofd or not self.check_out_for_delivery:
-            return []
+            return NO_FINDINGS
         if n < self.feed_min_parcels or share < self.feed_min_share:
-            return []  # this carrier's feed is not known to scan its delivery runs
+            return NO_FINDINGS  # this carrier's feed is not known to scan its delivery runs
         return self._finding(
             state,
             now_ms,

@@ -31,10 +31,6 @@ _.model_config  # pydantic
 _.required  # argparse sub-parsers: `subparsers.required = True`
 _.spinner  # faust.Worker: set to None so no escape codes reach log files
 
-# The detector protocol's ``next_deadline_ms`` (state.Detector, DeadlineMixin) is called
-# through the protocol; vulture cannot follow it.
-state.DeadlineMixin.next_deadline_ms
-
 # Named positions of a tuple (a quantile grid, a feed profile): the names document every
 # position, only some are read.
 baselines.P01, baselines.P05, baselines.P10, baselines.P30, baselines.P40, baselines.P60

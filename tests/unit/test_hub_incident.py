@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from logiwatch.detectors.engine import Engine, EngineConfig
-from logiwatch.detectors.hub_incident import ALPHA, BETA, HubFact, HubSummary, overdue_tail
+from logiwatch.detectors.hub_incident import HubFact, HubSummary, overdue_tail
 from logiwatch.detectors.hub_stage import HubStage, link_incident
 from logiwatch.detectors.model import Alert, AlertStatus, AnomalyType, ScanEvent, Tick, make_alert_id
 from logiwatch.detectors.partitioning import partition_for
@@ -133,8 +133,9 @@ def _stage_run(records: list[ScanEvent | Tick], partitions: int = 1) -> tuple[li
 
 def test_the_hub_learns_its_overdue_rate_only_from_normal_buckets() -> None:
     _, stage = _stage_run(list(interleave_ticks(hub_scenario(outage=True).events(), H)))
-    counts = stage.env.arrivals["HUB-B"]
-    learned = counts[BETA] + counts[ALPHA]
+    score = stage.env.scores["HUB-B"]
+    assert score.alpha is not None and score.beta is not None
+    learned = score.beta + score.alpha
     assert learned > 20  # it learned
     # stuck parcels were not learned as normal: the hub's overdue rate stays small
     assert stage.scorer.scorer("HUB-B").alpha / learned < 0.1

@@ -38,14 +38,14 @@ def test_pooled_partitions_learn_from_every_partition(records: list[ScanEvent | 
     pooled = _engines(POOLED, 4, MemoryPool(4))
     run_partitioned(records, 4, POOLED, engines=pooled)
     # the busiest key: each partition alone holds about a quarter of its observations
-    dwell = [e.env.dwell.hist for e in alone]
+    dwell = [e.env.baseline("dwell").hist for e in alone]
     key = max(dwell[0], key=lambda k: sum(h.get(k, [0])[0] for h in dwell))
     total = sum(h.get(key, [0])[0] for h in dwell)
     per_alone = max(h.get(key, [0])[0] for h in dwell)
     assert per_alone < 0.5 * total
     for e in pooled:
         # every partition knows all of them except what the others learned in the last epoch
-        assert e.env.dwell.hist[key][0] > 0.9 * total
+        assert e.env.baseline("dwell").hist[key][0] > 0.9 * total
 
 
 def test_pooled_backtest_is_deterministic_and_differs_from_alone(records: list[ScanEvent | Tick]) -> None:
