@@ -99,10 +99,10 @@ class AbnormalSegmentDetector(DetectorBase):
             raise ValueError("abnormal_segment: factors and recheck_s must be positive, min_excess_s >= 0")
         self.env = env
         self.segment = env.baseline("segment")
-        self.p99_factor = p99_factor
-        self.p95_factor = p95_factor
-        self.min_excess_s = min_excess_s
-        self.recheck_s = recheck_s
+        self.p99_factor = float(p99_factor)
+        self.p95_factor = float(p95_factor)
+        self.min_excess_s = float(min_excess_s)
+        self.recheck_s = float(recheck_s)
 
     def _limit_ms(self, keys: tuple[str, ...], carrier: str, t0: int) -> tuple[int | None, tuple[float, ...]]:
         """The leg's limit (ms after ``t0``) and the quantiles; None while no key is trusted."""

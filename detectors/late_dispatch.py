@@ -46,7 +46,7 @@ class LateDispatchDetector(DetectorBase):
     def __init__(self, env: Env, *, grace_s: float = 0.0, early_warning: bool = True) -> None:
         self.env = env
         self.dispatch = env.baseline("dispatch")
-        self.grace_s = grace_s
+        self.grace_s = float(grace_s)
         self.early_warning = early_warning
 
     def _keys(self, state: ParcelState) -> tuple[str, str]:

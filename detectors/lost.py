@@ -69,10 +69,10 @@ class LostDetector(DetectorBase):
         if factor <= 1 or min_silence_s < 0 or max_extra_s <= 0 or recheck_s <= 0:
             raise ValueError("lost: factor must be > 1, max_extra_s and recheck_s positive, min_silence_s >= 0")
         self.env = env
-        self.factor = factor
-        self.min_silence_s = min_silence_s
-        self.max_extra_s = max_extra_s
-        self.recheck_s = recheck_s
+        self.factor = float(factor)
+        self.min_silence_s = float(min_silence_s)
+        self.max_extra_s = float(max_extra_s)
+        self.recheck_s = float(recheck_s)
 
     def _silence_s(self, state: ParcelState) -> float:
         ref = SILENCE_LIMIT_S.value(state, 0.0)

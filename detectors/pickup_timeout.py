@@ -55,8 +55,8 @@ class PickupTimeoutDetector(DetectorBase):
     def __init__(self, env: Env, *, p99_factor: float = 2.0, min_wait_s: float = 54 * 3600) -> None:
         self.env = env
         self.pickup = env.baseline("pickup")
-        self.p99_factor = p99_factor
-        self.min_wait_s = min_wait_s
+        self.p99_factor = float(p99_factor)
+        self.min_wait_s = float(min_wait_s)
 
     def _keys(self, state: ParcelState) -> tuple[str, str, str]:
         return (f"{state.carrier}|{state.origin}", state.carrier, "*")

@@ -183,10 +183,10 @@ class PredictedLateDetector(DetectorBase):
         self.remaining_next = env.baseline("remaining_next")
         self.remaining_stage = env.baseline("remaining_stage")
         self.remaining_abs = env.baseline("remaining_abs")
-        self.late_probability = late_probability
-        self.margin_s = margin_s
-        self.recheck_s = recheck_s
-        self.lane_shrink_n = lane_shrink_n
+        self.late_probability = float(late_probability)
+        self.margin_s = float(margin_s)
+        self.recheck_s = float(recheck_s)
+        self.lane_shrink_n = float(lane_shrink_n)
 
     def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
         if not scan.latest:

@@ -52,8 +52,8 @@ class MisrouteDetector(DetectorBase):
         self.env = env
         self.centroids: dict[str, list[float]] = env.table("centroids")
         self.lane_regions: dict[str, dict[str, int]] = env.table("lane_regions")
-        self.margin_km = margin_km
-        self.common_share = common_share
+        self.margin_km = float(margin_km)
+        self.common_share = float(common_share)
         self.min_lane = min_lane
 
     def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:

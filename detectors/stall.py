@@ -133,10 +133,10 @@ class StallDetector(DetectorBase):
             raise ValueError("stall: factors and recheck_s must be positive, min_dwell_s >= 0")
         self.env = env
         self.dwell = env.baseline("dwell")
-        self.p99_factor = p99_factor
-        self.p95_factor = p95_factor
-        self.min_dwell_s = min_dwell_s
-        self.recheck_s = recheck_s
+        self.p99_factor = float(p99_factor)
+        self.p95_factor = float(p95_factor)
+        self.min_dwell_s = float(min_dwell_s)
+        self.recheck_s = float(recheck_s)
 
     def keys_for(self, state: ParcelState, node: str, code: int, t_ms: int) -> DwellKeys:
         return dwell_keys(node, code, state.carrier, t_ms, state.origin, state.dest)

@@ -71,7 +71,7 @@ class SuspiciousDeliveryDetector(DetectorBase):
         self.check_region = check_region
         self.check_out_for_delivery = check_out_for_delivery
         self.feed_min_parcels = feed_min_parcels
-        self.feed_min_share = feed_min_share
+        self.feed_min_share = float(feed_min_share)
 
     def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
         if scan.code != DELIVERED or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
