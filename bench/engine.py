@@ -156,7 +156,7 @@ def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[flo
     parcels = engine.in_flight
     models = engine.export_models()
     # the blobs are decoded inside the traced window, so the restored engine's copies count
-    packed = msgspec.msgpack.encode(dict(engine.parcels))
+    packed = msgspec.msgpack.encode(engine.parcel_blobs())
     del engine
     gc.collect()
     tracemalloc.start()
