@@ -225,7 +225,7 @@ class DetectionConfig(_Section):
     pool_wait_s: float = Field(default=300.0, gt=0, le=86_400)
     #: parcels each engine (partition) keeps decoded between batches, the rest msgpack-encoded
     #: (docs/benchmarks.md, "The hot set"); 0 = every parcel encoded at each batch's end
-    hot_parcels: int = Field(default=2_000, ge=0, le=10_000_000)
+    hot_parcels: int = Field(default=500, ge=0, le=10_000_000)
     #: enabled detectors (default: all of them)
     detectors: list[str] | None = None
     calendar: CalendarConfig = CalendarConfig()

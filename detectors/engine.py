@@ -144,7 +144,7 @@ class EngineConfig:
     #: they learned (``detectors/pool.py``); 0 = each partition learns alone
     pool_epoch_ms: int = 0
     #: parcels kept decoded between calls (the hot set); 0 = every parcel encoded at each call's end
-    hot_parcels: int = 2_000
+    hot_parcels: int = 500
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.detectors if d not in DETECTORS]
@@ -218,8 +218,9 @@ class Engine:
         ]
         self._forget_index = len(self._detectors)
         #: waybill -> a cold parcel's state, msgpack-encoded: idle parcels cost their encoded bytes
-        #: only (no Python objects for the cyclic GC to walk); ``parcel_blobs`` gives them all
-        self._cold: dict[str, bytes] = {}
+        #: only (no Python objects for the cyclic GC to walk); None for a hot one (the key stays,
+        #: so the dict does not churn); ``parcel_blobs`` gives them all
+        self._cold: dict[str, bytes | None] = {}
         #: the hot set: waybill -> decoded state, least recently touched first (``_flush`` evicts)
         self._hot: OrderedDict[str, ParcelState] = OrderedDict()
         #: (stage code or -1, deadlines) of each parcel this call touched, before it did, for the stats
@@ -263,7 +264,7 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
-        return len(self._cold) + len(self._hot)
+        return len(self._cold)  # a hot parcel keeps its key there
 
     def process(self, records: Sequence[ScanEvent | Tick]) -> list[Alert]:
         out: list[Alert] = []
@@ -326,7 +327,7 @@ class Engine:
         """A copy of one parcel's state (decoded; changing it changes nothing in the engine)."""
 
         st = self._hot.get(waybill)
-        blob = self._cold.get(waybill) if st is None else _state_encoder.encode(st)
+        blob = self._cold.get(waybill) if st is None else _state_encoder.encode(st)  # None: not in flight
         return None if blob is None else _state_decoder.decode(blob)
 
     def parcel_blobs(self) -> dict[str, bytes]:
@@ -492,10 +493,12 @@ class Engine:
         st = self._hot.get(wb)
         was = self._was
         if st is None:
-            blob = self._cold.pop(wb, None)
+            cold = self._cold
+            blob = cold.get(wb)
             if blob is None:
                 return None
             st = self._hot[wb] = _state_decoder.decode(blob)
+            cold[wb] = None  # the blob goes, the key stays
         elif wb in was:
             return st  # touched already by this call
         else:
@@ -507,6 +510,7 @@ class Engine:
         """A new parcel's state, hot and touched by this call."""
 
         st = self._hot[ev.waybill_id] = new_state(ev)
+        self._cold[ev.waybill_id] = None
         self._was[ev.waybill_id] = (-1, 0)
         return st
 

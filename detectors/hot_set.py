@@ -1,7 +1,8 @@
 """The engine's hot set: the parcels of the last calls, kept decoded between calls.
 
 ``Engine`` holds its in-flight parcels in two maps: ``cold`` (waybill ->
-msgpack blob, the bytes a checkpoint writes) and ``hot`` (waybill -> decoded
+msgpack blob, the bytes a checkpoint writes, or None while the parcel is hot:
+its key stays, so the big dict does not churn) and ``hot`` (waybill -> decoded
 ``ParcelState``, an ``OrderedDict`` least recently touched first). A call
 moves each cold parcel it touches into ``hot``; at its end the engine evicts
 the oldest hot parcels beyond ``EngineConfig.hot_parcels`` (``evict``), and a
@@ -45,7 +46,7 @@ def as_decoded(st: ParcelState) -> None:
         st.geo = (geo[0], float(geo[1]), float(geo[2]))
 
 
-def evict(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes], limit: int) -> None:
+def evict(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes | None], limit: int) -> None:
     """Encode the least recently touched hot parcels into ``cold`` until at most ``limit`` are hot."""
 
     if len(hot) <= limit:
@@ -57,7 +58,9 @@ def evict(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes], limit: int
         cold[wb] = encode(st)
 
 
-def upserts(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes], waybills: Iterable[str]) -> dict[str, bytes]:
+def upserts(
+    hot: OrderedDict[str, ParcelState], cold: dict[str, bytes | None], waybills: Iterable[str]
+) -> dict[str, bytes]:
     """``waybill -> blob`` of those of ``waybills`` in flight: a hot one encoded (and kept hot), a cold one as is."""
 
     encode = _encoder.encode
@@ -66,16 +69,15 @@ def upserts(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes], waybills
         st = hot.get(wb)
         if st is not None:
             out[wb] = encode(st)
-        elif wb in cold:
-            out[wb] = cold[wb]
+        else:
+            blob = cold.get(wb)
+            if blob is not None:
+                out[wb] = blob
     return out
 
 
-def blobs(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes]) -> dict[str, bytes]:
+def blobs(hot: OrderedDict[str, ParcelState], cold: dict[str, bytes | None]) -> dict[str, bytes]:
     """Every parcel's blob in a new dict (the hot ones encoded for it; they stay hot)."""
 
-    out = dict(cold)
     encode = _encoder.encode
-    for wb, st in hot.items():
-        out[wb] = encode(st)
-    return out
+    return {wb: encode(hot[wb]) if blob is None else blob for wb, blob in cold.items()}

@@ -90,8 +90,9 @@ def test_an_evicted_parcel_is_encoded_and_a_later_touch_takes_it_back() -> None:
         assert engine.stats() == reference.stats()
         last = batch[-1].waybill_id
         assert list(engine._hot) == [last]  # only the last touched parcel is hot
-        assert last not in engine._cold  # decoded only, never beside its blob
-        assert set(engine._cold) == ({"WB1", "WB2"} - {last} if engine.in_flight == 2 else set())
+        assert engine._cold[last] is None  # decoded only, never beside its blob
+        assert {wb for wb, blob in engine._cold.items() if blob is not None} == set(engine._cold) - {last}
+        assert set(engine._cold) == ({"WB1", "WB2"} if engine.in_flight == 2 else {"WB1"})
     assert engine.in_flight == 2
     assert [e[0] for e in engine.state_of("WB1").route] == [e.event_time for e in wb1]  # type: ignore[union-attr]
     assert engine.parcel_blobs() == reference.parcel_blobs()
