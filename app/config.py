@@ -223,6 +223,9 @@ class DetectionConfig(_Section):
     #: how long a worker's partition waits for the other partitions' deltas of an epoch before it
     #: goes on without them (a worker down; alerts may then differ from the backtest's)
     pool_wait_s: float = Field(default=300.0, gt=0, le=86_400)
+    #: parcels each engine (partition) keeps decoded between batches, the rest msgpack-encoded
+    #: (docs/benchmarks.md, "The hot set"); 0 = every parcel encoded at each batch's end
+    hot_parcels: int = Field(default=500, ge=0, le=10_000_000)
     #: enabled detectors (default: all of them)
     detectors: list[str] | None = None
     calendar: CalendarConfig = CalendarConfig()
@@ -445,6 +448,7 @@ def engine_config(settings: Settings) -> EngineConfig:
             max_seen=det.max_seen,
             max_route=det.max_route,
             pool_epoch_ms=det.pool_epoch_s * 1000,
+            hot_parcels=det.hot_parcels,
         )
         Engine(config)  # the detectors validate their knobs
     except (TypeError, ValueError) as exc:

@@ -136,7 +136,8 @@ def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[flo
     built the same way, so the learned models' keys and histograms cancel out (subtracting a
     models-only restore from the live engine did not: the live engine's baselines share key
     strings between families, a restored one does not, and the state came out negative once a
-    family was added).
+    family was added). The restored engine takes up the live one's hot parcels (decoded, as the
+    live engine holds them: ``EngineConfig.hot_parcels``), so their cost counts too.
 
     Returns ``(bytes per parcel, parcels, state bytes)``.
     """
@@ -156,7 +157,8 @@ def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[flo
     parcels = engine.in_flight
     models = engine.export_models()
     # the blobs are decoded inside the traced window, so the restored engine's copies count
-    packed = msgspec.msgpack.encode(dict(engine.parcels))
+    packed = msgspec.msgpack.encode(engine.parcel_blobs())
+    hot = list(engine._hot)  # least recently touched first, as the restored engine takes them up
     del engine
     gc.collect()
     tracemalloc.start()
@@ -169,6 +171,9 @@ def bytes_per_parcel(events: Sequence[ScanEvent], lateness_ms: int) -> tuple[flo
         gc.collect()
         base = tracemalloc.get_traced_memory()[0]
         full = Engine.restore(config, msgspec.msgpack.decode(packed), models)
+        for wb in hot:
+            full._load(wb)
+        full._flush()
         gc.collect()
         full_bytes = tracemalloc.get_traced_memory()[0] - base
         del full

@@ -4,13 +4,16 @@ Both engines get the same simulator log, batch by batch and alternately
 (A's batch, then B's), so that the noise of a shared machine hits both
 alike; the figure is the best CPU time of each over ``--repeat`` runs, under
 the worker's collector settings (start-up heap frozen, generation 0 at
-50,000). It also checks that both emit the very same alerts (as plain data),
+50,000). It also checks that both emit the very same alerts (as JSON, so an
+int where a float was differs too) and write the very same checkpoint (the
+``take_changes`` after each batch: upsert blobs and deletes, byte for byte),
 which is what a performance change must keep. The old revision's
 ``detectors/`` is copied out of git into a temporary directory and imported
 under another package name, so nothing is installed or checked out.
 
 Run with ``.venv/bin/python bench/engine_ab.py --rev HEAD~3 [--parcels N]
-[--scenario default|peak|sparse|mixed] [--limit RECORDS] [--repeat R]``. The hub facts
+[--scenario default|peak|sparse|mixed] [--limit RECORDS] [--repeat R] [--hot-parcels N]``
+(``--hot-parcels``: B's ``EngineConfig.hot_parcels``, default its default). The hub facts
 each engine hands the hub stage (``take_hub_summaries``) are compared too.
 """
 
@@ -81,7 +84,10 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N records (0: all)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--hot-parcels", type=int, default=None, help="B's EngineConfig.hot_parcels")
     args = parser.parse_args()
+    if args.hot_parcels is not None and args.hot_parcels < 0:
+        parser.error(f"--hot-parcels must be >= 0, got {args.hot_parcels}")
     for name in ("parcels", "repeat", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -115,18 +121,20 @@ def main() -> int:
         same = True
         for _ in range(args.repeat):
             a: Any = old.Engine(old.EngineConfig())
-            b = Engine(EngineConfig())
+            b = Engine(EngineConfig() if args.hot_parcels is None else EngineConfig(hot_parcels=args.hot_parcels))
             spent = {"A": 0.0, "B": 0.0}
             for i in range(0, len(records), args.batch):
                 t = time.process_time()
                 out_a = a.process(old_records[i : i + args.batch])
-                a.take_changes()
+                changes_a = a.take_changes()
                 spent["A"] += time.process_time() - t
                 t = time.process_time()
                 out_b = b.process(records[i : i + args.batch])
-                b.take_changes()
+                changes_b = b.take_changes()
                 spent["B"] += time.process_time() - t
-                if same and msgspec.to_builtins(out_a) != msgspec.to_builtins(out_b):
+                if same and msgspec.json.encode(out_a) != msgspec.json.encode(out_b):
+                    same = False
+                if same and (changes_a.upserts, changes_a.deletes) != (changes_b.upserts, changes_b.deletes):
                     same = False
                 if same and _hub_facts(a) != _hub_facts(b):
                     same = False
@@ -135,7 +143,7 @@ def main() -> int:
         f"{n_events:,} events ({args.scenario}, {args.parcels:,} parcels, seed {args.seed}); "
         f"A = {args.rev}: {n_events / best['A']:,.0f} events/s; B = working tree: "
         f"{n_events / best['B']:,.0f} events/s; B/A = {best['A'] / best['B']:.3f}x; "
-        f"same alerts: {'yes' if same else 'NO'}"
+        f"same alerts and checkpoints: {'yes' if same else 'NO'}"
     )
     return 0 if same else 1
 

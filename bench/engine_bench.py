@@ -30,15 +30,18 @@ from logiwatch.detectors.runner import interleave_ticks
 from logiwatch.sim.traffic import generate
 
 
-def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:
-    """Bytes of engine memory per in-flight parcel, learned models excluded.
+def memory_per_parcel(parcels: int, seed: int, target_in_flight: int, hot_parcels: int | None = None) -> None:
+    """Bytes of engine memory per in-flight parcel, learned models excluded, and the hot set's own cost.
 
     The events are decoded from msgpack while ``tracemalloc`` runs, so the
     strings a parcel's state shares with its events are traced, and the events
     are dropped afterwards (as a worker drops a processed batch). The engine
     runs until ``target_in_flight`` parcels are in flight; the figure is the
     traced memory freed by dropping the parcel states, their heap entries and
-    the hub tracker's entries, divided by the number of parcels.
+    the hub tracker's entries, divided by the number of parcels. The hot set's
+    cost is the traced memory freed by encoding its parcels (``encode_hot``)
+    before that, per hot parcel: what a parcel kept decoded costs over its blob.
+    ``hot_parcels`` overrides ``EngineConfig.hot_parcels``.
     """
 
     events, _ = generate("default", seed=seed, parcels=parcels)
@@ -49,7 +52,7 @@ def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:
     decoded = msgspec.msgpack.decode(blob, type=list[ScanEvent])
     records: list[ScanEvent | Tick] = list(interleave_ticks(decoded, 60_000))
     del decoded
-    engine = Engine(EngineConfig())
+    engine = Engine(EngineConfig() if hot_parcels is None else EngineConfig(hot_parcels=hot_parcels))
     done = 0
     while done < len(records) and engine.in_flight < target_in_flight:
         engine.process(records[done : done + 5_000])
@@ -59,7 +62,11 @@ def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:
     gc.collect()
     with_parcels = tracemalloc.get_traced_memory()[0]
     n = engine.in_flight
-    engine.parcels.clear()
+    hot = len(engine._hot)
+    engine.encode_hot()
+    gc.collect()
+    all_cold = tracemalloc.get_traced_memory()[0]
+    engine._cold.clear()
     engine._heap.clear()
     engine._queued.clear()
     engine.take_hub_summaries()
@@ -68,7 +75,11 @@ def memory_per_parcel(parcels: int, seed: int, target_in_flight: int) -> None:
     tracemalloc.stop()
     print(
         f"{n} parcels in flight after {done} records: {(with_parcels - without) / n:,.0f} bytes per parcel "
-        f"in memory; msgpack state {sum(sizes) / len(sizes):,.0f} bytes on average (max {max(sizes)})"
+        f"in memory; msgpack state {sum(sizes) / len(sizes):,.0f} bytes on average (max {max(sizes)}); "
+        f"{hot} of them hot (hot_parcels {engine.config.hot_parcels}), "
+        f"{(with_parcels - all_cold) / max(hot, 1):,.0f} bytes per hot parcel over its blob "
+        f"({(with_parcels - all_cold) / 1024:,.0f} KiB in all); {(all_cold - without) / n:,.0f} bytes per parcel "
+        "with none hot"
     )
 
 
@@ -112,6 +123,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--hot-parcels", type=int, default=None, help="EngineConfig.hot_parcels for --memory")
     parser.add_argument(
         "--memory", type=int, metavar="PARCELS_IN_FLIGHT", help="measure bytes per parcel instead"
     )
@@ -126,7 +138,7 @@ def main() -> int:
         checkpoint_bytes(args.parcels, args.seed, args.checkpoint_bytes)
         return 0
     if args.memory:
-        memory_per_parcel(args.parcels, args.seed, args.memory)
+        memory_per_parcel(args.parcels, args.seed, args.memory, args.hot_parcels)
         return 0
     events, _ = generate("default", seed=args.seed, parcels=args.parcels)
     records: list[ScanEvent | Tick] = list(interleave_ticks(events, 60_000))

@@ -21,13 +21,15 @@ likely-lost alerts), and in any case ``max_age_ms`` after its last scan.
 are how the stream shell checkpoints and recovers: the same records replayed
 onto a restored engine give the same alerts, ids and content.
 
-Between calls every parcel's state is kept msgpack-encoded (the same bytes a
-checkpoint writes): a national network has millions of parcels in flight and
-most of them are idle, so an idle parcel costs its few hundred encoded bytes
-instead of a few dozen Python objects (about 2.5x less memory, and nothing for
-the cyclic collector to walk). A call decodes each parcel it touches once and
-encodes it back at its end; that round trip is the price, measured in
-``docs/benchmarks.md``.
+A parcel is either cold, msgpack-encoded (the same bytes a checkpoint writes),
+or hot, decoded: a national network has millions of parcels in flight and most
+of them are idle, so an idle parcel costs its few hundred encoded bytes instead
+of a few dozen Python objects (about 2.5x less memory, and nothing for the
+cyclic collector to walk). A call decodes each cold parcel it touches; the
+parcels of the last calls stay decoded (the hot set, at most
+``config.hot_parcels`` between calls, least recently touched evicted first) and
+a parcel is encoded only when it is evicted or a checkpoint (``take_changes``)
+writes it (``detectors/hot_set.py``); alerts and blobs are those of the round trip.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from bisect import insort
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -43,6 +46,7 @@ import msgspec
 
 from logiwatch.detectors.calendar import Calendar
 from logiwatch.detectors.errors import StateError
+from logiwatch.detectors.hot_set import as_decoded, blobs, evict, upserts
 from logiwatch.detectors.hub_incident import HubFact, HubSummary
 from logiwatch.detectors.model import (
     UNREGISTERED_MERCHANT,
@@ -102,6 +106,8 @@ class EngineConfig:
     #: learning shared across partitions: the tick-clock epoch at which partitions exchange what
     #: they learned (``detectors/pool.py``); 0 = each partition learns alone
     pool_epoch_ms: int = 0
+    #: parcels kept decoded between calls (the hot set); 0 = every parcel encoded at each call's end
+    hot_parcels: int = 500
     registry: Registry = BUILT_IN
 
     def __post_init__(self) -> None:
@@ -118,6 +124,8 @@ class EngineConfig:
             raise ValueError("max_route must be >= 3")
         if self.pool_epoch_ms < 0:
             raise ValueError("pool_epoch_ms must be >= 0 (0 = no pooling)")
+        if self.hot_parcels < 0:
+            raise ValueError("hot_parcels must be >= 0 (0 = none kept decoded)")
 
 
 @dataclass
@@ -154,7 +162,7 @@ class Engine:
     >>> alerts = engine.process(sc.events())
     >>> engine.in_flight
     1
-    >>> engine.state_of("WB1").route[-1][2]  # kept encoded; state_of decodes a copy
+    >>> engine.state_of("WB1").route[-1][2]  # a copy, whether the parcel is hot or cold
     'HUB-A'
     >>> # a cold engine guesses nothing: with no learned dwell, only the broken promise is certain
     >>> [a.alert_type.value for a in engine.advance(sc.start_ms + 30 * 24 * H)]
@@ -197,12 +205,13 @@ class Engine:
         #: what the engine tells ``on_event`` about the scan at hand (one object, refilled per scan)
         self._scan = ScanContext()
         self._forget_index = len(self._detectors)
-        #: waybill -> the parcel's state, msgpack-encoded: idle parcels cost their encoded bytes
-        #: only (no Python objects for the cyclic GC to walk) and a checkpoint copies them as they are
-        self.parcels: dict[str, bytes] = {}
-        #: parcels decoded by the current ``process``/``advance`` call, encoded back at its end
-        self._hot: dict[str, ParcelState] = {}
-        #: (stage code or -1, deadlines) of each hot parcel when it was decoded, for the stats counters
+        #: waybill -> a cold parcel's state, msgpack-encoded: idle parcels cost their encoded bytes
+        #: only (no Python objects for the cyclic GC to walk); None for a hot one (the key stays,
+        #: so the dict does not churn); ``parcel_blobs`` gives them all
+        self._cold: dict[str, bytes | None] = {}
+        #: the hot set: waybill -> decoded state, least recently touched first (``_flush`` evicts)
+        self._hot: OrderedDict[str, ParcelState] = OrderedDict()
+        #: (stage code or -1, deadlines) of each parcel this call touched, before it did, for the stats
         self._was: dict[str, tuple[int, int]] = {}
         #: parcels in flight per stage code of their latest scan, and their deadlines (kept up to date
         #: at every flush, so ``stats`` never walks the parcels)
@@ -247,7 +256,7 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
-        return len(self.parcels)
+        return len(self._cold)  # a hot parcel keeps its key there
 
     def process(self, records: Sequence[ScanEvent | Tick]) -> list[Alert]:
         out: list[Alert] = []
@@ -309,8 +318,22 @@ class Engine:
     def state_of(self, waybill: str) -> ParcelState | None:
         """A copy of one parcel's state (decoded; changing it changes nothing in the engine)."""
 
-        blob = self.parcels.get(waybill)
+        st = self._hot.get(waybill)
+        blob = self._cold.get(waybill) if st is None else _state_encoder.encode(st)  # None: not in flight
         return None if blob is None else _state_decoder.decode(blob)
+
+    def parcel_blobs(self) -> dict[str, bytes]:
+        """Every in-flight parcel's state as a checkpoint writes it (waybill -> msgpack blob), a new dict.
+
+        The hot parcels are encoded for it and stay hot; ``restore`` takes it back.
+        """
+
+        return blobs(self._hot, self._cold)
+
+    def encode_hot(self) -> None:
+        """Encode every hot parcel into its blob and drop its decoded state (between calls)."""
+
+        evict(self._hot, self._cold, 0)
 
     def _load_baseline_fields(self, fields: Mapping[str, bytes] | Mapping[bytes, bytes]) -> None:
         by_name: dict[str, dict[str, list[object]]] = {}
@@ -335,11 +358,11 @@ class Engine:
                 raise StateError(f"baseline snapshot of {name!r} is corrupt: {exc!r}") from None
 
     def take_changes(self) -> StateChanges:
-        upserts = {wb: self.parcels[wb] for wb in sorted(self._dirty) if wb in self.parcels}
+        changed = upserts(self._hot, self._cold, sorted(self._dirty))
         deletes = sorted(self._deleted)
         self._dirty.clear()
         self._deleted.clear()
-        return StateChanges(upserts=upserts, deletes=deletes)
+        return StateChanges(upserts=changed, deletes=deletes)
 
     def export_models(self) -> bytes:
         """All learned models in one blob (``restore``'s ``models``)."""
@@ -419,7 +442,7 @@ class Engine:
             disabled = [n for n in state.due if n != FORGET and n not in engine._index]
             for name in disabled:
                 del state.due[name]  # a disabled detector's deadline would never fire
-            engine.parcels[wb] = _state_encoder.encode(state) if disabled else bytes(blob)
+            engine._cold[wb] = _state_encoder.encode(state) if disabled else bytes(blob)
             if state.route:
                 engine._by_stage[state.route[-1][1]] += 1
             engine._deadlines += len(state.due)
@@ -449,7 +472,7 @@ class Engine:
         out: dict[str, float] = {
             "learned_keys": learned,
             "cold_keys": cold,
-            "in_flight": len(self.parcels),
+            "in_flight": self.in_flight,
             "deadlines": self._deadlines,
         }
         for t, n in zip(TYPES, self._by_stage, strict=True):
@@ -458,39 +481,51 @@ class Engine:
 
     # ------------------------------------------------------------ internals
     def _load(self, wb: str) -> ParcelState | None:
-        """The parcel's state for this call (decoded once per call), None if not in flight."""
+        """The parcel's state for this call (made hot: decoded at most once), None if not in flight."""
 
         st = self._hot.get(wb)
+        was = self._was
         if st is None:
-            blob = self.parcels.get(wb)
+            cold = self._cold
+            blob = cold.get(wb)
             if blob is None:
                 return None
             st = self._hot[wb] = _state_decoder.decode(blob)
-            self._was[wb] = (st.route[-1][1] if st.route else -1, len(st.due))
+            cold[wb] = None  # the blob goes, the key stays
+        elif wb in was:
+            return st  # touched already by this call
+        else:
+            as_decoded(st)  # hot since an earlier call: the types a decode would have given it
+        was[wb] = (st.route[-1][1] if st.route else -1, len(st.due))
+        return st
+
+    def _new(self, ev: ScanEvent) -> ParcelState:
+        """A new parcel's state, hot and touched by this call."""
+
+        st = self._hot[ev.waybill_id] = new_state(ev)
+        self._cold[ev.waybill_id] = None
+        self._was[ev.waybill_id] = (-1, 0)
         return st
 
     def _flush(self) -> None:
-        """Encode the parcels this call decoded back into ``parcels`` and update the stats counters."""
+        """At a call's end: update the stats counters for the parcels it touched, mark them most recent, evict."""
 
-        if not self._hot:
-            return
-        encode = _state_encoder.encode
-        parcels = self.parcels
+        hot = self._hot
         by_stage = self._by_stage
         was = self._was
         deadlines = 0
-        for wb, st in self._hot.items():
-            stage, due = was.get(wb, (-1, 0))
+        for wb, (stage, due) in was.items():
+            st = hot[wb]  # a forgotten parcel left ``was`` too
             if stage >= 0:
                 by_stage[stage] -= 1
             deadlines -= due
-            parcels[wb] = encode(st)
             if st.route:
                 by_stage[st.route[-1][1]] += 1
             deadlines += len(st.due)
+            hot.move_to_end(wb)
         self._deadlines += deadlines
-        self._hot.clear()
         was.clear()
+        evict(hot, self._cold, self.config.hot_parcels)
 
     def _on_time(self, t: int, out: list[Alert]) -> None:
         if self._max_time is None or t > self._max_time:
@@ -509,7 +544,7 @@ class Engine:
         self._on_time(t, out)
         st = self._load(wb)
         if st is None:
-            st = self._hot[wb] = new_state(ev)
+            st = self._new(ev)
             self._deleted.discard(wb)
         h = zlib.crc32(ev.event_id.encode()).to_bytes(4, "little")
         seen = st.seen
@@ -670,7 +705,7 @@ class Engine:
         for typ in list(st.open):
             self._resolve(st, typ, at_ms, "the parcel's journey is archived", out)
         wb = st.waybill
-        self.parcels.pop(wb, None)
+        self._cold.pop(wb, None)
         self._hot.pop(wb, None)
         stage, due = self._was.pop(wb, (-1, 0))
         if stage >= 0:

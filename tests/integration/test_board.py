@@ -78,7 +78,7 @@ def simulated() -> tuple[list[Alert], dict[str, bytes]]:
         alerts += engine.process(records[i : i + 4096])
         for summary in engine.take_hub_summaries():
             alerts += stage.offer(summary)
-        last_state.update((wb, bytes(blob)) for wb, blob in engine.parcels.items())
+        last_state.update((wb, bytes(blob)) for wb, blob in engine.parcel_blobs().items())
     return [a for a in alerts if a.status == AlertStatus.FIRING], last_state
 
 

@@ -77,7 +77,7 @@ async def _drive(redis_url: str, prefix: str, per: list[list[ScanEvent | Tick]],
                 restarted = True
                 blob = engines[p].export_models()
                 await pool.sync()  # the worker writes the pool before the snapshot
-                engines[p] = Engine.restore(CONFIG, dict(engines[p].parcels), blob)
+                engines[p] = Engine.restore(CONFIG, engines[p].parcel_blobs(), blob)
                 engines[p].attach_pool(pool, p)
             while True:  # what the worker's pool round does
                 await pool.sync()
@@ -188,7 +188,7 @@ async def _restored_far_behind(redis_url: str, prefix: str, per: list[list[ScanE
     try:
         out += engines[0].process(per[0][:at])
         out += (await _round(pool, engines))[0]
-        checkpoint = (dict(engines[0].parcels), engines[0].export_models())
+        checkpoint = (engines[0].parcel_blobs(), engines[0].export_models())
         victim: list[Alert] = []  # the old owner's alerts after the checkpoint: the restored one re-emits them
         pos[0] = at
         while any(pos[p] < len(per[p]) for p in range(N)):

@@ -253,7 +253,7 @@ def test_restore_accepts_bytes_keys_as_read_from_redis() -> None:
     head = engine.process(records[:cut])
     as_redis = {wb.encode(): blob for wb, blob in engine.take_changes().upserts.items()}
     restored = Engine.restore(config, as_redis, engine.export_models())
-    assert set(restored.parcels) == set(engine.parcels)
+    assert set(restored.parcel_blobs()) == set(engine.parcel_blobs())
     assert head + restored.process(records[cut:]) == Engine(config).process(records)
 
 

@@ -62,7 +62,7 @@ def test_restored_pooled_partitions_continue_as_if_never_stopped(records: list[S
     alerts = run_partitioned(records[:half], 4, POOLED, engines=engines)
     restored = []
     for p, e in enumerate(engines):
-        r = Engine.restore(POOLED, dict(e.parcels), e.export_models())
+        r = Engine.restore(POOLED, e.parcel_blobs(), e.export_models())
         r.attach_pool(pool, p)
         restored.append(r)
     # the first run's final flush ended mid-epoch: the rest continues from there
@@ -76,7 +76,7 @@ def test_a_partition_waits_for_the_others_deltas_and_keeps_its_records() -> None
     ticks = [Tick(tick_time=t * 6 * HOUR + 1, source="test") for t in range(4)]
     a.process(ticks[:3])  # closes epochs 0 and 1; epoch 0 needs b's deltas
     assert a.held == 1
-    restored = Engine.restore(POOLED, dict(a.parcels), a.export_models())
+    restored = Engine.restore(POOLED, a.parcel_blobs(), a.export_models())
     restored.attach_pool(pool, 0)
     assert restored.held == 1  # the held records are part of the checkpoint
     b.process(ticks[:3])
