@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from logiwatch.alerts.console import iso
 from logiwatch.config import Settings
+from logiwatch.detectors.errors import StateError
 from logiwatch.detectors.partitioning import partition_for
 from logiwatch.detectors.state import TYPES, ParcelState
 from logiwatch.streams.state import SnapshotStore
@@ -83,8 +84,9 @@ class ScanReader:
                 f"on {self.events_topic} partition {partition}; the alerts below say where it was last seen",
             }
         try:
-            state = _decoder.decode(raw if isinstance(raw, bytes) else str(raw).encode())
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            blob = SnapshotStore.stored_value(raw if isinstance(raw, bytes) else str(raw).encode(), waybill)
+            state = _decoder.decode(blob)
+        except (msgspec.DecodeError, msgspec.ValidationError, StateError) as exc:
             return {**base, "note": f"the worker's state of this parcel is unreadable: {str(exc)[:120]}"}
         scans = [scan_row(entry) for entry in state.route]
         note = ""

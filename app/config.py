@@ -164,6 +164,10 @@ class WorkerConfig(_Section):
     #: A partition's state snapshot is written every ``commit_interval_s`` or
     #: after this many records, whichever comes first (0: no count bound).
     checkpoint_max_records: int = Field(default=20_000, ge=0)
+    #: Deflate the state a checkpoint writes to Redis (about a third of the bytes and of Redis's
+    #: memory for the parcels, for the CPU of one compression per changed parcel; see
+    #: docs/benchmarks.md). Loading reads either form, so this can change between runs.
+    checkpoint_compression: bool = False
     #: How long the broker may hold a fetch waiting for data; it adds to the
     #: ingest-to-alert latency (Tansu always waits it out).
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)

@@ -111,7 +111,11 @@ def build_worker(
     client = connect(settings.redis.url, decode_responses=False)
     pool = _pool(settings, client, events_partitions, registry)
     store = SnapshotStore(
-        client, settings.redis.key_prefix, metrics, should_stop=lambda: bool(app.should_stop)
+        client,
+        settings.redis.key_prefix,
+        metrics,
+        should_stop=lambda: bool(app.should_stop),
+        compress=wconf.checkpoint_compression,
     )
     hubs_topic = kafka.topics.events + HUBS_TOPIC_SUFFIX
     worker = BatchWorker(

@@ -17,6 +17,12 @@ handler's snapshot write, which the handler waits for once it has been in
 flight for a checkpoint interval, so retrying *is* pausing consumption, and
 nothing is lost or skipped. Writes are idempotent (same values, same keys), so a retry after an
 ambiguous failure is safe.
+
+With ``worker.checkpoint_compression`` values are stored through :mod:`logiwatch.streams.codec`
+(deflate with a preset dictionary, behind a marker byte msgpack never uses); loading reads both
+forms, so a checkpoint written either way restores, and :meth:`SnapshotStore.load` hands
+the engine back exactly the bytes it gave. The bytes metric counts what is
+stored.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, WatchError
 
 from logiwatch.redisconn import check_prefix, slot_tag
+from logiwatch.streams import codec
 from logiwatch.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -110,7 +117,11 @@ class SnapshotStore:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         should_stop: Callable[[], bool] = lambda: False,
+        compress: bool = False,
     ) -> None:
+        #: deflate the values a checkpoint writes (``worker.checkpoint_compression``); loading reads
+        #: either form, so the setting can change between runs
+        self.compress = compress
         self.client = client
         self.prefix = check_prefix(prefix)
         self.metrics = metrics
@@ -145,8 +156,12 @@ class SnapshotStore:
     async def load(self, topic: str, partition: int) -> Snapshot:
         parcels_key, models_key, baselines_key, offset_key = self.keys(topic, partition)
 
-        def text_keys(raw: dict[Any, bytes]) -> dict[str, bytes]:
-            return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
+        def text_keys(raw: dict[Any, bytes], key: str) -> dict[str, bytes]:
+            out: dict[str, bytes] = {}
+            for k, v in raw.items():
+                name = k.decode() if isinstance(k, bytes) else str(k)
+                out[name] = codec.decode(v, f"{key} field {name!r}")
+            return out
 
         async def _load() -> Snapshot:
             if not isinstance(self.client, RedisCluster):
@@ -159,10 +174,10 @@ class SnapshotStore:
                 pipe.get(offset_key)
                 raw_parcels, models, raw_baselines, offset = await pipe.execute()
             return Snapshot(
-                parcels=text_keys(raw_parcels),
-                models=models,
+                parcels=text_keys(raw_parcels, parcels_key),
+                models=None if models is None else codec.decode(models, models_key),
                 offset=None if offset is None else int(offset),
-                baselines=text_keys(raw_baselines),
+                baselines=text_keys(raw_baselines, baselines_key),
             )
 
         return await self._retry("load", _load)
@@ -196,6 +211,9 @@ class SnapshotStore:
 
         parcels_key, models_key, baselines_key, offset_key = self.keys(topic, partition)
         started = time.perf_counter()
+        if self.compress:
+            # Compressed off the event loop (zlib lets go of the GIL): the handler goes on meanwhile.
+            upserts, models, baselines = await asyncio.to_thread(_encode_values, upserts, models, baselines)
 
         async def _save_script() -> bool:
             argv: list[Any] = [offset, 0 if models is None else 1, models or b"", len(deletes), *deletes]
@@ -241,5 +259,25 @@ class SnapshotStore:
                 size.labels("baselines").inc(sum(len(v) for v in (baselines or {}).values()))
         return written
 
+    @staticmethod
+    def stored_value(stored: bytes, what: str) -> bytes:
+        """The engine's bytes of one stored value, compressed or not (``StateError`` if corrupt)."""
+
+        return codec.decode(stored, what)
+
     async def delete(self, topic: str, partition: int) -> None:
         await self._retry("delete", lambda: self.client.delete(*self.keys(topic, partition)))
+
+
+def _encode_values(
+    upserts: Mapping[str, bytes], models: bytes | None, baselines: Mapping[str, bytes] | None
+) -> tuple[dict[str, bytes], bytes | None, dict[str, bytes]]:
+    """The values of one checkpoint as stored (:mod:`logiwatch.streams.codec`)."""
+
+    parcels = codec.Compressor(codec.PARCELS).encode
+    fields = codec.Compressor(codec.BASELINES).encode
+    return (
+        {k: parcels(v) for k, v in upserts.items()},
+        None if models is None else codec.encode(models),
+        {k: fields(v) for k, v in (baselines or {}).items()},
+    )
