@@ -202,6 +202,11 @@ class Engine:
         self._recorders_by_code: list[tuple[AggregateRecorder, ...]] = [
             tuple(r for r in self._recorders if code in r.contract.handles) for code in range(len(TYPES))
         ]
+        #: alert type value -> the enabled detectors whose ``on_alert`` runs when one fires
+        self._alert_readers: dict[str, tuple[ParcelDetector, ...]] = {
+            t.value: tuple(d for d in self._detectors if t in d.contract.reads_alerts)
+            for t in {t for d in self._detectors for t in d.contract.reads_alerts}
+        }
         #: what the engine tells ``on_event`` about the scan at hand (one object, refilled per scan)
         self._scan = ScanContext()
         self._forget_index = len(self._detectors)
@@ -734,6 +739,10 @@ class Engine:
             if typ not in self._benign:
                 st.tainted = True
             out.append(self._alert(st, f, aid, node))
+            for reader in self._alert_readers.get(typ, ()):
+                more = reader.on_alert(st, f.alert_type, f.at_ms)
+                if more:
+                    self._emit(st, more, out)
 
     def _alert(self, st: ParcelState, f: Finding, aid: str, node: str | None) -> Alert:
         last = st.route[-1] if st.route else None

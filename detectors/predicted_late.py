@@ -93,6 +93,13 @@ _DETOUR_AT = Slot("detour_at", int)
 _MISROUTE = AnomalyType.MISROUTE.value
 #: the longest a parcel's "late" is waited for before it is learned censored
 _CENSOR_MAX_MS = 3 * 86_400_000
+#: the anomaly alerts whose outcome is learned: how often a parcel that raised one was late,
+#: by carrier and by the hours its promise had left when the alert fired
+_ALERT_TYPES = (AnomalyType.STALL, AnomalyType.MISROUTE, AnomalyType.ABNORMAL_SEGMENT)
+#: per alert type: the hours the promise had left when the parcel's first such alert fired
+_ALERT_LEFT_H = {t: Slot(f"left_h_{t.value}", float) for t in _ALERT_TYPES}
+#: upper edges (hours left at the alert) of the bins the outcome is learned in
+_LEFT_BINS_H = (24.0, 48.0, 96.0, 192.0)
 
 
 
@@ -100,6 +107,13 @@ def remaining_baseline(min_count: int) -> DurationBaseline:
     """A remaining-time baseline (in the promise's unit, or in seconds for ``remaining_abs``): never a prior."""
 
     return DurationBaseline((12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count)
+
+
+def _left_bin(left_h: float) -> int:
+    for i, edge in enumerate(_LEFT_BINS_H):
+        if left_h < edge:
+            return i
+    return len(_LEFT_BINS_H)
 
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
@@ -148,9 +162,12 @@ class PredictedLateDetector(DetectorBase):
     name = "predicted_late"
     contract = Contract(
         emits=(Emits(AnomalyType.PREDICTED_LATE, Lifecycle.SELF, benign=True),),
-        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT),
-        #: a misrouted parcel is measured from its last scan on the way
-        reads_alerts=(AnomalyType.MISROUTE,),
+        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT, *_ALERT_LEFT_H.values()),
+        #: a misrouted parcel is measured from its last scan on the way; a stall, a misroute or an
+        #: abnormal leg is itself evidence of lateness, learned from the outcomes of past ones
+        reads_alerts=_ALERT_TYPES,
+        #: "<alert type>|<carrier>|<bin>" and "<alert type>|<bin>" -> [parcels, late ones]
+        tables=("alert_lateness",),
         #: the remaining time to delivery after a scan and after the scan that followed it, both in
         #: units of the time the promise left at the scan; the time from a scan to the next one in
         #: the same unit; and the remaining time in seconds, per node and lane only (a node's trucks
@@ -171,6 +188,7 @@ class PredictedLateDetector(DetectorBase):
         margin_s: float = 0.0,
         recheck_s: float = 6 * 3600,
         lane_shrink_n: float = 10.0,
+        alert_min_n: int = 5,
     ) -> None:
         if not 0.0 < late_probability < 1.0:
             raise ValueError("predicted_late: late_probability must be between 0 and 1")
@@ -178,6 +196,10 @@ class PredictedLateDetector(DetectorBase):
             raise ValueError("predicted_late: recheck_s must be positive")
         if lane_shrink_n <= 0:
             raise ValueError("predicted_late: lane_shrink_n must be positive")
+        if alert_min_n < 1:
+            raise ValueError("predicted_late: alert_min_n must be >= 1")
+        self.alert_min_n = alert_min_n
+        self.alert_lateness: dict[str, list[int]] = env.table("alert_lateness")
         self.env = env
         self.remaining = env.baseline("remaining")
         self.remaining_next = env.baseline("remaining_next")
@@ -197,6 +219,7 @@ class PredictedLateDetector(DetectorBase):
             self.set_due(state, None)
             if not _CENSORED.has(state):
                 self._learn(state, t)
+                self._learn_alerts(state, t > state.deliver_by + int(self.margin_s * 1000))
             return NO_FINDINGS
         if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
@@ -226,6 +249,50 @@ class PredictedLateDetector(DetectorBase):
         if ref is not None:
             return self._decide(state, ref[0], ref[2], ref[1], now_ms, self._detour_ms(state, ref[0]))
         return self._decide(state, last[0], last[2], last[1], now_ms)
+
+    def on_alert(self, state: ParcelState, alert_type: AnomalyType, at_ms: int) -> Sequence[Finding]:
+        """A stall, misroute or abnormal leg fired: warn now if such parcels were usually late."""
+
+        slot = _ALERT_LEFT_H.get(alert_type)
+        last = state.last
+        if slot is None or last is None or state.final_at or _PREDICTED_LATE in state.open:
+            return NO_FINDINGS
+        left_h = (state.deliver_by + int(self.margin_s * 1000) - at_ms) / 3.6e6
+        if left_h <= 0:
+            return NO_FINDINGS  # the promise has passed: the deadline at the promise says so
+        if not slot.has(state):
+            slot.set(state, left_h)
+        rate = self._alert_rate(alert_type, state.carrier, left_h)
+        if rate is None or rate[0] < self.late_probability:
+            return NO_FINDINGS
+        p, key, n = rate
+        how = f"after its {alert_type.value.replace('_', ' ')} alert ({p:.0%} of {n} such parcels were late)"
+        return self._finding(state, at_ms, remaining_keys(state, last[2], last[1]), None, p, how, source=(key, n))
+
+    def _alert_rate(self, alert_type: AnomalyType, carrier: str, left_h: float) -> tuple[float, str, int] | None:
+        """(share late, key, parcels) of past parcels with such an alert at as many hours left; None while unknown."""
+
+        b = _left_bin(left_h)
+        for key in (f"{alert_type.value}|{carrier}|{b}", f"{alert_type.value}|{b}"):
+            got = self.alert_lateness.get(key)
+            if got is not None and got[0] >= self.alert_min_n:
+                # Laplace's rule: a handful of parcels all late is likely, not certain
+                return (got[1] + 1) / (got[0] + 2), key, got[0]
+        return None
+
+    def _learn_alerts(self, state: ParcelState, late: bool) -> None:
+        table = self.alert_lateness
+        for alert_type, slot in _ALERT_LEFT_H.items():
+            left_h = slot.get(state)
+            if left_h is None:
+                continue
+            b = _left_bin(left_h)
+            for key in (f"{alert_type.value}|{state.carrier}|{b}", f"{alert_type.value}|{b}"):
+                got = table.get(key)
+                if got is None:
+                    got = table[key] = [0, 0]
+                got[0] += 1
+                got[1] += late
 
     @staticmethod
     def _reference(state: ParcelState) -> RouteEntry | None:
@@ -355,6 +422,7 @@ class PredictedLateDetector(DetectorBase):
         how: str,
         scale: float = 1.0,
         absolute: bool = False,
+        source: tuple[str, int] | None = None,
     ) -> Sequence[Finding]:
         last = state.last
         assert last is not None
@@ -370,7 +438,10 @@ class PredictedLateDetector(DetectorBase):
             predicted_ms = at_ms
         predicted_ms = max(predicted_ms, at_ms)
         lateness_s = max(0.0, (predicted_ms - state.deliver_by) / 1000)
-        key, n = self.remaining_abs.source(keys[:2]) if absolute else self.remaining.source(keys)
+        if source is not None:
+            key, n = source
+        else:
+            key, n = self.remaining_abs.source(keys[:2]) if absolute else self.remaining.source(keys)
         # come back after the promise to learn "late" if the parcel is not delivered by then
         self.set_due(state, None if _CENSORED.has(state) else max(self._censor_at(state), at_ms + 1))
         return [
@@ -422,6 +493,7 @@ class PredictedLateDetector(DetectorBase):
         """
 
         _CENSORED.set(state, True)
+        self._learn_alerts(state, True)
         learn = self.remaining.learn_censored
         learn_abs = self.remaining_abs.learn_censored
         carrier, origin, dest = state.carrier, state.origin, state.dest

@@ -10,7 +10,8 @@ A **parcel detector** (:class:`ParcelDetector`) looks at one parcel at a time. I
   state between scans; no other detector reads them);
 - ``provides`` / ``needs``: the per-parcel values it offers to others and the ones it reads from
   others (e.g. the silence a parcel's stage allows, offered by stall and abnormal segment and read
-  by likely-lost); ``reads_alerts``: the alert types of others whose records it reads;
+  by likely-lost); ``reads_alerts``: the alert types of others whose records it reads (its
+  ``on_alert`` runs when one of them fires for the parcel);
 - ``baselines``: the duration baselines it owns (name -> factory of the minimum count), and
   ``tables``: its other learned models (named dicts). The engine builds, exports, restores and
   pools them by name: a detector's models need no engine edit.
@@ -186,6 +187,10 @@ class ParcelDetector(Protocol):
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]: ...
 
+    def on_alert(self, state: ParcelState, alert_type: AnomalyType, at_ms: int) -> Sequence[Finding]:
+        """An alert of a type in ``contract.reads_alerts`` just fired for the parcel (at ``at_ms``)."""
+        ...
+
 
 class AggregateRecorder(Protocol):
     """A recorder of facts over many parcels (hub incidents): it sees scans, raises nothing itself.
@@ -206,6 +211,9 @@ class DetectorBase:
 
     name: ClassVar[str]
     contract: ClassVar[Contract] = Contract()
+
+    def on_alert(self, state: ParcelState, alert_type: AnomalyType, at_ms: int) -> Sequence[Finding]:
+        return NO_FINDINGS
 
     def set_due(self, state: ParcelState, at_ms: int | None) -> None:
         """This detector's deadline for the parcel (None: no deadline); ``on_deadline`` runs when it comes."""
