@@ -57,7 +57,6 @@ class ContradictionDetector(DetectorBase):
     )
 
     def __init__(self, env: Env, *, max_kmh: float = 900.0, min_km: float = 300.0) -> None:
-        self.env = env
         self.max_kmh = float(max_kmh)
         self.min_km = float(min_km)
 

@@ -168,6 +168,14 @@ class HubEnv:
         #: hub -> time of the newest fact seen there
         self.seen: dict[str, int] = {}
 
+    def score(self, hub: str) -> HubScore:
+        """The hub's scorer state, made (the prior) on first use."""
+
+        got = self.scores.get(hub)
+        if got is None:
+            got = self.scores[hub] = HubScore()
+        return got
+
 
 class HubIncidentScorer:
     """Catches hub-wide slowdowns and maps them to the parcels they hold.
@@ -288,9 +296,7 @@ class HubIncidentScorer:
             return
         limit = self._limits(hub)[(arrived // QUARTER_DAY_MS) % 4]
         # only a departure on time says the hub works: stragglers leaving after an outage do not
-        score = env.scores.get(hub)
-        if score is None:
-            score = env.scores[hub] = HubScore()
+        score = env.score(hub)
         if t > score.last_departure and t - arrived <= limit:
             score.last_departure = t
         if fact.direct and not self._protected(hub, arrived):
@@ -367,9 +373,7 @@ class HubIncidentScorer:
         lo = now - self.cohort_span_ms
         counts = env.arrivals.setdefault(hub, {})
         first = min(counts, default=0)
-        score = env.scores.get(hub)
-        if score is None:
-            score = env.scores[hub] = HubScore()
+        score = env.score(hub)
         cohort = self._cohort(counts, limits, first, now)
         overdue = []
         backlog = 0  # all present parcels past their limit (within max_present_s)

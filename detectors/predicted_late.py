@@ -41,6 +41,7 @@ carries the probability, its lead and the key and size that decided it.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from math import inf, isinf
 
@@ -109,11 +110,11 @@ def remaining_baseline(min_count: int) -> DurationBaseline:
     return DurationBaseline((12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count)
 
 
-def _left_bin(left_h: float) -> int:
-    for i, edge in enumerate(_LEFT_BINS_H):
-        if left_h < edge:
-            return i
-    return len(_LEFT_BINS_H)
+def _alert_keys(alert_type: AnomalyType, carrier: str, left_h: float) -> tuple[str, str]:
+    """The ``alert_lateness`` keys of an alert fired with ``left_h`` hours left: the carrier's, then any carrier's."""
+
+    b = bisect_right(_LEFT_BINS_H, left_h)
+    return f"{alert_type.value}|{carrier}|{b}", f"{alert_type.value}|{b}"
 
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
@@ -219,7 +220,7 @@ class PredictedLateDetector(DetectorBase):
             self.set_due(state, None)
             if not _CENSORED.has(state):
                 self._learn(state, t)
-                self._learn_alerts(state, t > state.deliver_by + int(self.margin_s * 1000))
+                self._learn_alerts(state, t > self._limit(state))
             return NO_FINDINGS
         if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
@@ -257,7 +258,7 @@ class PredictedLateDetector(DetectorBase):
         last = state.last
         if slot is None or last is None or state.final_at or _PREDICTED_LATE in state.open:
             return NO_FINDINGS
-        left_h = (state.deliver_by + int(self.margin_s * 1000) - at_ms) / 3.6e6
+        left_h = (self._limit(state) - at_ms) / 3.6e6
         if left_h <= 0:
             return NO_FINDINGS  # the promise has passed: the deadline at the promise says so
         if not slot.has(state):
@@ -272,8 +273,7 @@ class PredictedLateDetector(DetectorBase):
     def _alert_rate(self, alert_type: AnomalyType, carrier: str, left_h: float) -> tuple[float, str, int] | None:
         """(share late, key, parcels) of past parcels with such an alert at as many hours left; None while unknown."""
 
-        b = _left_bin(left_h)
-        for key in (f"{alert_type.value}|{carrier}|{b}", f"{alert_type.value}|{b}"):
+        for key in _alert_keys(alert_type, carrier, left_h):
             got = self.alert_lateness.get(key)
             if got is not None and got[0] >= self.alert_min_n:
                 # Laplace's rule: a handful of parcels all late is likely, not certain
@@ -286,8 +286,7 @@ class PredictedLateDetector(DetectorBase):
             left_h = slot.get(state)
             if left_h is None:
                 continue
-            b = _left_bin(left_h)
-            for key in (f"{alert_type.value}|{state.carrier}|{b}", f"{alert_type.value}|{b}"):
+            for key in _alert_keys(alert_type, state.carrier, left_h):
                 got = table.get(key)
                 if got is None:
                     got = table[key] = [0, 0]
@@ -324,7 +323,7 @@ class PredictedLateDetector(DetectorBase):
         at that scan), so the span the promise leaves it is shorter by the detour.
         """
 
-        limit = state.deliver_by + int(self.margin_s * 1000)
+        limit = self._limit(state)
         keys = remaining_keys(state, node, code)
         if now_ms >= limit:
             return self._finding(state, now_ms, keys, None, 1.0, "the promise has passed")
@@ -427,7 +426,7 @@ class PredictedLateDetector(DetectorBase):
         last = state.last
         assert last is not None
         # the median remaining time given the silence so far, as the predicted arrival
-        d_ms = state.deliver_by + int(self.margin_s * 1000) - last[0]
+        d_ms = self._limit(state) - last[0]
         if q is not None and d_ms > 0:
             r_now = RATIO_UNIT * (at_ms - last[0]) / d_ms
             s_e = survival_at(q, r_now)
@@ -475,10 +474,15 @@ class PredictedLateDetector(DetectorBase):
             )
         ]
 
+    def _limit(self, state: ParcelState) -> int:
+        """The parcel's promise plus the tolerance: later than this is late."""
+
+        return state.deliver_by + int(self.margin_s * 1000)
+
     def _censor_at(self, state: ParcelState) -> int:
         """When a parcel still not delivered is learned as late: a quarter of its promise's span after it (<= 3 d)."""
 
-        limit = state.deliver_by + int(self.margin_s * 1000)
+        limit = self._limit(state)
         first = state.route[0][0] if state.route else limit
         return limit + min(max(0, limit - first) // 4, _CENSOR_MAX_MS)
 
@@ -497,7 +501,7 @@ class PredictedLateDetector(DetectorBase):
         learn = self.remaining.learn_censored
         learn_abs = self.remaining_abs.learn_censored
         carrier, origin, dest = state.carrier, state.origin, state.dest
-        limit = state.deliver_by + int(self.margin_s * 1000)
+        limit = self._limit(state)
         for t, code, node, _region in state.route:
             if code in FINAL_CODES or t >= limit:
                 continue
@@ -511,7 +515,7 @@ class PredictedLateDetector(DetectorBase):
         remaining_stage = self.remaining_stage.learn
         remaining_abs = self.remaining_abs.learn
         carrier, origin, dest = state.carrier, state.origin, state.dest
-        limit = state.deliver_by + int(self.margin_s * 1000)
+        limit = self._limit(state)
         route = state.route
         for i, (t, code, node, _region) in enumerate(route):
             if code in FINAL_CODES or t > delivered_ms or t >= limit:

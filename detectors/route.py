@@ -49,7 +49,6 @@ class MisrouteDetector(DetectorBase):
     def __init__(
         self, env: Env, *, margin_km: float = 150.0, common_share: float = 0.05, min_lane: int = 40
     ) -> None:
-        self.env = env
         self.centroids: dict[str, list[float]] = env.table("centroids")
         self.lane_regions: dict[str, dict[str, int]] = env.table("lane_regions")
         self.margin_km = float(margin_km)
