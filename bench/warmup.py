@@ -24,7 +24,7 @@ from logiwatch.sim.traffic import generate
 
 #: (baseline, key): the milestone carrier ZTO's transit after the hand-over, its promise-relative
 #: remaining time, and a full-feed carrier's dwell at its hubs
-KEYS = (("dwell", "ZTO|2"), ("remaining", "ZTO|2"), ("dwell", "SF|3"))
+KEYS = (("dwell", "ZTO|2"), ("remaining_share", "ZTO|2"), ("dwell", "SF|3"))
 
 
 def warmup(events: list[ScanEvent], partitions: int, config: EngineConfig) -> dict[str, list[int | None]]:

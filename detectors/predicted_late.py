@@ -1,10 +1,15 @@
 """Predicted late arrival: warn as soon as the delivery promise is likely broken.
 
 The model is the remaining time to delivery from a parcel's latest scan,
-measured in units of the time the promise left at that scan (r = remaining /
-(promise - scan time)): the promise knows roughly how long the lane takes, so
-one distribution of r can stand for every lane of a carrier until a lane has
-its own, and a parcel is late exactly when r > 1. It is learned online from
+measured in units of the promise's whole span (r = remaining / U, U = promise -
+the parcel's first scan, e.g. the payment): the promise knows roughly how long
+the lane takes, so one distribution of r can stand for every lane of a carrier
+until a lane has its own, and a parcel whose scan came D before the promise is
+late exactly when r > D / U. The span is the whole promise's, not what is left
+of it at the scan, because a parcel behind its promise does not catch up in
+proportion: one picked up two days late still needs the lane's usual transit
+(measured in the span left at the scan, the same transit looked shorter for it,
+and its lateness showed only when it failed to arrive). It is learned online from
 delivered parcels (all of them: a forecast must know how often parcels are
 slow) per (node, scan type, destination), then (carrier, scan type, lane) and
 (carrier, scan type); not across carriers, whose feeds and promises differ.
@@ -12,14 +17,13 @@ Promises are whole days, so a short lane's parcels use a smaller share of
 theirs than the carrier's average (on the sparse scenario the lanes' median r
 under one carrier runs from 0.11 to 0.58): while the lane's keys are too young
 to decide, the carrier's distribution is scaled to the lane's own median
-(shrunk toward the carrier's while the lane has few parcels). The promise's unit assumes a parcel
-behind its promise catches up in proportion, which trucks do not: where the node's or the lane's
+(shrunk toward the carrier's while the lane has few parcels). Where the node's or the lane's
 own key is trusted, its remaining time learned in seconds decides instead (converted to this
-parcel's unit), so a late dispatch or a short promise shows at the scan. A misrouted parcel is
+parcel's unit). A misrouted parcel is
 measured from its last scan on the way and taken to need as long back as it went wrong. While
 the parcel is silent for e seconds after that scan, with D
 seconds from the scan to the promise, the chance of being late is
-P(r > 1 | r > e / D) = S(1) / S(e / D), with S the survival of r. Where the
+P(r > D / U | r > e / U) = S(D / U) / S(e / U), with S the survival of r. Where the
 feed scans every step that alone says little about a parcel stuck at an early
 stage (its next scan may come any moment), so a second model learns the
 remaining time after the *next* scan and a third the time until that next
@@ -29,7 +33,7 @@ conditional quantiles of the rest; past everything seen, as long again): the
 parcel is late with probability mean_w S_next((promise - now) / D - w). The chance
 of being late is the larger of the two; in a feed whose next scan is the
 delivery (its median is nil) the second is not used and the first decides. The warning fires when that chance reaches ``late_probability``: at once when
-a scan already makes it likely, else at the silence e* where S(e* / D) = S(1) /
+a scan already makes it likely, else at the silence e* where S(e* / U) = S(D / U) /
 ``late_probability``
 (a deadline, recomputed from what has been learned when it comes). So the
 longer a parcel is silent the likelier it is late, and a feed whose next scan
@@ -76,7 +80,7 @@ from logiwatch.detectors.state import (
 )
 
 _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
-#: r = 1 (remaining time equal to the time the promise left) is stored as this many "seconds"
+#: r = 1 (remaining time equal to the promise's whole span) is stored as this many "seconds"
 #: in the duration histograms (their range is 8 s .. 97 days: r from 1e-4 to ~97)
 RATIO_UNIT = 86_400.0
 #: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
@@ -108,6 +112,17 @@ def remaining_baseline(min_count: int) -> DurationBaseline:
     """A remaining-time baseline (in the promise's unit, or in seconds for ``remaining_abs``): never a prior."""
 
     return DurationBaseline((12 * 3600, 24 * 3600, 48 * 3600, 96 * 3600, 120 * 3600, 168 * 3600), min_count=min_count)
+
+
+def promise_unit_ms(state: ParcelState, limit: int, t: int) -> int:
+    """The promise's unit for a scan at ``t``: the span from the parcel's first scan to ``limit``.
+
+    Never shorter than what the promise leaves at the scan (a scan received out of order may
+    be the first) and at least 1 ms.
+    """
+
+    first = state.route[0][0] if state.route else t
+    return max(limit - min(first, t), 1)
 
 
 def _alert_keys(alert_type: AnomalyType, carrier: str, left_h: float) -> tuple[str, str]:
@@ -170,13 +185,15 @@ class PredictedLateDetector(DetectorBase):
         #: "<alert type>|<carrier>|<bin>" and "<alert type>|<bin>" -> [parcels, late ones]
         tables=("alert_lateness",),
         #: the remaining time to delivery after a scan and after the scan that followed it, both in
-        #: units of the time the promise left at the scan; the time from a scan to the next one in
-        #: the same unit; and the remaining time in seconds, per node and lane only (a node's trucks
-        #: do not run faster for a parcel that is behind its promise)
+        #: units of the promise's whole span (``promise_unit_ms``); the time from a scan to the next
+        #: one in the same unit; and the remaining time in seconds, per node and lane only (a node's
+        #: trucks do not run faster for a parcel that is behind its promise). The ``_share`` names
+        #: say the unit: before 2026-12-03 the models were in the span left at the scan, under
+        #: the names without it, and a checkpoint's models in that unit are not read into these
         baselines={
-            "remaining": remaining_baseline,
-            "remaining_next": remaining_baseline,
-            "remaining_stage": remaining_baseline,
+            "remaining_share": remaining_baseline,
+            "remaining_next_share": remaining_baseline,
+            "remaining_stage_share": remaining_baseline,
             "remaining_abs": remaining_baseline,
         },
     )
@@ -202,9 +219,9 @@ class PredictedLateDetector(DetectorBase):
         self.alert_min_n = alert_min_n
         self.alert_lateness: dict[str, list[int]] = env.table("alert_lateness")
         self.env = env
-        self.remaining = env.baseline("remaining")
-        self.remaining_next = env.baseline("remaining_next")
-        self.remaining_stage = env.baseline("remaining_stage")
+        self.remaining = env.baseline("remaining_share")
+        self.remaining_next = env.baseline("remaining_next_share")
+        self.remaining_stage = env.baseline("remaining_stage_share")
         self.remaining_abs = env.baseline("remaining_abs")
         self.late_probability = float(late_probability)
         self.margin_s = float(margin_s)
@@ -319,8 +336,8 @@ class PredictedLateDetector(DetectorBase):
 
         ``t`` is the scan the remaining time is measured from; a misrouted parcel (``detour_ms``
         > 0) is measured from its last scan on the way, and is taken to be back there
-        ``detour_ms`` later (out and back): its remaining time starts then, in the same unit (the promise's span
-        at that scan), so the span the promise leaves it is shorter by the detour.
+        ``detour_ms`` later (out and back): its remaining time starts then, in the same unit (the
+        promise's whole span), so the span the promise leaves it is shorter by the detour.
         """
 
         limit = self._limit(state)
@@ -335,11 +352,9 @@ class PredictedLateDetector(DetectorBase):
             self.set_due(state, min(limit, now_ms + int(self.recheck_s * 1000)))
             return NO_FINDINGS
         q, scale = got
-        d_ms = limit - t
+        d_ms = promise_unit_ms(state, limit, t)
         e_s = (now_ms - t) / 1000
-        # where the node's or the lane's own parcels decide, their remaining time in seconds: in
-        # the promise's unit a parcel already behind it (dispatched late, picked up late, held)
-        # would be taken to catch up in proportion
+        # where the node's or the lane's own parcels decide, their remaining time in seconds
         qa = self.remaining_abs.warm_quantiles(keys[:2])
         absolute = qa is not None
         if qa is not None:
@@ -426,8 +441,9 @@ class PredictedLateDetector(DetectorBase):
         last = state.last
         assert last is not None
         # the median remaining time given the silence so far, as the predicted arrival
-        d_ms = self._limit(state) - last[0]
-        if q is not None and d_ms > 0:
+        limit = self._limit(state)
+        d_ms = promise_unit_ms(state, limit, last[0])
+        if q is not None and limit > last[0]:
             r_now = RATIO_UNIT * (at_ms - last[0]) / d_ms
             s_e = survival_at(q, r_now)
             r_med = quantile_at(q, 1.0 - s_e / 2) if s_e > 0 else r_now
@@ -462,7 +478,7 @@ class PredictedLateDetector(DetectorBase):
                     "lead_s": (state.deliver_by - at_ms) / 1000,
                     "silent_s": (at_ms - last[0]) / 1000,
                     "expected_remaining_p50_s": None
-                    if q is None or isinf(q[P50]) or d_ms <= 0
+                    if q is None or isinf(q[P50]) or limit <= last[0]
                     else round(q[P50] / RATIO_UNIT * d_ms / 1000, 1),
                     "baseline_key": key,
                     "baseline_n": n,
@@ -492,8 +508,8 @@ class PredictedLateDetector(DetectorBase):
         Parcels that are never delivered (lost) and those delivered days late are then part of the
         model from the moment they are known to be late, not only once (and if) they arrive:
         learning only from deliveries made the late tail thin and P(late) too low. Each scan's
-        remaining time is at least ``now - scan`` (r > 1 by a margin, so the censored value lies
-        past the promise's histogram bin); the parcel is not learned again when it arrives.
+        remaining time is at least ``now - scan`` (past the promise by a margin, so the censored
+        value lies past the promise's histogram bin); the parcel is not learned again when it arrives.
         """
 
         _CENSORED.set(state, True)
@@ -506,7 +522,7 @@ class PredictedLateDetector(DetectorBase):
             if code in FINAL_CODES or t >= limit:
                 continue
             keys = _remaining_keys(node, code, carrier, origin, dest)
-            learn(keys, RATIO_UNIT * (now_ms - t) / (limit - t))
+            learn(keys, RATIO_UNIT * (now_ms - t) / promise_unit_ms(state, limit, t))
             learn_abs(keys[:2], (now_ms - t) / 1000)
 
     def _learn(self, state: ParcelState, delivered_ms: int) -> None:
@@ -521,7 +537,7 @@ class PredictedLateDetector(DetectorBase):
             if code in FINAL_CODES or t > delivered_ms or t >= limit:
                 continue
             keys = _remaining_keys(node, code, carrier, origin, dest)
-            span = limit - t
+            span = promise_unit_ms(state, limit, t)
             remaining(keys, RATIO_UNIT * (delivered_ms - t) / span)
             remaining_abs(keys[:2], (delivered_ms - t) / 1000)
             nxt = min(route[i + 1][0], delivered_ms) if i + 1 < len(route) else delivered_ms
