@@ -5,7 +5,9 @@ the node pair, then (from node, destination), then a prior. A leg longer than
 max(``p99_factor`` x p99, ``p95_factor`` x p95) and ``min_excess_s`` above
 the median fires, with the observed and expected durations: already in
 transit (a deadline after HUB_DEPARTED, keyed by the hub and the destination,
-which fix the next hop), or on arrival for legs the deadline does not cover.
+which usually fix the next hop, and never before the carrier's p99 hub-to-hub leg:
+a misrouted parcel on a long truck is not yet an abnormal leg), or on arrival for
+legs the deadline does not cover.
 Only a trusted key decides: while the lane is cold nothing fires (the
 in-transit check looks again every ``recheck_s``, and at its deadline the
 limit is recomputed from what has been learned since). An abnormal leg is
@@ -120,6 +122,12 @@ class AbnormalSegmentDetector(DetectorBase):
 
     def _arm_transit(self, state: ParcelState, node: str, t: int, now_ms: int) -> int | None:
         limit_ms, _q = self._limit_ms(transit_keys(node, state.dest, state.carrier), state.carrier, t)
+        if limit_ms is not None:
+            # in transit the next hop is not known yet: the parcel may be on any of the carrier's
+            # trucks, so no leg is abnormal before the carrier's usual longest line haul
+            reach = self.segment.warm_quantiles(carrier_legs_key(state.carrier))
+            if reach is not None and not isinf(reach[P99]):
+                limit_ms = max(limit_ms, int(reach[P99] * 1000))
         if limit_ms is None:
             SILENCE_COLD.set(state, True)
             SILENCE_LIMIT_S.set(state, 0.0)
@@ -164,6 +172,7 @@ class AbnormalSegmentDetector(DetectorBase):
                 segment.learn(keys, dur_s)
                 if hub_leg:
                     segment.learn(transit_keys(prev[2], state.dest, state.carrier), dur_s)
+                    segment.learn(carrier_legs_key(state.carrier), dur_s)
             return NO_FINDINGS
         segment.learn_censored(keys, limit_ms / 1000)
         key, n = segment.source(keys)
@@ -230,6 +239,18 @@ class AbnormalSegmentDetector(DetectorBase):
                 "baseline_n": n,
             },
         )
+
+
+_legs_memo: KeyMemo[str, tuple[str]] = KeyMemo()
+
+
+def carrier_legs_key(carrier: str) -> tuple[str]:
+    """The key of every hub-to-hub leg of a carrier, whatever the hubs: its line hauls' reach."""
+
+    keys = _legs_memo.get(carrier)
+    if keys is None:
+        keys = _legs_memo.remember(carrier, (f"*>*|{carrier}",))
+    return keys
 
 
 _transit_memo: KeyMemo[tuple[str, str, str], tuple[str, str]] = KeyMemo()
