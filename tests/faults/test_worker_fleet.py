@@ -121,9 +121,11 @@ def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_referen
             reader.close()
         # the killed workers may have committed their partitions' last records before they died,
         # so "everything committed" can come before the survivor's rebalance: wait for the takeover
-        # itself (a session timeout, 6 s, after the kill) rather than read the log too early
+        # itself rather than read the log too early. On a loaded machine it came 60-70 s after the
+        # kill, likely (two clean-clone CI runs at once: the survivor's log holds the restores of rebalance
+        # #3, yet a 60 s wait had given up), so allow as long as the commits are allowed
         try:
-            wait_until(lambda: len(_owned(ev, survivor.log_text())) == PARTITIONS, 60, what="the survivor owns all")
+            wait_until(lambda: len(_owned(ev, survivor.log_text())) == PARTITIONS, 150, what="the survivor owns all")
         except AssertionError:
             pass  # the assertion below names the partitions it restored
         taken_over = _owned(ev, survivor.log_text())
