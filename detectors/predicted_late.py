@@ -30,7 +30,7 @@ remaining time after the *next* scan and a third the time until that next
 scan (both in the same unit), which says how much longer the parcel will
 likely stay where it is, given the e seconds it has already waited (three
 conditional quantiles of the rest; past everything seen, as long again): the
-parcel is late with probability mean_w S_next((promise - now) / D - w). The chance
+parcel is late with probability mean_w S_next((promise - now) / U - w). The chance
 of being late is the larger of the two; in a feed whose next scan is the
 delivery (its median is nil) the second is not used and the first decides. The warning fires when that chance reaches ``late_probability``: at once when
 a scan already makes it likely, else at the silence e* where S(e* / U) = S(D / U) /
