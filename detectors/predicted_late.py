@@ -41,6 +41,13 @@ is the delivery still warns days ahead. While no key is trusted only the
 broken promise itself is certain; the detector looks again every
 ``recheck_s`` until a key is trusted. The alert
 carries the probability, its lead and the key and size that decided it.
+
+A warning more than ``last_call_s`` before the promise (an early one) also needs the carrier's
+past early warnings, as many hours ahead, to have been right ``early_precision`` of the time
+(learned from their outcomes; with none known yet, only within ``early_cold_h`` of the promise);
+otherwise it waits for the last call. On a feed that scans every step the model is about as
+right as it says days ahead; on a milestone feed it is not (a slow lane's normal parcel looks
+like a held one), and a parcel still undelivered a day before its promise nearly always is late.
 """
 
 from __future__ import annotations
@@ -96,6 +103,11 @@ _DETOUR_FROM = Slot("detour_from", int)
 #: time of the scan that showed the misroute (the parcel has to come back from there)
 _DETOUR_AT = Slot("detour_at", int)
 _MISROUTE = AnomalyType.MISROUTE.value
+#: the hours the promise had left when the parcel's chance of lateness first reached
+#: ``late_probability`` before its last call (its outcome calibrates early warnings)
+_EARLY_LEFT_H = Slot("early_left_h", float)
+#: upper edges (hours left) of the bins early warnings are calibrated in
+_EARLY_BINS_H = (48.0, 96.0, 192.0)
 #: the longest a parcel's "late" is waited for before it is learned censored
 _CENSOR_MAX_MS = 3 * 86_400_000
 #: the anomaly alerts whose outcome is learned: how often a parcel that raised one was late,
@@ -156,7 +168,20 @@ class PredictedLateDetector(DetectorBase):
     Parameters
     ----------
     env: the engine's shared environment.
-    late_probability: warn when P(late | what happened, how long it has been silent) reaches this.
+    late_probability: warn when P(late | what happened, how long it has been silent) reaches this
+        within ``last_call_s`` of the promise.
+    early_precision: earlier than that (an early warning), the chance reaching
+        ``late_probability`` warns only where at least this share of the carrier's past parcels
+        that reached it as many hours before their promise were late (Laplace's rule, once
+        ``early_min_n`` of them are known, per hours-left bin, else over all bins). Days ahead the
+        model is right about as often as it says on a feed that scans every step, and far less
+        on a milestone feed, where a slow lane's normal parcel looks like a held one.
+    early_min_n: known outcomes a carrier's (hours-left) bin needs before it decides.
+    early_cold_h: while a carrier's early warnings have no known outcomes, they warn only within
+        this many hours of the promise.
+    last_call_s: where early warnings end, this long before the promise: a little more than the
+        day of lead a warning needs, so that one made then still has it; a parcel not trusted
+        earlier is looked at again then.
     margin_s: tolerance after the promise.
     recheck_s: while no key is trusted, look again after this (every time: a key may become
         trusted at any moment of a cold start, and a back-off missed the days of lead it had).
@@ -178,12 +203,14 @@ class PredictedLateDetector(DetectorBase):
     name = "predicted_late"
     contract = Contract(
         emits=(Emits(AnomalyType.PREDICTED_LATE, Lifecycle.SELF, benign=True),),
-        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT, *_ALERT_LEFT_H.values()),
+        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT, _EARLY_LEFT_H, *_ALERT_LEFT_H.values()),
         #: a misrouted parcel is measured from its last scan on the way; a stall, a misroute or an
         #: abnormal leg is itself evidence of lateness, learned from the outcomes of past ones
         reads_alerts=_ALERT_TYPES,
         #: "<alert type>|<carrier>|<bin>" and "<alert type>|<bin>" -> [parcels, late ones]
-        tables=("alert_lateness",),
+        #: "<carrier>|<bin>" -> [parcels, late ones]: of the parcels whose chance of lateness
+        #: reached ``late_probability`` with that many hours left (``_EARLY_BINS_H``), how many were late
+        tables=("alert_lateness", "early_lateness"),
         #: the remaining time to delivery after a scan and after the scan that followed it, both in
         #: units of the promise's whole span (``promise_unit_ms``); the time from a scan to the next
         #: one in the same unit; and the remaining time in seconds, per node and lane only (a node's
@@ -203,6 +230,10 @@ class PredictedLateDetector(DetectorBase):
         env: Env,
         *,
         late_probability: float = 0.7,
+        early_precision: float = 0.75,
+        early_min_n: int = 5,
+        early_cold_h: float = 72.0,
+        last_call_s: float = 30 * 3600,
         margin_s: float = 0.0,
         recheck_s: float = 6 * 3600,
         lane_shrink_n: float = 10.0,
@@ -210,6 +241,14 @@ class PredictedLateDetector(DetectorBase):
     ) -> None:
         if not 0.0 < late_probability < 1.0:
             raise ValueError("predicted_late: late_probability must be between 0 and 1")
+        if not 0.0 < early_precision <= 1.0:
+            raise ValueError("predicted_late: early_precision must be in (0, 1]")
+        if early_min_n < 1:
+            raise ValueError("predicted_late: early_min_n must be >= 1")
+        if early_cold_h < 0:
+            raise ValueError("predicted_late: early_cold_h must be >= 0")
+        if last_call_s < 0:
+            raise ValueError("predicted_late: last_call_s must be >= 0")
         if recheck_s <= 0:
             raise ValueError("predicted_late: recheck_s must be positive")
         if lane_shrink_n <= 0:
@@ -218,12 +257,17 @@ class PredictedLateDetector(DetectorBase):
             raise ValueError("predicted_late: alert_min_n must be >= 1")
         self.alert_min_n = alert_min_n
         self.alert_lateness: dict[str, list[int]] = env.table("alert_lateness")
+        self.early_lateness: dict[str, list[int]] = env.table("early_lateness")
         self.env = env
         self.remaining = env.baseline("remaining_share")
         self.remaining_next = env.baseline("remaining_next_share")
         self.remaining_stage = env.baseline("remaining_stage_share")
         self.remaining_abs = env.baseline("remaining_abs")
         self.late_probability = float(late_probability)
+        self.early_precision = float(early_precision)
+        self.early_min_n = early_min_n
+        self.early_cold_h = float(early_cold_h)
+        self.last_call_ms = int(last_call_s * 1000)
         self.margin_s = float(margin_s)
         self.recheck_s = float(recheck_s)
         self.lane_shrink_n = float(lane_shrink_n)
@@ -236,11 +280,17 @@ class PredictedLateDetector(DetectorBase):
         if code == DELIVERED:
             self.set_due(state, None)
             if not _CENSORED.has(state):
+                late = t > self._limit(state)
                 self._learn(state, t)
-                self._learn_alerts(state, t > self._limit(state))
+                self._learn_alerts(state, late)
+                self._learn_early(state, late)
             return NO_FINDINGS
         if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
+            if code in FINAL_CODES and not _CENSORED.has(state):
+                # returned: never delivered, so not by the promise either
+                _CENSORED.set(state, True)
+                self._learn_early(state, True)
             return NO_FINDINGS
         if _PREDICTED_LATE in state.open:
             return NO_FINDINGS
@@ -374,19 +424,29 @@ class PredictedLateDetector(DetectorBase):
         stage = self.remaining_stage.warm_quantiles(keys)
         if qn is not None:
             p_late = max(p_late, self._p_next(qn, stage, tv, limit, d_ms, now_ms))
+        last_call = limit - self.last_call_ms
+        early = now_ms < last_call
         if p_late >= self.late_probability:
             if detour_ms:
                 how = f"misrouted {detour_ms / 7.2e6:.1f} h off its way, as long back"
             else:
                 how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
+            if early:
+                how = self._early(state, now_ms, limit, how)
+                if not how:
+                    return NO_FINDINGS
             return self._finding(state, now_ms, keys, q, p_late, how, scale, absolute)
+        # the first moment the chance reaches late_probability, up to the last call if that is
+        # still ahead (an early warning is decided there, and the deadline then looks again)
         theta = self.late_probability
+        cap = last_call if early else limit
         r_star = quantile_at(q, 1.0 - s_d / theta)
         due = limit if isinf(r_star) else tv + int(r_star / RATIO_UNIT * d_ms)
+        due = min(due, cap)
         if qn is not None and due > now_ms + 1:
             # the first moment the next-scan chance reaches theta (it does by the promise at the
             # latest): bisection to 1/128 of the promise's span (at least a minute); deterministic
-            lo, hi = now_ms, min(due, limit)
+            lo, hi = now_ms, due
             step = max(60_000, d_ms // 128)
             if self._p_next(qn, stage, tv, limit, d_ms, hi) >= theta:
                 while hi - lo > step:
@@ -490,6 +550,48 @@ class PredictedLateDetector(DetectorBase):
             )
         ]
 
+    def _early(self, state: ParcelState, now_ms: int, limit: int, how: str) -> str:
+        """Before the last call: the warning's wording if the carrier's early warnings are trusted
+        this far ahead, else "" and a deadline to look again (see ``early_precision``)."""
+
+        left_h = (limit - now_ms) / 3.6e6
+        if not _EARLY_LEFT_H.has(state):
+            _EARLY_LEFT_H.set(state, left_h)
+        trusted = self._early_trust(state.carrier, left_h)
+        if trusted is None:
+            if left_h <= self.early_cold_h:
+                return how + "; early, with no outcomes of such warnings known yet"
+            # nothing known: look again once the promise is that near
+            self.set_due(state, max(now_ms + 1, limit - int(self.early_cold_h * 3.6e6)))
+            return ""
+        if trusted[0] >= self.early_precision:
+            return how + f"; {trusted[0]:.0%} of {trusted[2]} such early warnings ({trusted[1]}) were right"
+        # this carrier's warnings are not right often enough this early: look again at the last call
+        self.set_due(state, limit - self.last_call_ms)
+        return ""
+
+    def _early_trust(self, carrier: str, left_h: float) -> tuple[float, str, int] | None:
+        """(share late, key, parcels) of this carrier's past early warnings at ``left_h`` hours
+        left (the bin's, else all bins'); None while fewer than ``early_min_n`` are known."""
+
+        for key in (f"{carrier}|{bisect_right(_EARLY_BINS_H, left_h)}", carrier):
+            got = self.early_lateness.get(key)
+            if got is not None and got[0] >= self.early_min_n:
+                # Laplace's rule: a handful all late is likely, not certain
+                return (got[1] + 1) / (got[0] + 2), key, got[0]
+        return None
+
+    def _learn_early(self, state: ParcelState, late: bool) -> None:
+        left_h = _EARLY_LEFT_H.get(state)
+        if left_h is None:
+            return
+        for key in (f"{state.carrier}|{bisect_right(_EARLY_BINS_H, left_h)}", state.carrier):
+            got = self.early_lateness.get(key)
+            if got is None:
+                got = self.early_lateness[key] = [0, 0]
+            got[0] += 1
+            got[1] += late
+
     def _limit(self, state: ParcelState) -> int:
         """The parcel's promise plus the tolerance: later than this is late."""
 
@@ -514,6 +616,7 @@ class PredictedLateDetector(DetectorBase):
 
         _CENSORED.set(state, True)
         self._learn_alerts(state, True)
+        self._learn_early(state, True)
         learn = self.remaining.learn_censored
         learn_abs = self.remaining_abs.learn_censored
         carrier, origin, dest = state.carrier, state.origin, state.dest

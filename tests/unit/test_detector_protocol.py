@@ -226,5 +226,6 @@ def test_slot_keys_are_the_names_checkpoints_carry() -> None:
         "teleport_at", "silence_ref_s", "silence_cold", "stall_thr_s", "stall_anchor", "stall_hit",
         "segment_hit", "segment_limit_s", "late_censored", "detour_from", "detour_at",
         "left_h_stall", "left_h_misroute", "left_h_abnormal_segment",  # added 2026-12-03
+        "early_left_h",  # added 2026-12-04
     }
     assert SILENCE_LIMIT_S.key == "silence_ref_s"
