@@ -203,17 +203,17 @@ def test_survivor_takes_over_a_killed_workers_partitions_with_their_state(scenar
         scenario.produce(0, split)
         # Both members own partitions and have consumed phase one.
         wait_until(
-            lambda: restored.search(victim.log_text()) and restored.search(survivor.log_text()),
+            lambda: restored.search(victim.full_log()) and restored.search(survivor.full_log()),
             timeout=90,
             what="both workers own partitions",
         )
         scenario.wait_committed(split)
-        victim_parts = {int(p) for p in restored.findall(victim.log_text())}
+        victim_parts = {int(p) for p in restored.findall(victim.full_log())}
         victim.kill()
         scenario.produce(split)
         scenario.wait_committed()
         got = scenario.received()
-        survivor_parts = {int(p) for p in restored.findall(survivor.log_text())}
+        survivor_parts = {int(p) for p in restored.findall(survivor.full_log())}
     finally:
         victim.kill()
         survivor.stop()

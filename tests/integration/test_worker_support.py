@@ -74,8 +74,15 @@ class WorkerProcess:
         return self.proc.returncode
 
     def log_text(self) -> str:
+        """The log's last 6,000 characters: for a failure message."""
+
+        return self.full_log()[-6000:]
+
+    def full_log(self) -> str:
+        """The whole log: for searching it (a tail loses early lines once the log grows)."""
+
         try:
-            return self.log_path.read_text(errors="replace")[-6000:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
