@@ -12,7 +12,10 @@ proportion: one picked up two days late still needs the lane's usual transit
 and its lateness showed only when it failed to arrive). It is learned online from
 delivered parcels (all of them: a forecast must know how often parcels are
 slow) per (node, scan type, destination), then (carrier, scan type, lane) and
-(carrier, scan type); not across carriers, whose feeds and promises differ.
+(carrier, scan type); not across carriers, whose feeds and promises differ, except before the
+hand-over (paid, dispatched: the merchant's wait, then a transit in the promise's unit), where
+the stage over all carriers (``*|<type>``) is the last key, so a new carrier's or a cold start's
+parcel that is not even dispatched is not left to its promise.
 Promises are whole days, so a short lane's parcels use a smaller share of
 theirs than the carrier's average (on the sparse scenario the lanes' median r
 under one carrier runs from 0.11 to 0.58): while the lane's keys are too young
@@ -78,7 +81,9 @@ from logiwatch.detectors.protocol import (
 from logiwatch.detectors.state import (
     CODE_STR,
     DELIVERED,
+    DISPATCHED,
     FINAL_CODES,
+    PAID,
     TYPES,
     Env,
     Finding,
@@ -92,7 +97,7 @@ _PREDICTED_LATE = AnomalyType.PREDICTED_LATE.value
 RATIO_UNIT = 86_400.0
 #: where the rest of a stage's wait is sampled (conditional probabilities) when combining models
 _WAIT_POINTS = (1 / 6, 0.5, 5 / 6)
-RemainingKeys = tuple[str, str, str]
+RemainingKeys = tuple[str, ...]
 #: a parcel silent this many times its stage's p99 is stuck (the stall detector's 2 x p99), not
 #: one of the stage's normal waits
 _STUCK_P99_FACTOR = 2.0
@@ -157,7 +162,10 @@ def _remaining_keys(node: str, code: int, carrier: str, origin: str, dest: str) 
     if keys is None:
         c = CODE_STR[code]
         keys = _remaining_memo.remember(
-            memo, (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}")
+            memo,
+            (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}", f"*|{c}")
+            if code in (PAID, DISPATCHED)
+            else (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}"),
         )
     return keys
 
