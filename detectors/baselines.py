@@ -23,6 +23,7 @@ deciding: this module only gives numbers; detectors' knobs decide.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from math import exp, inf, isinf, log, log2
@@ -33,6 +34,14 @@ from typing import TypeVar
 LO_LOG2 = 3.0
 RES = 4  # bins per doubling: 19 % resolution
 NBINS = 80
+#: A key's histogram and censored bins are compact arrays of C ints (388 bytes for a histogram
+#: against 704 as a list of Python ints, more once bins pass 256): a network holds tens of
+#: thousands of keys per engine, and pooled learning holds the whole topic's keys in every
+#: partition's engine. Counts saturate at ``COUNT_MAX`` (a key that has seen two billion
+#: observations learns nothing more from the next) instead of overflowing.
+COUNT_MAX = 2**31 - 1
+_ZERO_HIST = array("i", [0] * (NBINS + 1))
+_ZERO_CENS = array("i", [0] * NBINS)
 #: the probabilities every key's quantiles are kept at (a survival curve on a fixed grid)
 GRID = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 _QUANTILES = GRID
@@ -196,9 +205,9 @@ class DurationBaseline:
         self.min_count = min_count
         self.clip_factor = clip_factor
         #: key -> [count, bin0, bin1, ...]; ``count`` includes the censored observations
-        self.hist: dict[str, list[int]] = {}
+        self.hist: dict[str, array[int]] = {}
         #: key -> censored observations per bin (only keys that have any)
-        self.cens: dict[str, list[int]] = {}
+        self.cens: dict[str, array[int]] = {}
         #: key -> (count at computation, p20, p50, p90, p95, p99); part of the exported state
         #: so a restored engine gives the very same numbers.
         self.cache: dict[str, list[float]] = {}
@@ -230,15 +239,15 @@ class DurationBaseline:
         for key, (h_add, c_add) in entries.items():
             h = self.hist.get(key)
             if h is None:
-                h = self.hist[key] = [0] * (NBINS + 1)
+                h = self.hist[key] = _ZERO_HIST[:]
             for i, n in h_add.items():
-                h[i] += sign * n
+                h[i] = min(COUNT_MAX, max(0, h[i] + sign * n))
             if c_add:
                 c = self.cens.get(key)
                 if c is None:
-                    c = self.cens[key] = [0] * NBINS
+                    c = self.cens[key] = _ZERO_CENS[:]
                 for i, n in c_add.items():
-                    c[i] += sign * n
+                    c[i] = min(COUNT_MAX, max(0, c[i] + sign * n))
             self._medians.pop(key, None)
             self.changed.add(key)
 
@@ -256,8 +265,10 @@ class DurationBaseline:
         for key in keys:
             h = hist.get(key)
             if h is None:
-                h = [0] * (NBINS + 1)
+                h = _ZERO_HIST[:]
                 hist[key] = h
+            elif h[0] >= COUNT_MAX:
+                continue  # saturated (see COUNT_MAX)
             elif h[0] >= min_count:
                 # clip against the last computed p99 (refreshed by queries), so learning stays cheap
                 f = fast.get(key)
@@ -289,11 +300,13 @@ class DurationBaseline:
         for key in keys:
             h = self.hist.get(key)
             if h is None:
-                h = self.hist[key] = [0] * (NBINS + 1)
+                h = self.hist[key] = _ZERO_HIST[:]
+            elif h[0] >= COUNT_MAX:
+                continue  # saturated (see COUNT_MAX)
             h[0] += 1
             c = self.cens.get(key)
             if c is None:
-                c = self.cens[key] = [0] * NBINS
+                c = self.cens[key] = _ZERO_CENS[:]
             c[b] += 1
             if self.pooled:
                 d = self._delta(key)
@@ -405,7 +418,7 @@ class DurationBaseline:
         self._fast[key] = f
         return f
 
-    def _cached(self, key: str, h: list[int]) -> list[float]:
+    def _cached(self, key: str, h: array[int]) -> list[float]:
         q = self.cache.get(key)
         n = h[0]
         # Refresh after ~12 % growth: keeps per-event cost flat while following drift.
@@ -416,7 +429,7 @@ class DurationBaseline:
         return q[1:]
 
     @staticmethod
-    def _compute(h: list[int], cens: list[int] | None = None) -> list[float]:
+    def _compute(h: Sequence[int], cens: Sequence[int] | None = None) -> list[float]:
         """Quantiles at ``GRID``: the empirical ones, or Kaplan-Meier's when some are censored."""
 
         n = h[0]
@@ -459,7 +472,12 @@ class DurationBaseline:
         return out
 
     def export(self) -> dict[str, object]:
-        return {"hist": self.hist, "cache": self.cache, "cens": self.cens, "delta": self.delta}
+        return {
+            "hist": {k: h.tolist() for k, h in self.hist.items()},
+            "cache": self.cache,
+            "cens": {k: c.tolist() for k, c in self.cens.items()},
+            "delta": self.delta,
+        }
 
     def take_changed(self) -> dict[str, list[object]]:
         """``key -> [histogram, cache entry or None, censored bins or None, pooled delta or None]`` for the keys changed since the last call.
@@ -469,9 +487,12 @@ class DurationBaseline:
         """
 
         hist, cache, cens, delta = self.hist, self.cache, self.cens, self.delta
-        out: dict[str, list[object]] = {
-            k: [hist[k], cache.get(k), cens.get(k), delta.get(k)] for k in self.changed if k in hist
-        }
+        out: dict[str, list[object]] = {}
+        for k in self.changed:
+            h = hist.get(k)
+            if h is not None:
+                c = cens.get(k)
+                out[k] = [h.tolist(), cache.get(k), None if c is None else c.tolist(), delta.get(k)]
         self.changed.clear()
         return out
 
@@ -489,12 +510,12 @@ class DurationBaseline:
                 or not (c is None or (isinstance(c, list) and len(c) == NBINS))
             ):
                 raise ValueError(f"baseline entry {key!r} is not [histogram, cache, censored]")
-            self.hist[key] = [int(x) for x in h]
+            self.hist[key] = array("i", [int(x) for x in h])
             self._load_cache(key, q)
             if c is None:
                 self.cens.pop(key, None)
             else:
-                self.cens[key] = [int(x) for x in c]
+                self.cens[key] = array("i", [int(x) for x in c])
             if isinstance(d, list) and len(d) == 2:
                 self.delta[key] = [{int(i): int(n) for i, n in part.items()} for part in d]
             else:
@@ -514,11 +535,11 @@ class DurationBaseline:
         cache = data.get("cache", {})
         cens = data.get("cens", {})
         assert isinstance(hist, dict) and isinstance(cache, dict) and isinstance(cens, dict)
-        self.hist = {str(k): [int(x) for x in v] for k, v in hist.items()}
+        self.hist = {str(k): array("i", [int(x) for x in v]) for k, v in hist.items()}
         self.cache = {}
         for k, v in cache.items():
             self._load_cache(str(k), v)
-        self.cens = {str(k): [int(x) for x in v] for k, v in cens.items()}
+        self.cens = {str(k): array("i", [int(x) for x in v]) for k, v in cens.items()}
         delta = data.get("delta", {})
         assert isinstance(delta, dict)
         self.delta = {str(k): [{int(i): int(n) for i, n in part.items()} for part in v] for k, v in delta.items()}
