@@ -223,7 +223,8 @@ class DetectionConfig(_Section):
     max_route: int = Field(default=24, ge=3, le=1_000)
     #: learning shared across partitions at epochs of this many seconds of the tick clock
     #: (docs/detection.md, "Learning shared across partitions"); 0 = each partition alone.
-    pool_epoch_s: int = Field(default=0, ge=0, le=30 * 86_400)
+    #: On by default (6 h) since 2026-12-04: warm-up then does not grow with the partition count
+    pool_epoch_s: int = Field(default=21_600, ge=0, le=30 * 86_400)
     #: how long a worker's partition waits for the other partitions' deltas of an epoch before it
     #: goes on without them (a worker down; alerts may then differ from the backtest's)
     pool_wait_s: float = Field(default=300.0, gt=0, le=86_400)
