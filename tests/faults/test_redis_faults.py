@@ -131,7 +131,7 @@ def test_redis_frozen_then_killed_and_restarted_under_load_loses_no_alert_and_re
         worker={"batch_max_records": 300, "event_time_only": True},
         detection={"pool_epoch_s": pool_epoch_s},
     )
-    # Per-partition learning (0, the default) and pooled (6 h epochs). Pooled, the outage once left
+    # Per-partition learning (0) and pooled (6 h epochs, the default). Pooled, the outage once left
     # some alerts' "resolved" on the alerts topic ahead of their "firing", so the service never
     # notified them: the pool round after a batch released that partition's held records and
     # sent their alerts before the batch's own (tests/unit/test_worker_pool_order.py)

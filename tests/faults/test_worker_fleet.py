@@ -71,7 +71,7 @@ def test_four_workers_lose_one_then_two_at_once_and_the_alerts_equal_the_referen
     cfg = settings_factory(
         kafka={"topics": {"events": ev, "alerts": al, "dlq": dlq}, "worker_group": f"g-{ev}", "session_timeout_ms": 6000},
         worker={"batch_max_records": 200, "event_time_only": True},
-        # per-partition learning (0, the default) and pooled (6 h epochs); the reference follows
+        # per-partition learning (0) and pooled (6 h epochs, the default); the reference follows
         # the settings (engine_config)
         detection={"pool_epoch_s": pool_epoch_s},
     )

@@ -144,7 +144,7 @@ def scenario(
         # The final flush tick is FINAL_HORIZON_MS past the last event, which
         # may be ahead of today's clock: let the worker accept it.
         worker={"batch_max_records": 300, "event_time_only": True},
-        detection={"pool_epoch_s": 21_600},  # pooled learning on (6 h epochs; the default is off)
+        detection={"pool_epoch_s": 21_600},  # pooled learning on (6 h epochs, the default since 2026-12-04), set explicitly
     )
     return Scenario(kafka_bootstrap, cfg, records, int(len(records) * 0.6), _expected(cfg, records), tmp_path)
 

@@ -68,7 +68,7 @@ def test_worker_alerts_equal_the_partitioned_backtest_on_the_same_records(
         worker={"batch_max_records": 500, "event_time_only": True},
         # "pooled": learning pooled across the four partitions at 6-hour epochs (the worker's
         # partitions exchange their deltas through Redis, the backtest's in memory), same alerts.
-        # The other endings learn per partition (pool_epoch_s = 0, the default), set explicitly
+        # The other endings learn per partition (pool_epoch_s = 0; the default is pooled), set explicitly
         # so they stay per partition whichever the default
         detection={"pool_epoch_s": 21_600 if ending == "pooled" else 0},
     )
