@@ -149,6 +149,35 @@ def _alert_keys(alert_type: AnomalyType, carrier: str, left_h: float) -> tuple[s
     return f"{alert_type.value}|{carrier}|{b}", f"{alert_type.value}|{b}"
 
 
+def _early_keys(carrier: str, left_h: float) -> tuple[str, str]:
+    """The ``early_lateness`` keys of an early warning ``left_h`` hours ahead: its bin's, then all bins'."""
+
+    return f"{carrier}|{bisect_right(_EARLY_BINS_H, left_h)}", carrier
+
+
+OutcomeTable = dict[str, list[int]]
+
+
+def _late_rate(table: OutcomeTable, keys: Sequence[str], min_n: int) -> tuple[float, str, int] | None:
+    """(share late, key, parcels) of the first key with ``min_n`` known outcomes; None while none has."""
+
+    for key in keys:
+        got = table.get(key)
+        if got is not None and got[0] >= min_n:
+            # Laplace's rule: a handful of parcels all late is likely, not certain
+            return (got[1] + 1) / (got[0] + 2), key, got[0]
+    return None
+
+
+def _count_outcome(table: OutcomeTable, keys: Sequence[str], late: bool) -> None:
+    for key in keys:
+        got = table.get(key)
+        if got is None:
+            got = table[key] = [0, 0]
+        got[0] += 1
+        got[1] += late
+
+
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
 
 
@@ -161,12 +190,10 @@ def _remaining_keys(node: str, code: int, carrier: str, origin: str, dest: str) 
     keys = _remaining_memo.get(memo)
     if keys is None:
         c = CODE_STR[code]
-        keys = _remaining_memo.remember(
-            memo,
-            (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}", f"*|{c}")
-            if code in (PAID, DISPATCHED)
-            else (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}"),
-        )
+        keys = (f"{node}|{c}|{dest}", f"{carrier}|{c}|{origin}>{dest}", f"{carrier}|{c}")
+        if code in (PAID, DISPATCHED):
+            keys += (f"*|{c}",)  # before the hand-over: the stage over all carriers last
+        keys = _remaining_memo.remember(memo, keys)
     return keys
 
 
@@ -264,8 +291,8 @@ class PredictedLateDetector(DetectorBase):
         if alert_min_n < 1:
             raise ValueError("predicted_late: alert_min_n must be >= 1")
         self.alert_min_n = alert_min_n
-        self.alert_lateness: dict[str, list[int]] = env.table("alert_lateness")
-        self.early_lateness: dict[str, list[int]] = env.table("early_lateness")
+        self.alert_lateness: OutcomeTable = env.table("alert_lateness")
+        self.early_lateness: OutcomeTable = env.table("early_lateness")
         self.env = env
         self.remaining = env.baseline("remaining_share")
         self.remaining_next = env.baseline("remaining_next_share")
@@ -348,25 +375,13 @@ class PredictedLateDetector(DetectorBase):
     def _alert_rate(self, alert_type: AnomalyType, carrier: str, left_h: float) -> tuple[float, str, int] | None:
         """(share late, key, parcels) of past parcels with such an alert at as many hours left; None while unknown."""
 
-        for key in _alert_keys(alert_type, carrier, left_h):
-            got = self.alert_lateness.get(key)
-            if got is not None and got[0] >= self.alert_min_n:
-                # Laplace's rule: a handful of parcels all late is likely, not certain
-                return (got[1] + 1) / (got[0] + 2), key, got[0]
-        return None
+        return _late_rate(self.alert_lateness, _alert_keys(alert_type, carrier, left_h), self.alert_min_n)
 
     def _learn_alerts(self, state: ParcelState, late: bool) -> None:
-        table = self.alert_lateness
         for alert_type, slot in _ALERT_LEFT_H.items():
             left_h = slot.get(state)
-            if left_h is None:
-                continue
-            for key in _alert_keys(alert_type, state.carrier, left_h):
-                got = table.get(key)
-                if got is None:
-                    got = table[key] = [0, 0]
-                got[0] += 1
-                got[1] += late
+            if left_h is not None:
+                _count_outcome(self.alert_lateness, _alert_keys(alert_type, state.carrier, left_h), late)
 
     @staticmethod
     def _reference(state: ParcelState) -> RouteEntry | None:
@@ -565,7 +580,8 @@ class PredictedLateDetector(DetectorBase):
         left_h = (limit - now_ms) / 3.6e6
         if not _EARLY_LEFT_H.has(state):
             _EARLY_LEFT_H.set(state, left_h)
-        trusted = self._early_trust(state.carrier, left_h)
+        # this carrier's past early warnings as far ahead (the bin's, else all bins')
+        trusted = _late_rate(self.early_lateness, _early_keys(state.carrier, left_h), self.early_min_n)
         if trusted is None:
             if left_h <= self.early_cold_h:
                 return how + "; early, with no outcomes of such warnings known yet"
@@ -578,27 +594,10 @@ class PredictedLateDetector(DetectorBase):
         self.set_due(state, limit - self.last_call_ms)
         return ""
 
-    def _early_trust(self, carrier: str, left_h: float) -> tuple[float, str, int] | None:
-        """(share late, key, parcels) of this carrier's past early warnings at ``left_h`` hours
-        left (the bin's, else all bins'); None while fewer than ``early_min_n`` are known."""
-
-        for key in (f"{carrier}|{bisect_right(_EARLY_BINS_H, left_h)}", carrier):
-            got = self.early_lateness.get(key)
-            if got is not None and got[0] >= self.early_min_n:
-                # Laplace's rule: a handful all late is likely, not certain
-                return (got[1] + 1) / (got[0] + 2), key, got[0]
-        return None
-
     def _learn_early(self, state: ParcelState, late: bool) -> None:
         left_h = _EARLY_LEFT_H.get(state)
-        if left_h is None:
-            return
-        for key in (f"{state.carrier}|{bisect_right(_EARLY_BINS_H, left_h)}", state.carrier):
-            got = self.early_lateness.get(key)
-            if got is None:
-                got = self.early_lateness[key] = [0, 0]
-            got[0] += 1
-            got[1] += late
+        if left_h is not None:
+            _count_outcome(self.early_lateness, _early_keys(state.carrier, left_h), late)
 
     def _limit(self, state: ParcelState) -> int:
         """The parcel's promise plus the tolerance: later than this is late."""

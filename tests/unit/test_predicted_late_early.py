@@ -13,23 +13,16 @@ hand-over on a promise 108 h after it.
 
 from __future__ import annotations
 
-import random
+import re
 
 import pytest
 
 from logiwatch.detectors.engine import Engine, EngineConfig
 from logiwatch.detectors.model import Alert, AnomalyType
 from logiwatch.detectors.testing import H, Scenario
+from tests.unit.test_predicted_late_unit import hand_over_traffic
 
 CFG = EngineConfig(min_count=10)
-
-
-def _traffic(sc: Scenario, n: int = 40) -> None:
-    rng = random.Random(7)
-    for i in range(n):
-        pickup = i * H
-        delivered = pickup + int(60 * H * rng.lognormvariate(0.0, 0.12))
-        sc.parcel(f"N{i}", dest=f"d{i % 8}", deliver_within=108 * H).picked_up(pickup).delivered(delivered)
 
 
 def _decoys(sc: Scenario, at: int, n: int = 8) -> None:
@@ -57,7 +50,7 @@ def _late_parcel(sc: Scenario, t: int, left_h: int, promise_h: int = 120) -> Non
 
 def test_a_carrier_whose_early_warnings_were_wrong_is_warned_at_the_last_call() -> None:
     sc = Scenario()
-    _traffic(sc)
+    hand_over_traffic(sc)
     _decoys(sc, 150 * H)
     t = 400 * H  # every decoy is delivered by then: their outcomes are known
     _late_parcel(sc, t, left_h=48)
@@ -71,7 +64,7 @@ def test_a_carrier_whose_early_warnings_were_wrong_is_warned_at_the_last_call() 
 
 def test_a_carrier_whose_early_warnings_were_right_is_warned_at_the_hand_over() -> None:
     sc = Scenario()
-    _traffic(sc)
+    hand_over_traffic(sc)
     # the decoys' twins, never delivered: early warnings of this carrier are right
     for i in range(8):
         t = 150 * H + i * 6 * H
@@ -86,7 +79,7 @@ def test_a_carrier_whose_early_warnings_were_right_is_warned_at_the_hand_over() 
 
 def test_with_no_outcomes_known_an_early_warning_waits_for_early_cold_h() -> None:
     sc = Scenario()
-    _traffic(sc)
+    hand_over_traffic(sc)
     t = 150 * H
     _late_parcel(sc, t, left_h=100, promise_h=300)
     warn = _warnings(sc)["LATE"]
@@ -105,5 +98,5 @@ def test_with_no_outcomes_known_an_early_warning_waits_for_early_cold_h() -> Non
     ],
 )
 def test_bad_early_knobs_are_refused(knob: str, value: float, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         Engine(EngineConfig(knobs={"predicted_late": {knob: value}}))

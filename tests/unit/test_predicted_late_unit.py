@@ -23,7 +23,7 @@ from logiwatch.detectors.testing import H, Scenario
 CFG = EngineConfig(min_count=10)
 
 
-def _hand_over_traffic(sc: Scenario, n: int = 40) -> None:
+def hand_over_traffic(sc: Scenario, n: int = 40) -> None:
     rng = random.Random(7)
     for i in range(n):
         pickup = i * H
@@ -33,7 +33,7 @@ def _hand_over_traffic(sc: Scenario, n: int = 40) -> None:
 
 def test_a_parcel_handed_over_late_is_warned_at_the_hand_over() -> None:
     sc = Scenario()
-    _hand_over_traffic(sc)
+    hand_over_traffic(sc)
     t = 150 * H  # every ordinary parcel is delivered by then
     sc.parcel("LATE", dest="d3", deliver_within=120 * H).paid(t).picked_up(t + 72 * H)
     alerts = sc.run(config=CFG, detectors=("predicted_late",))
@@ -49,7 +49,7 @@ def test_a_parcel_handed_over_late_is_warned_at_the_hand_over() -> None:
 
 def test_a_parcel_handed_over_on_time_is_not_warned() -> None:
     sc = Scenario()
-    _hand_over_traffic(sc)
+    hand_over_traffic(sc)
     t = 150 * H
     sc.parcel("ONTIME", dest="d3", deliver_within=120 * H).paid(t).picked_up(t + 12 * H).delivered(t + 75 * H)
     alerts = sc.run(config=CFG, detectors=("predicted_late",))
