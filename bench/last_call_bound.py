@@ -80,6 +80,11 @@ def main() -> None:
     ap.add_argument("--lead-h", type=float, default=30.0)
     ap.add_argument("--level", type=int, choices=(0, 1), default=0, help="1: the lane too")
     args = ap.parse_args()
+    for folder in (args.train, args.test):
+        if not (folder / "events.jsonl").is_file():
+            ap.error(f"{folder}: no events.jsonl there (a `logiwatch simulate --out` folder is expected)")
+    if args.lead_h < 0:
+        ap.error("--lead-h must be >= 0")
     train, test = rows(args.train, args.lead_h, args.level), rows(args.test, args.lead_h, args.level)
     late = sum(x for _, x in test)
     print(f"{args.test.name}: {len(test)} parcels not delivered {args.lead_h:g} h before the promise, {late} late")

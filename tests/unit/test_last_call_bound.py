@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from logiwatch.bench.last_call_bound import frontier, rows
@@ -39,3 +41,12 @@ def test_the_frontier_warns_the_likeliest_group_first(tmp_path: Path) -> None:
     pr = frontier(rows(a, 30, 0), rows(b, 30, 0))
     assert pr[3] == (1.0, 1.0)  # the four late ones first
     assert pr[-1] == (0.5, 1.0)  # everyone warned
+
+
+def test_a_folder_without_events_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    got = subprocess.run(
+        [sys.executable, "-m", "logiwatch.bench.last_call_bound", "--train", str(tmp_path), "--test", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert got.returncode == 2
+    assert f"{tmp_path}: no events.jsonl there" in got.stderr.strip().splitlines()[-1]
