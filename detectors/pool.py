@@ -10,8 +10,8 @@ topic, up to a fixed delay, and stay deterministic:
   place in its own record order.
 - When a partition's first tick of a new epoch arrives, it *publishes* what
   it learned since its last publication (histogram and censoring counts per
-  baseline key, feed-profile counts: all of them sums, so they merge by
-  addition), then *applies* what every other partition published when it
+  baseline key, feed-profile counts, the count tables of ``Env.add_counts``:
+  all of them sums, so they merge by addition), then *applies* what every other partition published when it
   closed the epoch before (the sum of all partitions' deltas minus its own,
   which it already holds) (one epoch of delay, so a partition waits for no
   one unless another lags a whole epoch behind it).
@@ -19,8 +19,9 @@ topic, up to a fixed delay, and stay deterministic:
   records of every partition up to their (k-1)-th close: the same in a live
   worker, a replay and the backtest, whatever the timing of the deliveries.
 
-Duration baselines and feed profiles are pooled; the hub tracker, centroids
-and lane regions stay per partition.
+Duration baselines, feed profiles and count tables (e.g. predicted-late's outcome
+tables) are pooled; the hub tracker, centroids and lane regions stay per partition.
+A blob without count tables (written before they were pooled) reads as none.
 
 ``MemoryPool`` is the exchange of one process (the backtest). ``PoolMissing``
 says that a partition needed an epoch another partition has not closed yet.
@@ -178,6 +179,7 @@ class PoolMember:
         if self.pool is not None:
             pending = {
                 "feeds": env.feeds_delta,
+                "counts": env.counts_delta,
                 "published": self.published,
                 "held": [[1, encode_tick(r)] if isinstance(r, Tick) else [0, encode_event(r)] for r in self.held],
             }
@@ -188,6 +190,7 @@ class PoolMember:
         pending = blob.get("pool_delta")
         if pending:
             env.feeds_delta = pending["feeds"]
+            env.counts_delta = pending.get("counts") or {}
             self.published = bool(pending["published"])
             self.held = [decode_event(raw) if kind == 0 else decode_tick(raw) for kind, raw in pending["held"]]
 
@@ -201,8 +204,14 @@ def take_delta(env: Env) -> Delta:
             baselines[name] = b.delta
             b.changed.update(b.delta)  # their checkpointed entries must drop the taken delta
             b.delta = {}
-    delta: Delta = {"version": POOL_VERSION, "baselines": baselines, "feeds": env.feeds_delta}
+    delta: Delta = {
+        "version": POOL_VERSION,
+        "baselines": baselines,
+        "feeds": env.feeds_delta,
+        "counts": env.counts_delta,
+    }
     env.feeds_delta = {}
+    env.counts_delta = {}
     return delta
 
 
@@ -216,6 +225,8 @@ class _Blob(msgspec.Struct):
     version: int
     baselines: dict[str, dict[str, tuple[dict[int, int], dict[int, int]]]]
     feeds: dict[str, list[int]]
+    #: table name -> key -> counts (``Env.add_counts``); absent from blobs written before
+    counts: dict[str, dict[str, list[int]]] = {}
 
 
 _blob_decoder = msgspec.msgpack.Decoder(_Blob)
@@ -230,7 +241,7 @@ def decode_delta(blob: bytes) -> Delta:
         raise ValueError(f"pooled deltas are not readable: {exc}") from None
     if data.version != POOL_VERSION:
         raise ValueError(f"pooled deltas have an unknown version {data.version}")
-    return {"version": POOL_VERSION, "baselines": data.baselines, "feeds": data.feeds}
+    return {"version": POOL_VERSION, "baselines": data.baselines, "feeds": data.feeds, "counts": data.counts}
 
 
 def total(blobs: Mapping[int, bytes]) -> Delta:
@@ -244,6 +255,7 @@ def total_of(deltas: Sequence[Delta]) -> Delta:
 
     baselines: dict[str, dict[str, list[dict[int, int]]]] = {}
     feeds: dict[str, list[int]] = {}
+    count_tables: dict[str, dict[str, list[int]]] = {}
     for data in deltas:
         by_name = data["baselines"]
         assert isinstance(by_name, dict)
@@ -263,7 +275,23 @@ def total_of(deltas: Sequence[Delta]) -> Delta:
             profile = feeds.setdefault(carrier, [0, 0, 0, 0])
             for i, n in enumerate(counts):
                 profile[i] += n
-    return {"version": POOL_VERSION, "baselines": baselines, "feeds": feeds}
+        tables = data.get("counts") or {}
+        assert isinstance(tables, dict)
+        for name, entries in tables.items():
+            into_table = count_tables.setdefault(name, {})
+            for key, adds in entries.items():
+                _add(into_table, key, adds, 1)
+    return {"version": POOL_VERSION, "baselines": baselines, "feeds": feeds, "counts": count_tables}
+
+
+def _add(table: dict[str, list[int]], key: str, adds: Sequence[int], sign: int) -> None:
+    got = table.get(key)
+    if got is None:
+        got = table[key] = [0] * len(adds)
+    elif len(got) < len(adds):
+        got.extend([0] * (len(adds) - len(got)))
+    for i, n in enumerate(adds):
+        got[i] += sign * n
 
 
 def apply_delta(env: Env, delta: Delta, sign: int = 1) -> None:
@@ -282,3 +310,10 @@ def apply_delta(env: Env, delta: Delta, sign: int = 1) -> None:
         profile = env.feeds.setdefault(carrier, [0, 0, 0, 0])
         for i, n in enumerate(counts):
             profile[i] += sign * n
+    tables = delta.get("counts") or {}
+    assert isinstance(tables, dict)
+    for name, entries in tables.items():
+        table = env.tables.get(name)
+        if table is not None:  # a table no registered detector declares is not kept
+            for key, adds in entries.items():
+                _add(table, key, adds, sign)

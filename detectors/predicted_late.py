@@ -169,13 +169,12 @@ def _late_rate(table: OutcomeTable, keys: Sequence[str], min_n: int) -> tuple[fl
     return None
 
 
-def _count_outcome(table: OutcomeTable, keys: Sequence[str], late: bool) -> None:
+def _count_outcome(env: Env, table: str, keys: Sequence[str], late: bool) -> None:
+    """One more parcel, late or not, under each key (pooled across partitions: ``Env.add_counts``)."""
+
+    adds = (1, int(late))
     for key in keys:
-        got = table.get(key)
-        if got is None:
-            got = table[key] = [0, 0]
-        got[0] += 1
-        got[1] += late
+        env.add_counts(table, key, adds)
 
 
 _remaining_memo: KeyMemo[tuple[str, int, str, str, str], RemainingKeys] = KeyMemo()
@@ -381,7 +380,7 @@ class PredictedLateDetector(DetectorBase):
         for alert_type, slot in _ALERT_LEFT_H.items():
             left_h = slot.get(state)
             if left_h is not None:
-                _count_outcome(self.alert_lateness, _alert_keys(alert_type, state.carrier, left_h), late)
+                _count_outcome(self.env, "alert_lateness", _alert_keys(alert_type, state.carrier, left_h), late)
 
     @staticmethod
     def _reference(state: ParcelState) -> RouteEntry | None:
@@ -597,7 +596,7 @@ class PredictedLateDetector(DetectorBase):
     def _learn_early(self, state: ParcelState, late: bool) -> None:
         left_h = _EARLY_LEFT_H.get(state)
         if left_h is not None:
-            _count_outcome(self.early_lateness, _early_keys(state.carrier, left_h), late)
+            _count_outcome(self.env, "early_lateness", _early_keys(state.carrier, left_h), late)
 
     def _limit(self, state: ParcelState) -> int:
         """The parcel's promise plus the tolerance: later than this is late."""

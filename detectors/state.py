@@ -13,7 +13,7 @@ shared across parcels: the learned models and the calendar (the protocol is ``de
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -156,6 +156,9 @@ class Env:
         self.feeds: dict[str, list[int]] = {}
         #: feed-profile counts since the pool last took them (``detectors/pool.py``, when pooled)
         self.feeds_delta: dict[str, list[int]] = {}
+        #: count-table additions since the pool last took them (``add_counts``, when pooled):
+        #: table name -> key -> counts
+        self.counts_delta: dict[str, dict[str, list[int]]] = {}
         self.pooled = False
 
     def baselines(self) -> dict[str, DurationBaseline]:
@@ -170,6 +173,25 @@ class Env:
         """A declared model table; restored in place, so a detector may hold on to it."""
 
         return self.tables[name]
+
+    def add_counts(self, name: str, key: str, adds: Sequence[int]) -> None:
+        """Add ``adds`` to the counts under ``key`` of table ``name`` (and to the pooled delta).
+
+        A table whose entries are lists of counts changed only through this is a sum of what
+        every parcel taught it, so it is pooled across partitions as the baselines are (outcome
+        tables, e.g. how often parcels warned early were late): its warm-up does not grow with
+        the partition count.
+        """
+
+        targets = [self.tables[name]]
+        if self.pooled:
+            targets.append(self.counts_delta.setdefault(name, {}))
+        for table in targets:
+            got = table.get(key)
+            if got is None:
+                got = table[key] = [0] * len(adds)
+            for i, n in enumerate(adds):
+                got[i] += n
 
     def count_feed(self, carrier: str, ofd: bool, hub: bool, dispatched: bool) -> None:
         """One delivered parcel of ``carrier`` joins its feed profile (and the pooled delta)."""

@@ -114,3 +114,78 @@ def test_a_checkpoint_of_changed_fields_restores_a_pooled_partition(records: lis
         restored.append(r)
     alerts += run_partitioned(records[2 * third :], 4, POOLED, engines=restored)
     assert _alerts(alerts) == reference
+
+
+@pytest.fixture(scope="module")
+def sparse_records() -> list[ScanEvent | Tick]:
+    events, _ = generate("sparse", seed=3, parcels=800)
+    return list(interleave_ticks(events, 60_000))
+
+
+def _outcomes(engine: Engine) -> int:
+    """Parcels counted in the carrier-wide keys of predicted-late's early-warning outcome table."""
+
+    return sum(v[0] for k, v in engine.env.table("early_lateness").items() if "|" not in k)
+
+
+def test_outcome_tables_are_pooled_across_partitions(sparse_records: list[ScanEvent | Tick]) -> None:
+    """Predicted-late's outcome tables are sums like the baselines: each partition learns the topic's."""
+
+    alone = _engines(EngineConfig(), 4, None)
+    run_partitioned(sparse_records, 4, EngineConfig(), engines=alone)
+    total = sum(_outcomes(e) for e in alone)
+    assert total >= 20  # enough early warnings to tell a quarter from the whole
+    assert max(_outcomes(e) for e in alone) < 0.5 * total
+    pooled = _engines(POOLED, 4, MemoryPool(4))
+    run_partitioned(sparse_records, 4, POOLED, engines=pooled)
+    for e in pooled:
+        # all but what the others learned in the last epoch or two
+        assert _outcomes(e) > 0.8 * total
+        assert all(n >= late >= 0 for n, late in e.env.table("early_lateness").values())
+
+
+def test_pending_outcome_counts_survive_a_restore(sparse_records: list[ScanEvent | Tick]) -> None:
+    """Outcome counts learned since the last publication are part of the checkpoint."""
+
+    reference = _alerts(run_partitioned(sparse_records, 4, POOLED))
+    pool = MemoryPool(4)
+    engines = _engines(POOLED, 4, pool)
+    alerts = []
+    at = 0
+    step = 500
+    # go on in chunks until some partition holds outcome counts it has not published yet
+    while at < len(sparse_records) // 2 or not any(e.env.counts_delta for e in engines):
+        assert at < len(sparse_records), "no pending outcome counts at any cut"
+        alerts += run_partitioned(sparse_records[at : at + step], 4, POOLED, engines=engines)
+        at += step
+    restored = []
+    for p, e in enumerate(engines):
+        r = Engine.restore(POOLED, e.parcel_blobs(), e.export_models())
+        assert r.env.counts_delta == e.env.counts_delta
+        r.attach_pool(pool, p)
+        restored.append(r)
+    alerts += run_partitioned(sparse_records[at:], 4, POOLED, engines=restored)
+    assert _alerts(alerts) == reference
+
+
+def test_count_tables_add_up_and_read_blobs_without_them() -> None:
+    from logiwatch.detectors.pool import apply_delta, decode_delta, encode_delta, total_of
+    from logiwatch.detectors.state import Env
+
+    env = Env(Engine(EngineConfig()).env.calendar, 5, 0, tables=("outcomes",))
+    env.pooled = True
+    env.add_counts("outcomes", "ZTO", (1, 1))
+    env.add_counts("outcomes", "ZTO", (1, 0))
+    assert env.table("outcomes") == {"ZTO": [2, 1]} and env.counts_delta == {"outcomes": {"ZTO": [2, 1]}}
+    def blob(**counts: object) -> dict[str, object]:
+        return decode_delta(encode_delta({"version": 1, "baselines": {}, "feeds": {}, **counts}))
+
+    mine = blob(counts=env.counts_delta)
+    theirs = blob(counts={"outcomes": {"ZTO": [3, 3], "SF": [1, 0]}})
+    old = blob()  # written before count tables were pooled
+    assert old["counts"] == {}
+    everyone = total_of([mine, theirs, old])
+    assert everyone["counts"] == {"outcomes": {"ZTO": [5, 4], "SF": [1, 0]}}
+    apply_delta(env, everyone)
+    apply_delta(env, mine, -1)  # its own were counted already
+    assert env.table("outcomes") == {"ZTO": [5, 4], "SF": [1, 0]}
