@@ -11,10 +11,11 @@ topic, up to a fixed delay, and stay deterministic:
 - When a partition's first tick of a new epoch arrives, it *publishes* what
   it learned since its last publication (histogram and censoring counts per
   baseline key, feed-profile counts, the count tables of ``Env.add_counts``:
-  all of them sums, so they merge by addition), then *applies* what every other partition published when it
-  closed the epoch before (the sum of all partitions' deltas minus its own,
-  which it already holds) (one epoch of delay, so a partition waits for no
-  one unless another lags a whole epoch behind it).
+  all of them sums, so they merge by addition), then *applies* what every
+  other partition published when it closed the epoch before (the sum of all
+  partitions' deltas minus its own, which it already holds) (one epoch of
+  delay, so a partition waits for no one unless another lags a whole epoch
+  behind it).
 - What a partition applies at its k-th epoch close is therefore fixed by the
   records of every partition up to their (k-1)-th close: the same in a live
   worker, a replay and the backtest, whatever the timing of the deliveries.
