@@ -8,7 +8,7 @@ const MIN_REFRESH_MS = 1500;
 const TYPES = ["late_dispatch", "pickup_timeout", "stall", "abnormal_segment", "misroute", "contradiction",
   "likely_lost", "suspicious_delivery", "predicted_late"];
 const state = { page: "queue", offset: 0, limit: 50, total: 0, items: [], focus: 0, selected: new Set(),
-  filters: null, focusId: null, wb: null, incident: null, incidentOffset: 0, faAlert: null,
+  filters: null, focusId: null, wb: null, incident: null, incidentOffset: 0, faAlert: null, queueSeq: 0,
   live: { source: null, events: 0, lastRefresh: 0, pending: null } };
 
 function el(tag, text, cls) {
@@ -101,7 +101,11 @@ function readFilters() {
 }
 
 async function loadQueue() {
+  // only the newest request renders: an older one answered late (say the reload after a
+  // selection, overtaken by the reload after a bulk acknowledge) would show stale states
+  const seq = ++state.queueSeq;
   const data = await getJSON("/api/queue?" + queueParams());
+  if (seq !== state.queueSeq) return;
   state.items = data.items;
   state.total = data.total;
   if (state.offset > 0 && state.offset >= data.total) { state.offset = Math.max(0, data.total - state.limit); return loadQueue(); }
