@@ -37,6 +37,7 @@ import msgspec
 
 from logiwatch.detectors.codec import decode_event, decode_tick, encode_event, encode_tick
 from logiwatch.detectors.model import ScanEvent, Tick
+from logiwatch.detectors.state import add_counts
 
 if TYPE_CHECKING:
     from logiwatch.detectors.state import Env
@@ -281,18 +282,8 @@ def total_of(deltas: Sequence[Delta]) -> Delta:
         for name, entries in tables.items():
             into_table = count_tables.setdefault(name, {})
             for key, adds in entries.items():
-                _add(into_table, key, adds, 1)
+                add_counts(into_table, key, adds)
     return {"version": POOL_VERSION, "baselines": baselines, "feeds": feeds, "counts": count_tables}
-
-
-def _add(table: dict[str, list[int]], key: str, adds: Sequence[int], sign: int) -> None:
-    got = table.get(key)
-    if got is None:
-        got = table[key] = [0] * len(adds)
-    elif len(got) < len(adds):
-        got.extend([0] * (len(adds) - len(got)))
-    for i, n in enumerate(adds):
-        got[i] += sign * n
 
 
 def apply_delta(env: Env, delta: Delta, sign: int = 1) -> None:
@@ -317,4 +308,4 @@ def apply_delta(env: Env, delta: Delta, sign: int = 1) -> None:
         table = env.tables.get(name)
         if table is not None:  # a table no registered detector declares is not kept
             for key, adds in entries.items():
-                _add(table, key, adds, sign)
+                add_counts(table, key, adds, sign)

@@ -183,15 +183,9 @@ class Env:
         the partition count.
         """
 
-        targets = [self.tables[name]]
+        add_counts(self.tables[name], key, adds)
         if self.pooled:
-            targets.append(self.counts_delta.setdefault(name, {}))
-        for table in targets:
-            got = table.get(key)
-            if got is None:
-                got = table[key] = [0] * len(adds)
-            for i, n in enumerate(adds):
-                got[i] += n
+            add_counts(self.counts_delta.setdefault(name, {}), key, adds)
 
     def count_feed(self, carrier: str, ofd: bool, hub: bool, dispatched: bool) -> None:
         """One delivered parcel of ``carrier`` joins its feed profile (and the pooled delta)."""
@@ -212,6 +206,18 @@ class Env:
         if not f or not f[0]:
             return 0.0, 0
         return f[which] / f[0], f[0]
+
+
+def add_counts(table: dict[str, list[int]], key: str, adds: Sequence[int], sign: int = 1) -> None:
+    """Add ``sign`` times ``adds`` to the counts under ``key`` (a new or shorter entry grows with zeros)."""
+
+    got = table.get(key)
+    if got is None:
+        got = table[key] = [0] * len(adds)
+    elif len(got) < len(adds):
+        got.extend([0] * (len(adds) - len(got)))
+    for i, n in enumerate(adds):
+        got[i] += sign * n
 
 
 #: indexes into a feed profile (``Env.feeds``)

@@ -177,6 +177,7 @@ def test_count_tables_add_up_and_read_blobs_without_them() -> None:
     env.add_counts("outcomes", "ZTO", (1, 1))
     env.add_counts("outcomes", "ZTO", (1, 0))
     assert env.table("outcomes") == {"ZTO": [2, 1]} and env.counts_delta == {"outcomes": {"ZTO": [2, 1]}}
+
     def blob(**counts: object) -> dict[str, object]:
         return decode_delta(encode_delta({"version": 1, "baselines": {}, "feeds": {}, **counts}))
 
