@@ -51,6 +51,12 @@ past early warnings, as many hours ahead, to have been right ``early_precision``
 otherwise it waits for the last call. On a feed that scans every step the model is about as
 right as it says days ahead; on a milestone feed it is not (a slow lane's normal parcel looks
 like a held one), and a parcel still undelivered a day before its promise nearly always is late.
+Within ``final_h`` of the promise (the last day, when a warning can no longer give CS a day to
+act) a warning likewise needs the carrier's past last-day warnings, in the same band of chance
+(below or at least 0.9), to have been right ``final_precision`` of the time (or none of their
+outcomes known yet); otherwise the broken promise itself says it. There a milestone feed's
+model reads the thin tail of a few dozen parcels: silent for two days, a parcel is a normal
+weekend one or a held one.
 """
 
 from __future__ import annotations
@@ -111,6 +117,11 @@ _MISROUTE = AnomalyType.MISROUTE.value
 #: the hours the promise had left when the parcel's chance of lateness first reached
 #: ``late_probability`` before its last call (its outcome calibrates early warnings)
 _EARLY_LEFT_H = Slot("early_left_h", float)
+#: the chance of lateness when it first reached ``late_probability`` within the promise's last
+#: ``final_h`` hours (its outcome calibrates the warnings of the last day)
+_FINAL_P = Slot("final_p", float)
+#: the chance at or above which a last-day warning is counted in the upper band
+_FINAL_BAND_P = 0.9
 #: upper edges (hours left) of the bins early warnings are calibrated in
 _EARLY_BINS_H = (48.0, 96.0, 192.0)
 #: the longest a parcel's "late" is waited for before it is learned censored
@@ -153,6 +164,12 @@ def _early_keys(carrier: str, left_h: float) -> tuple[str, str]:
     """The ``early_lateness`` keys of an early warning ``left_h`` hours ahead: its bin's, then all bins'."""
 
     return f"{carrier}|{bisect_right(_EARLY_BINS_H, left_h)}", carrier
+
+
+def _final_keys(carrier: str, p_late: float) -> tuple[str, str]:
+    """The ``early_lateness`` keys of a last-day warning at chance ``p_late``: its band's, then the carrier's last day's."""
+
+    return f"{carrier}|final{int(p_late >= _FINAL_BAND_P)}", f"{carrier}|final"
 
 
 OutcomeTable = dict[str, list[int]]
@@ -222,6 +239,13 @@ class PredictedLateDetector(DetectorBase):
     lane_shrink_n: when a parent key (carrier) decides, its distribution is moved to where the
         lane's own parcels lie, their median trusted as n / (n + lane_shrink_n)
         (``DurationBaseline.scaled_warm_quantiles``).
+    alert_min_n: known outcomes an alert type's (carrier, hours-left) bin needs before the
+        warning after such an alert decides.
+    final_h: the last hours before the promise whose warnings are calibrated like the early
+        ones (0: not calibrated).
+    final_precision: within ``final_h``, a chance reaching ``late_probability`` warns only where
+        at least this share of the carrier's past such warnings (same band of chance) were late,
+        once ``early_min_n`` of them are known; else the promise itself is the deadline.
 
     >>> from logiwatch.detectors.testing import Scenario, H
     >>> sc = Scenario()
@@ -237,7 +261,7 @@ class PredictedLateDetector(DetectorBase):
     name = "predicted_late"
     contract = Contract(
         emits=(Emits(AnomalyType.PREDICTED_LATE, Lifecycle.SELF, benign=True),),
-        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT, _EARLY_LEFT_H, *_ALERT_LEFT_H.values()),
+        owns=(_CENSORED, _DETOUR_FROM, _DETOUR_AT, _EARLY_LEFT_H, _FINAL_P, *_ALERT_LEFT_H.values()),
         #: a misrouted parcel is measured from its last scan on the way; a stall, a misroute or an
         #: abnormal leg is itself evidence of lateness, learned from the outcomes of past ones
         reads_alerts=_ALERT_TYPES,
@@ -272,6 +296,8 @@ class PredictedLateDetector(DetectorBase):
         recheck_s: float = 6 * 3600,
         lane_shrink_n: float = 10.0,
         alert_min_n: int = 5,
+        final_h: float = 24.0,
+        final_precision: float = 0.75,
     ) -> None:
         if not 0.0 < late_probability < 1.0:
             raise ValueError("predicted_late: late_probability must be between 0 and 1")
@@ -290,6 +316,12 @@ class PredictedLateDetector(DetectorBase):
         if alert_min_n < 1:
             raise ValueError("predicted_late: alert_min_n must be >= 1")
         self.alert_min_n = alert_min_n
+        if final_h < 0:
+            raise ValueError("predicted_late: final_h must be >= 0")
+        if not 0.0 <= final_precision <= 1.0:
+            raise ValueError("predicted_late: final_precision must be in [0, 1]")
+        self.final_ms = int(final_h * 3.6e6)
+        self.final_precision = float(final_precision)
         self.alert_lateness: OutcomeTable = env.table("alert_lateness")
         self.early_lateness: OutcomeTable = env.table("early_lateness")
         self.env = env
@@ -416,8 +448,7 @@ class PredictedLateDetector(DetectorBase):
         keys = remaining_keys(state, node, code)
         if now_ms >= limit:
             return self._finding(state, now_ms, keys, None, 1.0, "the promise has passed")
-        shrink = self.lane_shrink_n
-        got = self.remaining.scaled_warm_quantiles(keys, shrink)
+        got = self.remaining.scaled_warm_quantiles(keys, self.lane_shrink_n)
         if got is None:
             # no learned model for this stage yet: only the broken promise itself is certain;
             # look again every recheck_s (a key may become trusted any time in a cold start)
@@ -449,14 +480,15 @@ class PredictedLateDetector(DetectorBase):
         last_call = limit - self.last_call_ms
         early = now_ms < last_call
         if p_late >= self.late_probability:
+            how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
             if detour_ms:
                 how = f"misrouted {detour_ms / 7.2e6:.1f} h off its way, as long back"
-            else:
-                how = "at this scan" if now_ms == t else f"after {e_s / 3600:.1f} h without a scan"
             if early:
                 how = self._early(state, now_ms, limit, how)
-                if not how:
-                    return NO_FINDINGS
+            elif limit - now_ms < self.final_ms:
+                how = self._final(state, limit, p_late, how)
+            if not how:
+                return NO_FINDINGS
             return self._finding(state, now_ms, keys, q, p_late, how, scale, absolute)
         # the first moment the chance reaches late_probability, up to the last call if that is
         # still ahead (an early warning is decided there, and the deadline then looks again)
@@ -593,10 +625,30 @@ class PredictedLateDetector(DetectorBase):
         self.set_due(state, limit - self.last_call_ms)
         return ""
 
+    def _final(self, state: ParcelState, limit: int, p_late: float, how: str) -> str:
+        """In the promise's last ``final_h``: the warning's wording if the carrier's last-day
+        warnings at such a chance were right often enough (or none is known yet), else "" and a
+        deadline at the promise (see ``final_precision``)."""
+
+        p0 = _FINAL_P.get(state)
+        if p0 is None:
+            p0 = p_late
+            _FINAL_P.set(state, p_late)
+        trusted = _late_rate(self.early_lateness, _final_keys(state.carrier, p0), self.early_min_n)
+        if trusted is None:
+            return how
+        if trusted[0] >= self.final_precision:
+            return how + f"; {trusted[0]:.0%} of {trusted[2]} such last-day warnings ({trusted[1]}) were right"
+        self.set_due(state, limit)  # not right often enough: the broken promise itself will say it
+        return ""
+
     def _learn_early(self, state: ParcelState, late: bool) -> None:
         left_h = _EARLY_LEFT_H.get(state)
         if left_h is not None:
             _count_outcome(self.env, "early_lateness", _early_keys(state.carrier, left_h), late)
+        p0 = _FINAL_P.get(state)
+        if p0 is not None:
+            _count_outcome(self.env, "early_lateness", _final_keys(state.carrier, p0), late)
 
     def _limit(self, state: ParcelState) -> int:
         """The parcel's promise plus the tolerance: later than this is late."""

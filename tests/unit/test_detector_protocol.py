@@ -227,5 +227,6 @@ def test_slot_keys_are_the_names_checkpoints_carry() -> None:
         "segment_hit", "segment_limit_s", "late_censored", "detour_from", "detour_at",
         "left_h_stall", "left_h_misroute", "left_h_abnormal_segment",  # added 2026-12-03
         "early_left_h",  # added 2026-12-04
+        "final_p",  # added 2026-12-07
     }
     assert SILENCE_LIMIT_S.key == "silence_ref_s"
