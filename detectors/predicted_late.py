@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from math import inf, isinf
+from math import inf, isinf, sqrt
 
 from logiwatch.detectors.baselines import (
     P50,
@@ -186,6 +186,24 @@ def _late_rate(table: OutcomeTable, keys: Sequence[str], min_n: int) -> tuple[fl
     return None
 
 
+def _at_least(rate: tuple[float, str, int], share: float, z: float) -> bool:
+    """Whether a learned share late is at least ``share`` with ``z`` standard errors to spare.
+
+    Of many bins each holding a handful of outcomes some look right by chance (five of six late
+    passes 0.75 by Laplace's rule), and those warn wrong more often than their share says: the
+    share minus ``z`` of its standard errors guards against that while a bin is small and gives
+    way to the share itself as its outcomes grow.
+
+    >>> _at_least((6 / 7, "k", 5), 0.75, 0.0), _at_least((6 / 7, "k", 5), 0.75, 1.0)
+    (True, False)
+    >>> _at_least((81 / 102, "k", 100), 0.75, 1.0)
+    True
+    """
+
+    p, _key, n = rate
+    return p - z * sqrt(p * (1.0 - p) / (n + 2)) >= share
+
+
 def _count_outcome(env: Env, table: str, keys: Sequence[str], late: bool) -> None:
     """One more parcel, late or not, under each key (pooled across partitions: ``Env.add_counts``)."""
 
@@ -241,6 +259,8 @@ class PredictedLateDetector(DetectorBase):
         (``DurationBaseline.scaled_warm_quantiles``).
     alert_min_n: known outcomes an alert type's (carrier, hours-left) bin needs before the
         warning after such an alert decides.
+    early_confidence_z: a share of past warnings counts as at least ``early_precision`` (or
+        ``final_precision``) only with this many standard errors to spare (0: the share itself).
     final_h: the last hours before the promise whose warnings are calibrated like the early
         ones (0: not calibrated).
     final_precision: within ``final_h``, a chance reaching ``late_probability`` warns only where
@@ -296,6 +316,7 @@ class PredictedLateDetector(DetectorBase):
         recheck_s: float = 6 * 3600,
         lane_shrink_n: float = 10.0,
         alert_min_n: int = 5,
+        early_confidence_z: float = 1.0,
         final_h: float = 24.0,
         final_precision: float = 0.75,
     ) -> None:
@@ -316,6 +337,9 @@ class PredictedLateDetector(DetectorBase):
         if alert_min_n < 1:
             raise ValueError("predicted_late: alert_min_n must be >= 1")
         self.alert_min_n = alert_min_n
+        if early_confidence_z < 0:
+            raise ValueError("predicted_late: early_confidence_z must be >= 0")
+        self.early_confidence_z = float(early_confidence_z)
         if final_h < 0:
             raise ValueError("predicted_late: final_h must be >= 0")
         if not 0.0 <= final_precision <= 1.0:
@@ -619,7 +643,7 @@ class PredictedLateDetector(DetectorBase):
             # nothing known: look again once the promise is that near
             self.set_due(state, max(now_ms + 1, limit - int(self.early_cold_h * 3.6e6)))
             return ""
-        if trusted[0] >= self.early_precision:
+        if _at_least(trusted, self.early_precision, self.early_confidence_z):
             return how + f"; {trusted[0]:.0%} of {trusted[2]} such early warnings ({trusted[1]}) were right"
         # this carrier's warnings are not right often enough this early: look again at the last call
         self.set_due(state, limit - self.last_call_ms)
@@ -637,7 +661,7 @@ class PredictedLateDetector(DetectorBase):
         trusted = _late_rate(self.early_lateness, _final_keys(state.carrier, p0), self.early_min_n)
         if trusted is None:
             return how
-        if trusted[0] >= self.final_precision:
+        if _at_least(trusted, self.final_precision, self.early_confidence_z):
             return how + f"; {trusted[0]:.0%} of {trusted[2]} such last-day warnings ({trusted[1]}) were right"
         self.set_due(state, limit)  # not right often enough: the broken promise itself will say it
         return ""

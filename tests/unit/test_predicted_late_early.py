@@ -77,6 +77,24 @@ def test_a_carrier_whose_early_warnings_were_right_is_warned_at_the_hand_over() 
     assert "such early warnings" in warn.summary
 
 
+@pytest.mark.parametrize(("z", "lead_h"), [(0.0, 100), (1.0, 30)])
+def test_a_few_outcomes_barely_right_decide_only_without_the_confidence_margin(z: float, lead_h: int) -> None:
+    sc = Scenario()
+    hand_over_traffic(sc)
+    # six of the decoys' kind: five never delivered, one on time; (5 + 1) / (6 + 2) = 0.75
+    for i in range(6):
+        t = 150 * H + i * 6 * H
+        p = sc.parcel(f"D{i}", dest=f"d{i % 8}", deliver_within=120 * H).paid(t).picked_up(t + 70 * H)
+        if i == 0:
+            p.delivered(t + 110 * H)
+    t = 400 * H
+    _late_parcel(sc, t, left_h=100, promise_h=300)
+    cfg = EngineConfig(min_count=10, knobs={"predicted_late": {"early_confidence_z": z}})
+    alerts = sc.run(config=cfg, detectors=("predicted_late",))
+    warn = next(a for a in alerts if a.waybill_id == "LATE" and a.alert_type is AnomalyType.PREDICTED_LATE)
+    assert warn.evidence["lead_s"] == lead_h * 3600  # at the hand-over, or only at the last call
+
+
 def test_with_no_outcomes_known_an_early_warning_waits_for_early_cold_h() -> None:
     sc = Scenario()
     hand_over_traffic(sc)
@@ -95,6 +113,7 @@ def test_with_no_outcomes_known_an_early_warning_waits_for_early_cold_h() -> Non
         ("early_min_n", 0, "early_min_n must be >= 1"),
         ("early_cold_h", -1.0, "early_cold_h must be >= 0"),
         ("last_call_s", -1.0, "last_call_s must be >= 0"),
+        ("early_confidence_z", -0.5, "early_confidence_z must be >= 0"),
     ],
 )
 def test_bad_early_knobs_are_refused(knob: str, value: float, message: str) -> None:
