@@ -298,8 +298,12 @@ class DurationBaseline:
             h = hist.get(key)
             if h is None:
                 h = hist[key] = _ZERO_HIST[:]
-            elif h[0] >= full:
-                if h[0] >= COUNT_MAX:
+                h[0] = 1
+                h[b] = 1
+                continue
+            n = h[0]  # read once: a count past 256 is a new int object at every read of the array
+            if n >= full:
+                if n >= COUNT_MAX:
                     continue  # saturated (see COUNT_MAX)
                 # clip against the last computed p99 (refreshed by queries), so learning stays cheap
                 f = fast.get(key)
@@ -308,10 +312,10 @@ class DurationBaseline:
                     if q is not None:
                         f = self._derive(key, q)
                 if f is not None and value_s > f[2]:
-                    h[0] += 1
+                    h[0] = n + 1
                     h[f[3]] += 1
                     continue
-            h[0] += 1
+            h[0] = n + 1
             h[b] += 1
 
     def _learn_pooled(self, keys: Sequence[str], value_s: float) -> None:
