@@ -26,7 +26,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
-from math import exp, inf, isinf, log, log2
+from math import exp, inf, log, log2
 from statistics import NormalDist
 from typing import TypeVar
 
@@ -58,6 +58,13 @@ Quantiles = tuple[float, ...]
 TAIL_POWER = 3.0
 #: where the six-value priors sit on the grid
 _PRIOR_P = (0.05, 0.2, 0.5, 0.9, 0.95, 0.99)
+#: tables for the readers of a quantile tuple: ``1 - GRID[i]``, ``GRID[i] - GRID[i - 1]`` (0 at
+#: 0), the first grid point, the grid's length and the tail's root, each as the readers computed them
+_SURV = tuple(1.0 - g for g in GRID)
+_GDIFF = (0.0, *(GRID[i] - GRID[i - 1] for i in range(1, len(GRID))))
+_G0 = GRID[0]
+_NGRID = len(GRID)
+_INV_TAIL = 1.0 / TAIL_POWER
 
 
 K = TypeVar("K")
@@ -92,6 +99,10 @@ def _bin(value_s: float) -> int:
 
 def _bin_lo(b: int) -> float:
     return float(2.0 ** (LO_LOG2 + b / RES))
+
+
+#: the top of the histogram's range: the quantiles a histogram never reaches
+_TOP = _bin_lo(NBINS)
 
 
 def expand_prior(six: Sequence[float]) -> Quantiles:
@@ -131,22 +142,25 @@ def survival_at(q: Quantiles, value_s: float) -> float:
     True
     """
 
+    # the hot path of predicted-late (several calls per scan): the grid's sums and differences
+    # come from tables built with the same float operations, so the results are the same bits
     if value_s <= 0:
         return 1.0
     first = q[0]
     if value_s <= first:
-        return 1.0 - GRID[0] * value_s / first if first > 0 else 1.0 - GRID[0]
+        return 1.0 - _G0 * value_s / first if first > 0 else _SURV[0]
     i = bisect_left(q, value_s)  # q ascends (inf last): the first grid point >= value_s
     if i < len(q):
         hi = q[i]
-        if isinf(hi):
-            return 1.0 - GRID[i - 1]
+        if hi == inf:  # hi >= value_s > 0: never -inf
+            return _SURV[i - 1]
         lo = q[i - 1]
         if hi <= lo:
-            return 1.0 - GRID[i]
-        frac = (log(value_s) - log(lo)) / (log(hi) - log(lo))
-        return 1.0 - (GRID[i - 1] + frac * (GRID[i] - GRID[i - 1]))
-    return (1.0 - GRID[-1]) * (q[-1] / value_s) ** TAIL_POWER
+            return _SURV[i]
+        log_lo = log(lo)
+        frac = (log(value_s) - log_lo) / (log(hi) - log_lo)
+        return 1.0 - (GRID[i - 1] + frac * _GDIFF[i])
+    return _SURV[-1] * (q[-1] / value_s) ** TAIL_POWER
 
 
 def quantile_at(q: Quantiles, p: float) -> float:
@@ -157,18 +171,27 @@ def quantile_at(q: Quantiles, p: float) -> float:
     (40.0, 23)
     """
 
-    if p <= GRID[0]:
-        return q[0] * max(p, 0.0) / GRID[0]
+    # ``a if b > a else b`` below is ``max(a, b)`` as Python computes it (zero signs and NaN too)
+    if p <= _G0:
+        return q[0] * (0.0 if 0.0 > p else p) / _G0
     i = bisect_left(GRID, p)
-    if i >= len(GRID):
-        return inf if isinf(q[-1]) else q[-1] * ((1.0 - GRID[-1]) / max(1.0 - p, 1e-12)) ** (1.0 / TAIL_POWER)
+    if i >= _NGRID:
+        last = q[-1]
+        if last == inf:
+            return inf
+        rest = 1.0 - p
+        return last * (_SURV[-1] / (1e-12 if 1e-12 > rest else rest)) ** _INV_TAIL
     if GRID[i] == p:
         return q[i]
-    lo, hi = q[i - 1], q[i]
-    if isinf(hi):
+    hi = q[i]
+    if hi == inf:
         return inf
-    frac = (p - GRID[i - 1]) / (GRID[i] - GRID[i - 1])
-    return exp(log(lo) + frac * (log(hi) - log(lo))) if lo > 0 else hi * frac
+    lo = q[i - 1]
+    frac = (p - GRID[i - 1]) / _GDIFF[i]
+    if lo > 0:
+        log_lo = log(lo)
+        return exp(log_lo + frac * (log(hi) - log_lo))
+    return hi * frac
 
 
 class DurationBaseline:
@@ -211,9 +234,10 @@ class DurationBaseline:
         #: key -> (count at computation, p20, p50, p90, p95, p99); part of the exported state
         #: so a restored engine gives the very same numbers.
         self.cache: dict[str, list[float]] = {}
-        #: key -> (count that triggers a refresh, quantiles tuple, learning clip cap), derived
-        #: from ``cache`` and not exported: the hot paths read one entry and build nothing
-        self._fast: dict[str, tuple[float, Quantiles, float]] = {}
+        #: key -> (count that triggers a refresh, quantiles tuple, learning clip cap, the cap's
+        #: histogram index), derived from ``cache`` and not exported: the hot paths read one entry
+        #: and build nothing
+        self._fast: dict[str, tuple[float, Quantiles, float, int]] = {}
         #: key -> (count, log2 median) at that count, derived (``log2_median``), not exported
         self._medians: dict[str, tuple[int, float]] = {}
         #: keys whose histogram or cache changed since the last ``take_changed`` (a checkpoint
@@ -256,10 +280,50 @@ class DurationBaseline:
 
         if value_s < 0:
             return
+        if self.pooled:
+            self._learn_pooled(keys, value_s)
+            return
         hist = self.hist
         fast = self._fast
         min_count = self.min_count
-        pooled = self.pooled
+        # a key this full is warm or saturated (with ``min_count`` past COUNT_MAX: saturated only)
+        full = min_count if min_count < COUNT_MAX else COUNT_MAX
+        if value_s <= 8.0:  # 1 + _bin(value_s), inline: the same value for every key unless a key clips it
+            b = 1
+        else:
+            b = int((log2(value_s) - LO_LOG2) * RES)
+            b = b + 1 if b < NBINS else NBINS
+        self.changed.update(keys)
+        for key in keys:
+            h = hist.get(key)
+            if h is None:
+                h = hist[key] = _ZERO_HIST[:]
+                h[0] = 1
+                h[b] = 1
+                continue
+            n = h[0]  # read once: a count past 256 is a new int object at every read of the array
+            if n >= full:
+                if n >= COUNT_MAX:
+                    continue  # saturated (see COUNT_MAX)
+                # clip against the last computed p99 (refreshed by queries), so learning stays cheap
+                f = fast.get(key)
+                if f is None:
+                    q = self.cache.get(key)
+                    if q is not None:
+                        f = self._derive(key, q)
+                if f is not None and value_s > f[2]:
+                    h[0] = n + 1
+                    h[f[3]] += 1
+                    continue
+            h[0] = n + 1
+            h[b] += 1
+
+    def _learn_pooled(self, keys: Sequence[str], value_s: float) -> None:
+        """``learn`` while pooled: every observation is also counted in ``delta``."""
+
+        hist = self.hist
+        fast = self._fast
+        min_count = self.min_count
         b = 1 + _bin(value_s)  # the same value for every key unless a key clips it
         self.changed.update(keys)
         for key in keys:
@@ -270,25 +334,21 @@ class DurationBaseline:
             elif h[0] >= COUNT_MAX:
                 continue  # saturated (see COUNT_MAX)
             elif h[0] >= min_count:
-                # clip against the last computed p99 (refreshed by queries), so learning stays cheap
                 f = fast.get(key)
                 if f is None and key in self.cache:
                     f = self._derive(key, self.cache[key])
                 if f is not None and value_s > f[2]:
                     h[0] += 1
-                    h[1 + _bin(f[2])] += 1
-                    if pooled:
-                        d = self._delta(key)[0]
-                        d[0] = d.get(0, 0) + 1
-                        cb = 1 + _bin(f[2])
-                        d[cb] = d.get(cb, 0) + 1
+                    h[f[3]] += 1
+                    d = self._delta(key)[0]
+                    d[0] = d.get(0, 0) + 1
+                    d[f[3]] = d.get(f[3], 0) + 1
                     continue
             h[0] += 1
             h[b] += 1
-            if pooled:
-                d = self._delta(key)[0]
-                d[0] = d.get(0, 0) + 1
-                d[b] = d.get(b, 0) + 1
+            d = self._delta(key)[0]
+            d[0] = d.get(0, 0) + 1
+            d[b] = d.get(b, 0) + 1
 
     def learn_censored(self, keys: Sequence[str], value_s: float) -> None:
         """Add "lasted at least ``value_s``" to every key of the chain (Kaplan-Meier censoring)."""
@@ -335,8 +395,7 @@ class DurationBaseline:
             if h is not None and h[0] >= min_count:
                 f = self._fast.get(key)
                 if f is None or h[0] >= f[0]:
-                    self._cached(key, h)  # refreshes ``cache`` when the key grew enough
-                    f = self._derive(key, self.cache[key])
+                    f = self._refresh(key, h)
                 return f[1]
         return None
 
@@ -381,8 +440,11 @@ class DurationBaseline:
             h = hist.get(key)
             if h is None or h[0] < min_count:
                 continue
-            q = self.warm_quantiles(keys[i:])
-            assert q is not None
+            # ``warm_quantiles(keys[i:])``, whose first key is this warm one
+            f = self._fast.get(key)
+            if f is None or h[0] >= f[0]:
+                f = self._refresh(key, h)
+            q = f[1]
             if i == 0:
                 return q, 1.0
             top = self.log2_median(key)
@@ -412,13 +474,17 @@ class DurationBaseline:
 
         return survival_at(self.quantiles(keys), value_s)
 
-    def _derive(self, key: str, q: list[float]) -> tuple[float, Quantiles, float]:
-        # q is a ``cache`` entry: [count at computation, p05, p20, p50, p90, p95, p99]
-        f = (q[0] * 1.125 + 4, tuple(q[1:]), q[1 + P99] * self.clip_factor)
+    def _derive(self, key: str, q: list[float]) -> tuple[float, Quantiles, float, int]:
+        # q is a ``cache`` entry: [count at computation, p01, ..., p999]; the fast entry is
+        # (count that triggers a refresh, quantiles, clip cap, histogram index of the cap)
+        cap = q[1 + P99] * self.clip_factor
+        f = (q[0] * 1.125 + 4, tuple(q[1:]), cap, 1 + _bin(cap) if cap < inf else 0)
         self._fast[key] = f
         return f
 
-    def _cached(self, key: str, h: array[int]) -> list[float]:
+    def _refresh(self, key: str, h: array[int]) -> tuple[float, Quantiles, float, int]:
+        """A warm key's fast entry, its ``cache`` entry recomputed first when the key grew enough."""
+
         q = self.cache.get(key)
         n = h[0]
         # Refresh after ~12 % growth: keeps per-event cost flat while following drift.
@@ -426,7 +492,7 @@ class DurationBaseline:
             q = [float(n), *self._compute(h, self.cens.get(key))]
             self.cache[key] = q
             self.changed.add(key)
-        return q[1:]
+        return self._derive(key, q)
 
     @staticmethod
     def _compute(h: Sequence[int], cens: Sequence[int] | None = None) -> list[float]:
@@ -434,41 +500,45 @@ class DurationBaseline:
 
         n = h[0]
         out: list[float] = []
+        # empty bins change nothing in either loop, so they are skipped; every float below is
+        # computed as the straightforward bin-by-bin loop computes it
         if cens is None:
             targets = [q * n for q in _QUANTILES]
             cum = 0.0
             ti = 0
-            for b in range(NBINS):
-                c = h[1 + b]
-                while ti < len(targets) and cum + c >= targets[ti] and c > 0:
-                    frac = (targets[ti] - cum) / c
-                    lo = LO_LOG2 + b / RES
-                    out.append(float(2.0 ** (lo + frac / RES)))
-                    ti += 1
+            for b, c in enumerate(h[1:]):
+                if c > 0:
+                    top = cum + c
+                    while top >= targets[ti]:
+                        frac = (targets[ti] - cum) / c
+                        lo = LO_LOG2 + b / RES
+                        out.append(2.0 ** (lo + frac / RES))
+                        ti += 1
+                        if ti == _NGRID:
+                            return out
+                elif not c:
+                    continue
                 cum += c
-                if ti == len(targets):
-                    break
-            while len(out) < len(targets):
-                out.append(_bin_lo(NBINS))
+            out.extend([_TOP] * (_NGRID - len(out)))
             return out
         # Kaplan-Meier over the bins: events of a bin leave before its censored ones
         at_risk = float(n)
         dead = 0.0  # 1 - S at the start of the bin
         ti = 0
-        for b in range(NBINS):
-            d = h[1 + b]
+        for b, (d, c) in enumerate(zip(h[1:], cens, strict=True)):
             if d and at_risk > 0:
                 after = 1.0 - (1.0 - dead) * (1.0 - d / at_risk)
-                while ti < len(GRID) and after >= GRID[ti]:
+                while after >= GRID[ti]:
                     frac = (GRID[ti] - dead) / (after - dead)
-                    out.append(float(2.0 ** (LO_LOG2 + (b + frac) / RES)))
+                    out.append(2.0 ** (LO_LOG2 + (b + frac) / RES))
                     ti += 1
+                    if ti == _NGRID:
+                        return out
                 dead = after
-            at_risk -= d + cens[b]
-            if ti == len(GRID):
-                break
-        while len(out) < len(GRID):
-            out.append(inf)  # never reached: longer than anything the key has seen end
+            elif not (d or c):
+                continue
+            at_risk -= d + c
+        out.extend([inf] * (_NGRID - len(out)))  # never reached: longer than anything the key has seen end
         return out
 
     def export(self) -> dict[str, object]:

@@ -33,6 +33,9 @@ _Evidence = dict[str, float | int | str | bool | None]
 #: km per degree of arc on the sphere km_between uses (radius 6,371 km)
 _KM_PER_DEGREE = 6_371.0 * math.pi / 180
 
+#: the alert type's value, read once (an enum member's ``.value`` is a Python-level property)
+_CONTRADICTION = AnomalyType.CONTRADICTION.value
+
 
 class ContradictionDetector(DetectorBase):
     """Catches teleports and impossible scan sequences.
@@ -67,9 +70,9 @@ class ContradictionDetector(DetectorBase):
         why = self._sequence(state, event, scan.code) or teleport
         if event.lat is not None and event.lon is not None and scan.latest:
             state.geo = (event.event_time, event.lat, event.lon)
-        if why is None or AnomalyType.CONTRADICTION.value in state.fired:
+        if why is None or _CONTRADICTION in state.fired:
             return NO_FINDINGS
-        state.fired.append(AnomalyType.CONTRADICTION.value)
+        state.fired.append(_CONTRADICTION)
         t = event.event_time
         return [
             Finding(

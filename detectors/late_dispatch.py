@@ -16,6 +16,9 @@ from logiwatch.detectors.model import AlertStatus, AnomalyType, ScanEvent, Sever
 from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Emits, Lifecycle, ScanContext
 from logiwatch.detectors.state import DISPATCHED, PAID, Env, Finding, ParcelState
 
+#: the alert type's value, read once (an enum member's ``.value`` is a Python-level property)
+_LATE_DISPATCH = AnomalyType.LATE_DISPATCH.value
+
 
 def dispatch_baseline(min_count: int) -> DurationBaseline:
     return DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
@@ -66,11 +69,11 @@ class LateDispatchDetector(DetectorBase):
             return NO_FINDINGS
         if code == DISPATCHED and scan.latest:
             paid = state.first_time(PAID)
-            if paid is not None and AnomalyType.LATE_DISPATCH.value not in state.open and not state.tainted:
+            if paid is not None and _LATE_DISPATCH not in state.open and not state.tainted:
                 self.dispatch.learn(self._keys(state), (t - paid) / 1000)
         if code >= DISPATCHED:
             self.set_due(state, None)
-            if AnomalyType.LATE_DISPATCH.value in state.open:
+            if _LATE_DISPATCH in state.open:
                 return [
                     Finding(
                         alert_type=AnomalyType.LATE_DISPATCH,

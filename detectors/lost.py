@@ -27,6 +27,9 @@ from logiwatch.detectors.state import (
 )
 from logiwatch.detectors.values import SILENCE_COLD, SILENCE_LIMIT_S, STALL_THRESHOLD_S
 
+#: the alert type's value, read once (an enum member's ``.value`` is a Python-level property)
+_STALL = AnomalyType.STALL.value
+
 
 class LostDetector(DetectorBase):
     """Catches parcels that went silent for good after pickup.
@@ -108,7 +111,7 @@ class LostDetector(DetectorBase):
         if not self._arm(state, t, now_ms):
             return NO_FINDINGS  # not learned yet, or the stage's silence grew since: look again later
         self.set_due(state, None)
-        stall = state.open.get(AnomalyType.STALL.value)
+        stall = state.open.get(_STALL)
         silent_s = (now_ms - t) / 1000
         return [
             Finding(

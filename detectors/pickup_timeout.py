@@ -24,6 +24,9 @@ from logiwatch.detectors.protocol import (
 )
 from logiwatch.detectors.state import DISPATCHED, PAID, PICKED_UP, Env, Finding, ParcelState
 
+#: the alert type's value, read once (an enum member's ``.value`` is a Python-level property)
+_PICKUP_TIMEOUT = AnomalyType.PICKUP_TIMEOUT.value
+
 
 def pickup_baseline(min_count: int) -> DurationBaseline:
     return DurationBaseline((900, 1800, 4 * 3600, 16 * 3600, 20 * 3600, 30 * 3600), min_count=min_count)
@@ -75,11 +78,11 @@ class PickupTimeoutDetector(DetectorBase):
             return NO_FINDINGS
         if code == PICKED_UP and scan.latest:
             dispatched = state.first_time(DISPATCHED)
-            if dispatched is not None and AnomalyType.PICKUP_TIMEOUT.value not in state.open and not state.tainted:
+            if dispatched is not None and _PICKUP_TIMEOUT not in state.open and not state.tainted:
                 self.pickup.learn(self._keys(state), (t - dispatched) / 1000)
         if code > DISPATCHED:
             self.set_due(state, None)
-            if AnomalyType.PICKUP_TIMEOUT.value in state.open:
+            if _PICKUP_TIMEOUT in state.open:
                 return [
                     Finding(
                         alert_type=AnomalyType.PICKUP_TIMEOUT,

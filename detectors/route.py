@@ -18,6 +18,9 @@ from logiwatch.detectors.protocol import NO_FINDINGS, Contract, DetectorBase, Em
 from logiwatch.detectors.state import HUB_ARRIVED, Env, Finding, ParcelState, km_between
 from logiwatch.detectors.values import TELEPORT_AT
 
+#: the alert type's value, read once (an enum member's ``.value`` is a Python-level property)
+_MISROUTE = AnomalyType.MISROUTE.value
+
 
 class MisrouteDetector(DetectorBase):
     """Catches parcels sent the wrong way or around in a loop.
@@ -78,9 +81,9 @@ class MisrouteDetector(DetectorBase):
             seen[region] = seen.get(region, 0) + 1
             seen["_n"] = seen.get("_n", 0) + 1
             return NO_FINDINGS
-        if AnomalyType.MISROUTE.value in state.fired:
+        if _MISROUTE in state.fired:
             return NO_FINDINGS
-        state.fired.append(AnomalyType.MISROUTE.value)
+        state.fired.append(_MISROUTE)
         t = event.event_time
         return [
             Finding(

@@ -29,6 +29,9 @@ from logiwatch.detectors.state import (
     ParcelState,
 )
 
+#: the alert type's value, read once (an enum member's ``.value`` is a Python-level property)
+_SUSPICIOUS_DELIVERY = AnomalyType.SUSPICIOUS_DELIVERY.value
+
 
 class SuspiciousDeliveryDetector(DetectorBase):
     """Catches deliveries that look fake or misdelivered.
@@ -74,7 +77,7 @@ class SuspiciousDeliveryDetector(DetectorBase):
         self.feed_min_share = float(feed_min_share)
 
     def on_event(self, state: ParcelState, event: ScanEvent, scan: ScanContext) -> Sequence[Finding]:
-        if scan.code != DELIVERED or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
+        if scan.code != DELIVERED or _SUSPICIOUS_DELIVERY in state.fired:
             return NO_FINDINGS
         t = event.event_time
         if self.check_region and event.region != state.dest:
@@ -88,7 +91,7 @@ class SuspiciousDeliveryDetector(DetectorBase):
 
     def on_deadline(self, state: ParcelState, now_ms: int) -> Sequence[Finding]:
         delivered = state.first_time(DELIVERED)
-        if delivered is None or AnomalyType.SUSPICIOUS_DELIVERY.value in state.fired:
+        if delivered is None or _SUSPICIOUS_DELIVERY in state.fired:
             return NO_FINDINGS
         ofd = hub = dispatched = False
         for e in state.route:
@@ -122,7 +125,7 @@ class SuspiciousDeliveryDetector(DetectorBase):
     def _finding(
         self, state: ParcelState, at_ms: int, onset_ms: int, what: str, evidence: dict[str, float | int | str | bool | None]
     ) -> list[Finding]:
-        state.fired.append(AnomalyType.SUSPICIOUS_DELIVERY.value)
+        state.fired.append(_SUSPICIOUS_DELIVERY)
         return [
             Finding(
                 alert_type=AnomalyType.SUSPICIOUS_DELIVERY,
