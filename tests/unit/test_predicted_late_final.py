@@ -45,16 +45,19 @@ def _decoys(sc: Scenario, delivered: bool) -> None:
             p.delivered(t + 110 * H)  # on time after all
 
 
-def _late_parcel(sc: Scenario) -> None:
+def _traffic(decoys_delivered: bool) -> Scenario:
+    """The hand-over feed, the decoys, and a late parcel handed over with 48 h left once they are known."""
+
+    sc = Scenario()
+    hand_over_traffic(sc)
+    _decoys(sc, decoys_delivered)
     t = 400 * H  # every decoy's outcome is known by then
     sc.parcel("LATE", dest="d3", deliver_within=120 * H).paid(t).picked_up(t + 72 * H)
+    return sc
 
 
 def test_a_carrier_whose_last_day_warnings_were_wrong_waits_for_the_promise() -> None:
-    sc = Scenario()
-    hand_over_traffic(sc)
-    _decoys(sc, delivered=True)
-    _late_parcel(sc)
+    sc = _traffic(decoys_delivered=True)
     got = _warnings(sc)
     # the first decoys warned (nothing known yet), the last no longer (five were wrong)
     assert {"D0", "D1", "D2"} <= set(got)
@@ -65,20 +68,14 @@ def test_a_carrier_whose_last_day_warnings_were_wrong_waits_for_the_promise() ->
 
 
 def test_a_carrier_whose_last_day_warnings_were_right_is_warned_at_the_hand_over() -> None:
-    sc = Scenario()
-    hand_over_traffic(sc)
-    _decoys(sc, delivered=False)
-    _late_parcel(sc)
+    sc = _traffic(decoys_delivered=False)
     warn = _warnings(sc)["LATE"]
     assert warn.evidence["lead_s"] == 48 * 3600  # at the hand-over
     assert "such last-day warnings" in warn.summary
 
 
 def test_final_h_zero_is_the_old_behaviour() -> None:
-    sc = Scenario()
-    hand_over_traffic(sc)
-    _decoys(sc, delivered=True)
-    _late_parcel(sc)
+    sc = _traffic(decoys_delivered=True)
     got = _warnings(sc, final_h=0.0)
     assert {f"D{i}" for i in range(8)} <= set(got)
     assert got["LATE"].evidence["lead_s"] == 48 * 3600
