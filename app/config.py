@@ -461,6 +461,24 @@ def engine_config(settings: Settings) -> EngineConfig:
     return config
 
 
+def detector_knobs(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every detector's knobs: the default and the value in effect (the configured one, else the default).
+
+    The settings are checked first (``engine_config``), so a bad knob stops here as it would
+    stop the worker.
+    """
+
+    from logiwatch.detectors.engine import DETECTORS
+
+    engine_config(settings)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, cls in sorted(DETECTORS.items()):
+        chosen = settings.detection.knobs.get(name, {})
+        params = [p for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        out[name] = {p.name: {"default": p.default, "value": chosen.get(p.name, p.default)} for p in params}
+    return out
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets masked."""
 

@@ -175,3 +175,23 @@ def test_the_redis_url_check_answers_every_string_without_raising(url: str) -> N
     problem = redis_url_problem(url)
     assert problem is None or (problem and "\n" not in problem)
     assert isinstance(redacted_url(url), str)
+
+
+def test_config_knobs_lists_every_knob_with_its_default_and_the_value_in_effect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "k.toml"
+    path.write_text("[detection.knobs.predicted_late]\nfinal_h = 12.0\n")
+    assert main(["--config", str(path), "config", "knobs"]) == 0
+    knobs = json.loads(capsys.readouterr().out)
+    assert knobs["predicted_late"]["final_h"] == {"default": 24.0, "value": 12.0}
+    assert knobs["predicted_late"]["early_confidence_z"] == {"default": 1.0, "value": 1.0}
+    assert knobs["stall"] and knobs["lost"]  # every detector, each with its knobs
+
+
+def test_config_knobs_stops_on_an_unknown_knob_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "k.toml"
+    path.write_text("[detection.knobs.predicted_late]\nfinal_hh = 12.0\n")
+    assert main(["--config", str(path), "config", "knobs"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "detection.knobs.predicted_late.final_hh" in err
