@@ -287,7 +287,9 @@ class PredictedLateDetector(DetectorBase):
         reads_alerts=_ALERT_TYPES,
         #: "<alert type>|<carrier>|<bin>" and "<alert type>|<bin>" -> [parcels, late ones]
         #: "<carrier>|<bin>" -> [parcels, late ones]: of the parcels whose chance of lateness
-        #: reached ``late_probability`` with that many hours left (``_EARLY_BINS_H``), how many were late
+        #: reached ``late_probability`` with that many hours left (``_EARLY_BINS_H``), how many were late;
+        #: "<carrier>|final0" / "final1" / "final": likewise for the promise's last ``final_h``, per
+        #: band of chance (below / at least ``_FINAL_BAND_P``) and over both
         tables=("alert_lateness", "early_lateness"),
         #: the remaining time to delivery after a scan and after the scan that followed it, both in
         #: units of the promise's whole span (``promise_unit_ms``); the time from a scan to the next
