@@ -375,14 +375,14 @@ class PredictedLateDetector(DetectorBase):
                 late = t > self._limit(state)
                 self._learn(state, t)
                 self._learn_alerts(state, late)
-                self._learn_early(state, late)
+                self._learn_calibration(state, late)
             return NO_FINDINGS
         if state.final_at or code in FINAL_CODES:
             self.set_due(state, None)
             if code in FINAL_CODES and not _CENSORED.has(state):
                 # returned: never delivered, so not by the promise either
                 _CENSORED.set(state, True)
-                self._learn_early(state, True)
+                self._learn_calibration(state, True)
             return NO_FINDINGS
         if _PREDICTED_LATE in state.open:
             return NO_FINDINGS
@@ -668,7 +668,9 @@ class PredictedLateDetector(DetectorBase):
         self.set_due(state, limit)  # not right often enough: the broken promise itself will say it
         return ""
 
-    def _learn_early(self, state: ParcelState, late: bool) -> None:
+    def _learn_calibration(self, state: ParcelState, late: bool) -> None:
+        """The parcel's outcome under the early-warning and last-day bins it reached (``early_lateness``)."""
+
         left_h = _EARLY_LEFT_H.get(state)
         if left_h is not None:
             _count_outcome(self.env, "early_lateness", _early_keys(state.carrier, left_h), late)
@@ -700,7 +702,7 @@ class PredictedLateDetector(DetectorBase):
 
         _CENSORED.set(state, True)
         self._learn_alerts(state, True)
-        self._learn_early(state, True)
+        self._learn_calibration(state, True)
         learn = self.remaining.learn_censored
         learn_abs = self.remaining_abs.learn_censored
         carrier, origin, dest = state.carrier, state.origin, state.dest
